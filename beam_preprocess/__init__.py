@@ -1,0 +1,1 @@
+"""Apache Beam preprocessing: corpus -> vocabulary + sharded TFRecord windows."""

@@ -1,0 +1,15 @@
+"""`python -m beam_preprocess` (the Dataflow convention) and `nextword preprocess`."""
+
+import sys
+
+from beam_preprocess.pipeline import run
+from nextword import cli, cli_common
+
+
+def main(argv: list[str] | None = None) -> int:
+    cli_common.setup_logging()
+    return cli.guarded(run, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

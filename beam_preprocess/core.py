@@ -1,0 +1,200 @@
+"""Pure core of preprocessing: plain generators over bytes, tokens and ids.
+
+The Beam shell (`transforms.py`) only wires these together; the benchmark's
+single-process reference calls the very same functions.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from nextword import contract
+from nextword.contract import TextSettings
+
+# Figures counted per file and summed over the corpus (manifest "counts").
+FILE_STATS = (
+    "files",
+    "empty_files",
+    "binary_files",
+    "bom_files",
+    "bytes",
+    "lines",
+    "crlf_lines",
+    "undecodable_lines",
+)
+
+
+@dataclass(frozen=True)
+class CorpusFile:
+    """One input file: where it is, its stable key and (optionally) a fixed split."""
+
+    path: str
+    key: str  # path relative to the glob's folder: hashing it keeps splits stable
+    split: str = ""  # "" -> split by hashed blocks of lines
+
+
+def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[tuple[int, str]]:
+    """Yields (line index, text piece) for a byte stream, holding at most ~chunk_bytes.
+
+    A line longer than `chunk_bytes` comes out in several pieces, cut at a
+    space so no word is split (a single word longer than a chunk is cut).
+    Undecodable bytes become U+FFFD and the line is counted; a leading BOM is
+    dropped; CRLF endings are counted and the CR removed.
+    """
+    line_index = 0
+    carry = b""
+    line_has_error = False
+    first = True
+    while True:
+        raw = stream.readline(chunk_bytes)
+        if not raw and not carry:
+            break
+        stats["bytes"] += len(raw)
+        if first:
+            first = False
+            if raw.startswith(b"\xef\xbb\xbf"):
+                stats["bom_files"] += 1
+                raw = raw[3:]
+        if b"\0" in raw:
+            stats["_nul"] = 1
+        data = carry + raw
+        carry = b""
+        ends_line = data.endswith(b"\n") or not raw
+        if ends_line:
+            data = data[:-1] if data.endswith(b"\n") else data
+            if data.endswith(b"\r"):
+                stats["crlf_lines"] += 1
+                data = data[:-1]
+        else:
+            cut = data.rfind(b" ")
+            if cut <= 0:  # one enormous word: cut it, at a UTF-8 character boundary
+                cut = _utf8_boundary(data)
+            data, carry = data[:cut], data[cut:]
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError:
+            text = data.decode("utf-8", "replace")
+            line_has_error = True
+        yield line_index, text
+        if ends_line:
+            stats["lines"] += 1
+            stats["undecodable_lines"] += line_has_error
+            line_has_error = False
+            line_index += 1
+            if not raw:
+                break
+
+
+def _utf8_boundary(data: bytes) -> int:
+    """Length of the longest prefix of `data` that ends on a whole UTF-8 character."""
+    start = len(data) - 1
+    while start > 0 and len(data) - start < 4 and (data[start] & 0xC0) == 0x80:
+        start -= 1
+    lead = data[start]
+    needed = 4 if lead >= 0xF0 else 3 if lead >= 0xE0 else 2 if lead >= 0xC0 else 1
+    return start if len(data) - start < needed and start > 0 else len(data)
+
+
+def iter_split_tokens(
+    lines: Iterable[tuple[int, str]],
+    settings: TextSettings,
+    split_of_line: Callable[[int], str],
+) -> Iterator[tuple[str, str]]:
+    """(split, token) for every token of a file, with <eos> after each line when enabled.
+
+    Pieces of one line share its index; the end-of-line token follows the last piece.
+    """
+    pending_eos: str | None = None
+    current = -1
+    for index, text in lines:
+        if index != current:
+            if pending_eos is not None:
+                yield pending_eos, contract.EOS_TOKEN
+            current = index
+            pending_eos = split_of_line(index) if settings.eos else None
+        split = split_of_line(index)
+        for token in contract.tokenize(text, settings):
+            yield split, token
+    if pending_eos is not None:
+        yield pending_eos, contract.EOS_TOKEN
+
+
+def line_splitter(
+    corpus_file: CorpusFile, block_lines: int, valid_fraction: float, test_fraction: float
+) -> Callable[[int], str]:
+    """Maps a line index to its split: fixed for the file, or by hashed block."""
+    if corpus_file.split:
+        return lambda _index: corpus_file.split
+    cache: dict[int, str] = {}
+
+    def split_of_line(index: int) -> str:
+        block = index // block_lines
+        if block not in cache:
+            cache.clear()  # lines arrive in order: one block at a time is enough
+            cache[block] = contract.split_of(f"{corpus_file.key}:{block}", valid_fraction, test_fraction)
+        return cache[block]
+
+    return split_of_line
+
+
+def count_tokens(split_tokens: Iterable[tuple[str, str]]) -> tuple[Counter, Counter]:
+    """Training-split word counts, and tokens per split."""
+    words: Counter = Counter()
+    per_split: Counter = Counter()
+    for split, token in split_tokens:
+        per_split[split] += 1
+        if split == "train":
+            words[token] += 1
+    return words, per_split
+
+
+def split_windows(
+    split_ids: Iterable[tuple[str, int]], length: int, stride: int
+) -> Iterator[tuple[str, list[int]]]:
+    """(split, window) over a file's id stream; windows never cross a change of split."""
+    for split, run in itertools.groupby(split_ids, key=lambda pair: pair[0]):
+        for window in contract.iter_windows((token_id for _, token_id in run), length, stride):
+            yield split, window
+
+
+def finish_file_stats(stats: Counter) -> Counter:
+    """Turns per-file raw markers into the per-file FILE_STATS figures."""
+    stats["files"] = 1
+    stats["binary_files"] = 1 if stats.pop("_nul", 0) else 0
+    return stats
+
+
+# --- tf.train.Example encoding ----------------------------------------------
+# Hand-written protobuf wire format for Example{features{"ids": int64_list}},
+# so workers need not import TensorFlow; tests check it parses with TensorFlow.
+def _varint(value: int) -> bytes:
+    value &= (1 << 64) - 1  # int64 two's complement, as protobuf does
+    out = bytearray()
+    while True:
+        byte = value & 0x7F
+        value >>= 7
+        if value:
+            out.append(byte | 0x80)
+        else:
+            out.append(byte)
+            return bytes(out)
+
+
+def _field(number: int, payload: bytes) -> bytes:
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+_FEATURE_KEY = _field(1, contract.FEATURE_IDS.encode("utf-8"))
+
+
+def encode_example(ids: list[int]) -> bytes:
+    packed = b"".join(_varint(i) for i in ids)
+    int64_list = _field(1, packed)
+    feature = _field(3, int64_list)
+    entry = _FEATURE_KEY + _field(2, feature)
+    features = _field(1, entry)
+    return _field(1, features)

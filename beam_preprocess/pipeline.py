@@ -1,0 +1,167 @@
+"""The preprocessing pipeline: corpus glob -> vocabulary + sharded TFRecord windows.
+
+    python -m beam_preprocess --config configs/local.yaml --set preprocess.num_shards=8 [Beam options]
+
+`manifest.json` is written last: an output directory without it is incomplete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+
+import apache_beam as beam
+
+from beam_preprocess import core
+from beam_preprocess.transforms import CountVocabulary, WriteWindows
+from nextword import cli_common, contract, storage
+from nextword.config import Config, PreprocessConfig
+
+_LOG = logging.getLogger(__name__)
+
+
+def _glob_folder(glob: str) -> str:
+    """The folder part of a glob before its first wildcard."""
+    head = glob
+    for char in "*?[":
+        head = head.split(char, 1)[0]
+    return head.rsplit("/", 1)[0] + "/" if "/" in head else ""
+
+
+def _relative_key(path: str, folder: str) -> str:
+    if storage.is_remote(path):
+        return path[len(folder):] if path.startswith(folder) else path
+    return os.path.relpath(path, os.path.abspath(folder or "."))
+
+
+def list_corpus(cfg: PreprocessConfig) -> tuple[list[core.CorpusFile], int, str]:
+    """Matched corpus files, the number of other files beside them, and the glob shown in errors."""
+    split = cfg.split
+    globs = (
+        [("train", split.train_glob), ("valid", split.valid_glob), ("test", split.test_glob)]
+        if split.train_glob
+        else [("", cfg.corpus_glob)]
+    )
+    files: list[core.CorpusFile] = []
+    ignored = 0
+    for fixed_split, glob in globs:
+        matched = storage.match(glob)
+        if not matched:
+            raise FileNotFoundError(f"{glob}: the corpus glob matches no file")
+        folder = _glob_folder(glob)
+        files += [core.CorpusFile(path, _relative_key(path, folder), fixed_split) for path, _ in matched]
+        if folder and not fixed_split:
+            # Files under the glob's folder that the glob leaves out (non-.txt files): counted, not read.
+            ignored = len(storage.match(folder + "**")) - len(matched)
+    return files, max(ignored, 0), " ".join(glob for _, glob in globs)
+
+
+def manifest_dict(
+    cfg: PreprocessConfig,
+    glob: str,
+    vocab_tokens: list[str],
+    counts: tuple[Counter, Counter],
+    window_figures: Counter,
+    shards: dict[str, list[str]],
+    ignored_files: int,
+    output_dir: str,
+) -> dict:
+    """The manifest: every figure of the run, and the settings later stages need."""
+    _, figures = counts
+    per_split = {
+        name: {split: int(figures[f"{name}.{split}"] + window_figures[f"{name}.{split}"]) for split in contract.SPLITS}
+        for name in ("tokens", "unknown_tokens", "windows")
+    }
+    prefix = output_dir.rstrip("/") + "/"
+    return {
+        "format_version": 1,
+        "created_unix": int(time.time()),
+        "corpus_glob": glob,
+        "text": cfg.text.to_dict(),
+        "window_length": cfg.window_length,
+        "record_length": cfg.window_length + 1,
+        "stride": cfg.stride,
+        "vocab_size": len(vocab_tokens),
+        "fingerprint": contract.fingerprint(vocab_tokens, cfg.text),
+        "counts": {
+            **{name: int(figures[name]) for name in core.FILE_STATS},
+            "ignored_files": ignored_files,
+            **per_split,
+        },
+        "shards": {
+            split: sorted(path[len(prefix):] if path.startswith(prefix) else path for path in shards.get(split, []))
+            for split in contract.SPLITS
+        },
+    }
+
+
+def _write_vocab(vocab_tokens: list[str], counts: tuple[Counter, Counter], output_dir: str) -> int:
+    storage.write_text(storage.join(output_dir, contract.VOCAB_FILE), contract.vocab_text(vocab_tokens))
+    storage.write_text(
+        storage.join(output_dir, contract.VOCAB_COUNTS_FILE), contract.vocab_counts_text(vocab_tokens, counts[0])
+    )
+    return len(vocab_tokens)
+
+
+def _write_manifest(_, output_dir: str, train_shards, valid_shards, test_shards, vocab_written, **parts) -> str:
+    del vocab_written  # a side input only so that the manifest comes after the vocabulary
+    shards = {"train": train_shards, "valid": valid_shards, "test": test_shards}
+    manifest = manifest_dict(output_dir=output_dir, shards=shards, **parts)
+    path = storage.join(output_dir, contract.MANIFEST_FILE)
+    storage.write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    _LOG.info("wrote %s: %s", path, json.dumps(manifest["counts"]))
+    return path
+
+
+def clear_output(output_dir: str) -> None:
+    """Removes the commit marker and old shards first, so a failed rerun never looks complete."""
+    storage.makedirs(output_dir)
+    storage.delete(storage.join(output_dir, contract.MANIFEST_FILE))
+    for split in contract.SPLITS:
+        old = storage.match(storage.join(output_dir, split, contract.SHARD_PREFIX + "*"))
+        for path, _ in old:
+            storage.delete(path)
+
+
+def build(p: beam.Pipeline, config: Config) -> None:
+    """Adds the preprocessing transforms to `p`."""
+    cfg = config.preprocess
+    output_dir = cfg.output_dir
+    files, ignored, glob = list_corpus(cfg)
+    _LOG.info("preprocessing %d files from %s into %s", len(files), glob, output_dir)
+    clear_output(output_dir)
+    storage.write_text(storage.join(output_dir, contract.CONFIG_FILE), cli_common.config_yaml(config))
+
+    file_pcoll = p | "ListFiles" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
+    vocab, counts = file_pcoll | "CountVocabulary" >> CountVocabulary(cfg, glob)
+    vocab_written = vocab | "WriteVocab" >> beam.Map(_write_vocab, beam.pvalue.AsSingleton(counts), output_dir)
+    shards, window_figures = (file_pcoll, vocab) | "WriteWindows" >> WriteWindows(cfg, output_dir)
+    _ = (
+        p
+        | "ManifestTrigger" >> beam.Create([None])
+        | "WriteManifest" >> beam.Map(
+            _write_manifest,
+            output_dir=output_dir,
+            cfg=cfg,
+            glob=glob,
+            ignored_files=ignored,
+            vocab_tokens=beam.pvalue.AsSingleton(vocab),
+            counts=beam.pvalue.AsSingleton(counts),
+            window_figures=beam.pvalue.AsSingleton(window_figures),
+            train_shards=beam.pvalue.AsList(shards["train"]),
+            valid_shards=beam.pvalue.AsList(shards["valid"]),
+            test_shards=beam.pvalue.AsList(shards["test"]),
+            vocab_written=beam.pvalue.AsSingleton(vocab_written),
+        )
+    )
+
+
+def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
+    """Runs preprocessing and returns the manifest."""
+    config, beam_args = cli_common.parse("preprocess", argv)
+    with cli_common.pipeline(beam_args, test_pipeline) as p:
+        build(p, config)
+    return json.loads(storage.read_text(storage.join(config.preprocess.output_dir, contract.MANIFEST_FILE)))

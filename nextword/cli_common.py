@@ -1,0 +1,72 @@
+"""Argument parsing and Beam pipeline options shared by every stage's entry point."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+from collections.abc import Iterator
+
+from nextword import config as config_lib
+
+# Beam 2.77's "DirectRunner" first tries to download the Prism runner, which
+# cannot work offline; FnApiRunner is the DirectRunner's own local engine
+# (in_memory or multi_processing via --direct_running_mode) without that attempt.
+LOCAL_RUNNER = "FnApiRunner"
+
+
+def parser(stage: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog=f"nextword {stage}",
+        description=f"nextword {stage}. Unknown options are passed to Beam (e.g. --runner DataflowRunner).",
+    )
+    p.add_argument("--config", help="YAML config file (defaults apply where it is silent)")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key by its dotted path, e.g. --set preprocess.num_shards=8",
+    )
+    return p
+
+
+def parse(stage: str, argv: list[str] | None) -> tuple[config_lib.Config, list[str]]:
+    """(config, remaining args for Beam) for one stage."""
+    args, rest = parser(stage).parse_known_args(argv)
+    return config_lib.load(args.config, args.overrides), rest
+
+
+def setup_logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def config_yaml(config: config_lib.Config) -> str:
+    return config_lib.to_yaml(config)
+
+
+def pipeline_options(beam_args: list[str]):
+    """Beam options from the command line, with the local runner made explicit."""
+    from apache_beam.options.pipeline_options import PipelineOptions, SetupOptions, StandardOptions
+
+    options = PipelineOptions(beam_args)
+    standard = options.view_as(StandardOptions)
+    if standard.runner in (None, "DirectRunner"):
+        standard.runner = LOCAL_RUNNER
+    # Workers on Dataflow unpickle our DoFns: they need the main session's imports.
+    options.view_as(SetupOptions).save_main_session = False
+    return options
+
+
+@contextlib.contextmanager
+def pipeline(beam_args: list[str], test_pipeline=None) -> Iterator:
+    """A pipeline that runs (and is waited for) when the block exits."""
+    import apache_beam as beam
+
+    if test_pipeline is not None:
+        with test_pipeline as p:
+            yield p
+        return
+    with beam.Pipeline(options=pipeline_options(beam_args)) as p:
+        yield p

@@ -1,0 +1,285 @@
+"""Typed configuration: a tree of frozen dataclasses loaded strictly from YAML.
+
+Unknown or mistyped keys are one-line `ConfigError`s naming the dotted path.
+Overrides use the same dotted paths (`--set train.batch_size=32`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from nextword.contract import NORMALIZATIONS, TextSettings
+
+
+class ConfigError(ValueError):
+    """A configuration problem, reported on one line that names the key."""
+
+
+@dataclass(frozen=True)
+class SplitConfig:
+    valid_fraction: float = 0.1
+    test_fraction: float = 0.1
+    # Lines per split block: consecutive lines stay together so that
+    # overlapping windows do not leak between train and test.
+    block_lines: int = 20
+    # Optional explicit globs per split (e.g. the Penn Treebank's own files);
+    # when set, fractions are ignored and `preprocess.corpus_glob` is unused.
+    train_glob: str = ""
+    valid_glob: str = ""
+    test_glob: str = ""
+
+
+@dataclass(frozen=True)
+class PreprocessConfig:
+    corpus_glob: str = "./corpus/**/*.txt"
+    output_dir: str = "runs/data"
+    text: TextSettings = field(default_factory=TextSettings)
+    window_length: int = 5  # context words; each record holds window_length + 1 ids
+    stride: int = 1
+    num_shards: int = 4
+    split: SplitConfig = field(default_factory=SplitConfig)
+    # Bytes read at a time from a file: bounds memory even for a 20 MB line.
+    read_chunk_bytes: int = 1 << 20
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    embedding_dim: int = 128
+    lstm_units: int = 256
+    num_layers: int = 1
+    dropout: float = 0.3
+    tie_embeddings: bool = False
+    forget_bias: float = 1.0
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    name: str = "adam"  # adam | sgd
+    learning_rate: float = 0.001
+    clip_global_norm: float = 5.0
+    # SGD schedule as in Zaremba et al.: after `decay_after_epochs`, multiply
+    # the learning rate by `decay` every epoch.
+    decay: float = 1.0
+    decay_after_epochs: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    data_dir: str = "runs/data"
+    model_dir: str = "runs/model"
+    strategy: str = "local"  # local | mirrored | multiworker
+    per_replica_batch_size: int = 64
+    epochs: int = 5
+    steps_per_epoch: int = 0  # 0: one full pass over the training split
+    max_steps: int = 0  # 0: no limit
+    time_budget_s: float = 0.0  # 0: no limit; stops cleanly after this much training time
+    checkpoint_every_steps: int = 200
+    shuffle_buffer: int = 10000
+    seed: int = 1234
+    mixed_precision: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    bundle_dir: str = "runs/model/bundle"
+    input_glob: str = "corpus/sample_input.txt"
+    output_dir: str = "runs/predictions"
+    mode: str = "both"  # next | score | both
+    top_k: int = 5
+    max_batch_tokens: int = 8192
+    max_line_tokens: int = 2000
+
+
+@dataclass(frozen=True)
+class Config:
+    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
+
+
+_CHOICES = {
+    "preprocess.text.normalization": NORMALIZATIONS,
+    "train.strategy": ("local", "mirrored", "multiworker"),
+    "train.optimizer.name": ("adam", "sgd"),
+    "predict.mode": ("next", "score", "both"),
+}
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, path: str) -> Any:
+    """Checks one leaf value against its annotated type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return None
+        (tp,) = [t for t in options if t is not type(None)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, path)
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
+        raise ConfigError(
+            f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
+        )
+    return value
+
+
+def _build(cls: type, data: Any, prefix: str) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else str(key)
+        if key not in names:
+            raise ConfigError(f"{path}: key does not exist (valid keys: {', '.join(sorted(names))})")
+        values[key] = _coerce(value, hints[key], path)
+    return cls(**values)
+
+
+def _to_dict(obj: Any) -> Any:
+    if dataclasses.is_dataclass(obj):
+        return {f.name: _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    return obj
+
+
+def _check(config: Config) -> None:
+    """Cross-field checks, each naming the key to fix."""
+    for path, choices in _CHOICES.items():
+        value: Any = config
+        for part in path.split("."):
+            value = getattr(value, part)
+        if value not in choices:
+            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+    p = config.preprocess
+    positive = {
+        "preprocess.window_length": p.window_length,
+        "preprocess.stride": p.stride,
+        "preprocess.num_shards": p.num_shards,
+        "preprocess.split.block_lines": p.split.block_lines,
+        "preprocess.read_chunk_bytes": p.read_chunk_bytes,
+        "train.per_replica_batch_size": config.train.per_replica_batch_size,
+        "train.epochs": config.train.epochs,
+        "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
+        "train.shuffle_buffer": config.train.shuffle_buffer,
+        "train.model.embedding_dim": config.train.model.embedding_dim,
+        "train.model.lstm_units": config.train.model.lstm_units,
+        "train.model.num_layers": config.train.model.num_layers,
+        "train.optimizer.learning_rate": config.train.optimizer.learning_rate,
+        "predict.top_k": config.predict.top_k,
+        "predict.max_batch_tokens": config.predict.max_batch_tokens,
+        "predict.max_line_tokens": config.predict.max_line_tokens,
+    }
+    for path, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"{path}: must be > 0, got {value!r}")
+    non_negative = {
+        "preprocess.text.min_count": p.text.min_count,
+        "preprocess.split.valid_fraction": p.split.valid_fraction,
+        "preprocess.split.test_fraction": p.split.test_fraction,
+        "train.steps_per_epoch": config.train.steps_per_epoch,
+        "train.max_steps": config.train.max_steps,
+        "train.time_budget_s": config.train.time_budget_s,
+        "train.optimizer.clip_global_norm": config.train.optimizer.clip_global_norm,
+        "train.optimizer.decay_after_epochs": config.train.optimizer.decay_after_epochs,
+    }
+    for path, value in non_negative.items():
+        if value < 0:
+            raise ConfigError(f"{path}: must be >= 0, got {value!r}")
+    if p.split.valid_fraction + p.split.test_fraction >= 1:
+        raise ConfigError(
+            "preprocess.split.valid_fraction: valid_fraction + test_fraction must be < 1, "
+            f"got {p.split.valid_fraction} + {p.split.test_fraction}"
+        )
+    explicit = [p.split.train_glob, p.split.valid_glob, p.split.test_glob]
+    if any(explicit) and not all(explicit):
+        raise ConfigError(
+            "preprocess.split.train_glob: set all of train_glob, valid_glob and test_glob, or none"
+        )
+    if p.text.max_size is not None and p.text.max_size < 2:
+        raise ConfigError(f"preprocess.text.max_size: must be >= 2 or null, got {p.text.max_size}")
+    if p.text.normalization == "seed" and not p.text.unknown_token.strip():
+        raise ConfigError("preprocess.text.unknown_token: must not be empty")
+    if not 0 <= config.train.model.dropout < 1:
+        raise ConfigError(f"train.model.dropout: must be in [0, 1), got {config.train.model.dropout}")
+    if not 0 < config.train.optimizer.decay <= 1:
+        raise ConfigError(f"train.optimizer.decay: must be in (0, 1], got {config.train.optimizer.decay}")
+    m = config.train.model
+    if m.tie_embeddings and m.embedding_dim != m.lstm_units:
+        raise ConfigError(
+            "train.model.tie_embeddings: needs train.model.embedding_dim == train.model.lstm_units, "
+            f"got {m.embedding_dim} and {m.lstm_units}"
+        )
+
+
+def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = tree
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"{dotted}: {part} is not a section")
+    node[parts[-1]] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """`a.b=value` -> ("a.b", value), the value read as YAML (`3`, `true`, `x`)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise ConfigError(f"override {text!r}: expected dotted.key=value")
+    try:
+        return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{key}: value {raw!r} is not valid YAML ({err.problem})") from None
+
+
+def from_dict(data: dict | None, overrides: list[str] = ()) -> Config:
+    """Builds and checks a Config from a plain mapping and dotted overrides."""
+    tree = {} if data is None else data
+    if not isinstance(tree, dict):
+        raise ConfigError(f"config: expected a mapping at the top level, got {type(tree).__name__}")
+    tree = _to_dict(_build(Config, tree, ""))  # validates the file before overrides
+    for item in overrides:
+        key, value = parse_override(item)
+        _set_dotted(tree, key, value)
+    config = _build(Config, tree, "")
+    _check(config)
+    return config
+
+
+def load(path: str | None = None, overrides: list[str] = ()) -> Config:
+    """Loads a YAML config file (or the defaults when `path` is None)."""
+    data = None
+    if path:
+        from nextword import storage
+
+        try:
+            data = yaml.safe_load(storage.read_text(path))
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f" line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+    return from_dict(data, overrides)
+
+
+def to_yaml(config: Config) -> str:
+    return yaml.safe_dump(_to_dict(config), sort_keys=False)
+
+
+def section_to_dict(section: Any) -> dict:
+    return _to_dict(section)

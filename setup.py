@@ -1,0 +1,23 @@
+"""nextword: an LSTM next-word language model, from corpus to bulk prediction."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="nextword",
+    version="0.1.0",
+    description="Beam preprocessing, tf.distribute LSTM training and Beam batch prediction of next words",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["nextword", "nextword.*", "beam_preprocess", "trainer", "batch_predict"]),
+    install_requires=[
+        "tensorflow==2.21.0",
+        "numpy>=1.26",
+        "apache-beam[gcp]==2.77.0",
+        "google-cloud-storage>=2.18",
+        "pyyaml>=6.0",
+        "matplotlib>=3.8",
+    ],
+    extras_require={
+        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "gcp-storage-emulator>=2024.8"],
+    },
+    entry_points={"console_scripts": ["nextword=nextword.cli:main"]},
+)
