@@ -191,3 +191,15 @@ def split_of(key: str, valid_fraction: float, test_fraction: float) -> str:
     if bucket < test_fraction + valid_fraction:
         return "valid"
     return "train"
+
+
+# --- The model bundle (trainer export -> batch prediction) -----------------
+# A SavedModel directory whose signatures take raw strings:
+#   next_words(text: string [batch], k: int32 []) -> words: string [batch, k], probs: float32 [batch, k]
+#   score(text: string [batch]) -> log_prob: float32 [batch], tokens: int32 [batch], unknown_tokens: int32 [batch]
+# Beside the SavedModel files, BUNDLE_META_DIR holds vocab.txt, manifest.json,
+# config.yaml and bundle.json (fingerprint, text settings, window length).
+SIGNATURE_NEXT_WORDS = "next_words"
+SIGNATURE_SCORE = "score"
+BUNDLE_META_DIR = "nextword"
+BUNDLE_INFO_FILE = "bundle.json"

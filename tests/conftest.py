@@ -1,0 +1,33 @@
+"""Shared fixtures: every test makes its own tiny corpus and uses the local Beam runner."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def local_test_pipeline():
+    """A TestPipeline on the local FnApiRunner (Beam's DirectRunner would first try Prism, offline)."""
+    from apache_beam.testing.test_pipeline import TestPipeline
+
+    from nextword.cli_common import LOCAL_RUNNER
+
+    return TestPipeline(runner=LOCAL_RUNNER)
+
+
+@pytest.fixture
+def write_files(tmp_path):
+    """Writes {relative path: text or bytes} under tmp_path and returns tmp_path."""
+
+    def write(files: dict[str, str | bytes]):
+        for rel, content in files.items():
+            path = tmp_path / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            path.write_bytes(data)
+        return tmp_path
+
+    return write

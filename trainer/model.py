@@ -1,0 +1,77 @@
+"""The LSTM language model. Knows nothing of distribution strategies."""
+
+from __future__ import annotations
+
+import keras
+
+from nextword.config import ModelConfig
+
+
+@keras.saving.register_keras_serializable(package="nextword")
+class TiedOutput(keras.layers.Layer):
+    """Logits from the transposed input embedding (Press & Wolf 2017), plus a bias."""
+
+    def __init__(self, embedding: keras.layers.Embedding, **kwargs):
+        super().__init__(**kwargs)
+        self.embedding = embedding
+
+    def build(self, input_shape):
+        self.bias = self.add_weight(name="bias", shape=(self.embedding.input_dim,), initializer="zeros")
+
+    def call(self, hidden):
+        # hidden: [batch, time, units]; embeddings: [vocab, units] -> logits [batch, time, vocab]
+        kernel = keras.ops.cast(self.embedding.embeddings, hidden.dtype)
+        return keras.ops.einsum("btu,vu->btv", hidden, kernel) + keras.ops.cast(self.bias, hidden.dtype)
+
+
+def _set_forget_bias(lstm: keras.layers.LSTM, value: float) -> None:
+    # Keras orders LSTM gate biases [input, forget, cell, output].
+    bias = lstm.cell.bias
+    units = lstm.cell.units
+    values = keras.ops.convert_to_numpy(bias).copy()
+    values[units : 2 * units] = value
+    bias.assign(values)
+
+
+def build_model(vocab_size: int, cfg: ModelConfig) -> keras.Model:
+    """ids [batch, time] int32 -> logits [batch, time, vocab_size] float32.
+
+    The LSTM layers keep cuDNN's requirements (tanh/sigmoid, no recurrent
+    dropout, no masking, not unrolled): dropout sits between layers instead.
+    """
+    ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    embedding = keras.layers.Embedding(vocab_size, cfg.embedding_dim, name="embedding")
+    x = embedding(ids)  # [batch, time, embedding_dim]
+    x = keras.layers.Dropout(cfg.dropout, name="embedding_dropout")(x)
+    lstms = []
+    for i in range(cfg.num_layers):
+        lstm = keras.layers.LSTM(cfg.lstm_units, return_sequences=True, name=f"lstm_{i}")
+        lstms.append(lstm)
+        x = lstm(x)  # [batch, time, lstm_units]
+        x = keras.layers.Dropout(cfg.dropout, name=f"lstm_{i}_dropout")(x)
+    if cfg.tie_embeddings:
+        logits = TiedOutput(embedding, name="logits", dtype="float32")(x)
+    else:
+        logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
+    model = keras.Model(ids, logits, name="nextword_lstm")
+    for lstm in lstms:
+        _set_forget_bias(lstm, cfg.forget_bias)
+    return model
+
+
+def cudnn_eligible(model: keras.Model) -> list[str]:
+    """Reasons, per LSTM layer, why cuDNN would not be used (empty: eligible)."""
+    reasons = []
+    for layer in model.layers:
+        if not isinstance(layer, keras.layers.LSTM):
+            continue
+        cell = layer.cell
+        checks = {
+            "activation is not tanh": cell.activation is not keras.activations.tanh,
+            "recurrent_activation is not sigmoid": cell.recurrent_activation is not keras.activations.sigmoid,
+            "recurrent_dropout > 0": cell.recurrent_dropout > 0,
+            "unroll=True": layer.unroll,
+            "use_bias=False": not cell.use_bias,
+        }
+        reasons += [f"{layer.name}: {why}" for why, bad in checks.items() if bad]
+    return reasons
