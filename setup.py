@@ -10,6 +10,7 @@ setup(
     packages=find_packages(include=["nextword", "nextword.*", "beam_preprocess", "trainer", "batch_predict"]),
     install_requires=[
         "tensorflow==2.21.0",
+        "tensorboard==2.21.0",  # tf.summary's writer (TensorFlow 2.21 no longer pulls it in)
         "numpy>=1.26",
         "apache-beam[gcp]==2.77.0",
         "google-cloud-storage>=2.18",

@@ -48,11 +48,13 @@ def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[t
     line_index = 0
     carry = b""
     line_has_error = False
+    line_open = False
     first = True
     while True:
-        raw = stream.readline(chunk_bytes)
-        if not raw and not carry:
-            break
+        # readline stops short of its limit only at a newline or at the end of the stream.
+        limit = max(chunk_bytes - len(carry), 1)
+        raw = stream.readline(limit)
+        at_end = len(raw) < limit and not raw.endswith(b"\n")
         stats["bytes"] += len(raw)
         if first:
             first = False
@@ -63,7 +65,12 @@ def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[t
             stats["_nul"] = 1
         data = carry + raw
         carry = b""
-        ends_line = data.endswith(b"\n") or not raw
+        if not data:
+            if line_open:  # the last piece of an unterminated line was already yielded
+                stats["lines"] += 1
+                stats["undecodable_lines"] += line_has_error
+            return
+        ends_line = raw.endswith(b"\n") or at_end
         if ends_line:
             data = data[:-1] if data.endswith(b"\n") else data
             if data.endswith(b"\r"):
@@ -80,13 +87,14 @@ def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[t
             text = data.decode("utf-8", "replace")
             line_has_error = True
         yield line_index, text
+        line_open = not ends_line
         if ends_line:
             stats["lines"] += 1
             stats["undecodable_lines"] += line_has_error
             line_has_error = False
             line_index += 1
-            if not raw:
-                break
+            if at_end:
+                return
 
 
 def _utf8_boundary(data: bytes) -> int:

@@ -78,7 +78,7 @@ class CorpusCountsFn(beam.CombineFn):
 
 
 class FileWindowsFn(_FileStream):
-    """Per file: (split, serialized Example) windows of ids (pass 2).
+    """Per file: serialized Example windows of ids on one output per split (pass 2).
 
     Also emits, on the `figures` output, unknown-token and window counts.
     """
@@ -100,7 +100,7 @@ class FileWindowsFn(_FileStream):
 
         for split, window in core.split_windows(split_ids(), self._cfg.window_length + 1, self._cfg.stride):
             figures[f"windows.{split}"] += 1
-            yield split, core.encode_example(window)
+            yield beam.pvalue.TaggedOutput(split, core.encode_example(window))
         unknown.inc(sum(v for k, v in figures.items() if k.startswith("unknown")))
         windows.inc(sum(v for k, v in figures.items() if k.startswith("windows")))
         _LOG.info("windowed %s: %s", corpus_file.path, dict(figures))
@@ -154,18 +154,14 @@ class WriteWindows(beam.PTransform):
         files, vocab = pcolls
         windowed = files | "Window" >> beam.ParDo(
             FileWindowsFn(self._cfg), beam.pvalue.AsSingleton(vocab)
-        ).with_outputs(FileWindowsFn.FIGURES, main="windows")
+        ).with_outputs(FileWindowsFn.FIGURES, *contract.SPLITS)
         figures = windowed[FileWindowsFn.FIGURES] | "SumFigures" >> beam.CombineGlobally(
             lambda counters: sum(counters, Counter())
         )
-        by_split = windowed.windows | "BySplit" >> beam.Partition(
-            lambda element, _n: contract.SPLITS.index(element[0]), len(contract.SPLITS)
-        )
         shards = {}
-        for split, pcoll in zip(contract.SPLITS, by_split, strict=True):
+        for split in contract.SPLITS:
             shards[split] = (
-                pcoll
-                | f"Serialized{split.title()}" >> beam.Map(lambda element: element[1])
+                windowed[split]
                 | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
                     FileSystems.join(self._output_dir, split, contract.SHARD_PREFIX),
                     file_name_suffix=contract.SHARD_SUFFIX,

@@ -15,6 +15,9 @@ from nextword import cli_common
 # subcommand -> module whose `main(argv)` runs it
 SUBCOMMANDS = {
     "preprocess": "beam_preprocess.__main__",
+    "train": "trainer.__main__",
+    "evaluate": "trainer.evaluate",
+    "predict": "batch_predict.__main__",
 }
 
 

@@ -83,6 +83,13 @@ class TrainConfig:
     shuffle_buffer: int = 10000
     seed: int = 1234
     mixed_precision: bool = False
+    # Stateful truncated BPTT (Zaremba et al. 2014): each batch row is one
+    # stream of consecutive windows and the LSTM state carries over from one
+    # window to the next, in training and evaluation. Needs data preprocessed
+    # with stride == window_length and records in corpus order (num_shards: 1);
+    # the trainer checks both.
+    carry_state: bool = False
+    keep_checkpoints: int = 3
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
@@ -90,12 +97,22 @@ class TrainConfig:
 @dataclass(frozen=True)
 class PredictConfig:
     bundle_dir: str = "runs/model/bundle"
-    input_glob: str = "corpus/sample_input.txt"
+    # One glob, or several separated by commas; local or gs://.
+    input_glob: str = "samples/predict_input.txt"
     output_dir: str = "runs/predictions"
     mode: str = "both"  # next | score | both
     top_k: int = 5
+    # Padded token positions per model call (RunInference batches by this budget).
     max_batch_tokens: int = 8192
-    max_line_tokens: int = 2000
+    # Lines with more whitespace-separated words, or more bytes, are not sent to
+    # the model: their record says error "line_too_long" (nothing is dropped).
+    max_line_tokens: int = 200000
+    max_line_bytes: int = 8 << 20
+    # Files are read in byte ranges of this size, so workers share a large file.
+    split_bytes: int = 64 << 20
+    num_shards: int = 0  # output JSONL shards; 0 lets the runner decide
+    # One model per machine instead of one per worker process (for big models).
+    share_model_across_processes: bool = False
 
 
 @dataclass(frozen=True)
@@ -174,6 +191,7 @@ def _check(config: Config) -> None:
         "train.per_replica_batch_size": config.train.per_replica_batch_size,
         "train.epochs": config.train.epochs,
         "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
+        "train.keep_checkpoints": config.train.keep_checkpoints,
         "train.shuffle_buffer": config.train.shuffle_buffer,
         "train.model.embedding_dim": config.train.model.embedding_dim,
         "train.model.lstm_units": config.train.model.lstm_units,
@@ -182,6 +200,8 @@ def _check(config: Config) -> None:
         "predict.top_k": config.predict.top_k,
         "predict.max_batch_tokens": config.predict.max_batch_tokens,
         "predict.max_line_tokens": config.predict.max_line_tokens,
+        "predict.max_line_bytes": config.predict.max_line_bytes,
+        "predict.split_bytes": config.predict.split_bytes,
     }
     for path, value in positive.items():
         if value <= 0:
@@ -191,6 +211,7 @@ def _check(config: Config) -> None:
         "preprocess.split.valid_fraction": p.split.valid_fraction,
         "preprocess.split.test_fraction": p.split.test_fraction,
         "train.steps_per_epoch": config.train.steps_per_epoch,
+        "predict.num_shards": config.predict.num_shards,
         "train.max_steps": config.train.max_steps,
         "train.time_budget_s": config.train.time_budget_s,
         "train.optimizer.clip_global_norm": config.train.optimizer.clip_global_norm,

@@ -20,14 +20,22 @@ def local_test_pipeline():
 
 @pytest.fixture
 def write_files(tmp_path):
-    """Writes {relative path: text or bytes} under tmp_path and returns tmp_path."""
+    """Writes {relative path: text or bytes} under tmp_path/corpus and returns that folder."""
 
     def write(files: dict[str, str | bytes]):
         for rel, content in files.items():
-            path = tmp_path / rel
+            path = tmp_path / "corpus" / rel
             path.parent.mkdir(parents=True, exist_ok=True)
             data = content.encode("utf-8") if isinstance(content, str) else content
             path.write_bytes(data)
-        return tmp_path
+        return tmp_path / "corpus"
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory):
+    """A tiny model trained on a synthetic corpus and exported as a bundle (tests/tiny_bundle.py); built once."""
+    from tests.tiny_bundle import build_tiny_bundle
+
+    return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny_bundle")))

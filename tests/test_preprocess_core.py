@@ -1,0 +1,105 @@
+"""Preprocessing's pure core and its DoFns called directly."""
+
+import io
+from collections import Counter
+
+import pytest
+
+from beam_preprocess import core
+from beam_preprocess.transforms import CorpusCountsFn, CountFileWordsFn, FileWindowsFn
+from nextword import config as config_lib
+from nextword.contract import TextSettings
+
+
+def read_all(data: bytes, chunk: int = 1 << 20):
+    stats = Counter()
+    pieces = list(core.read_lines(io.BytesIO(data), chunk, stats))
+    return pieces, stats
+
+
+def test_read_lines_counts_bom_crlf_and_bad_bytes():
+    pieces, stats = read_all(b"\xef\xbb\xbfone\r\ntwo \xff\xfe\nthree")
+    assert pieces == [(0, "one"), (1, "two \ufffd\ufffd"), (2, "three")]
+    assert (stats["lines"], stats["bom_files"], stats["crlf_lines"], stats["undecodable_lines"]) == (3, 1, 1, 1)
+
+
+def test_read_lines_cuts_long_lines_at_spaces_without_splitting_words():
+    line = " ".join(f"w{i}" for i in range(1000)).encode()
+    pieces, stats = read_all(line + b"\nnext\n", chunk=64)
+    assert all(len(text.encode()) <= 64 for _, text in pieces)
+    first_line = "".join(text for index, text in pieces if index == 0)
+    assert first_line.split() == line.decode().split()
+    assert stats["lines"] == 2 and pieces[-1] == (1, "next")
+
+
+def test_read_lines_cuts_a_giant_word_on_a_character_boundary():
+    word = ("é" * 100).encode()
+    pieces, stats = read_all(word, chunk=33)
+    assert "".join(text for _, text in pieces) == "é" * 100
+    assert stats["undecodable_lines"] == 0
+
+
+def test_empty_file_has_no_lines():
+    assert read_all(b"") == ([], Counter())
+
+
+def test_iter_split_tokens_puts_eos_after_each_line_in_that_lines_split():
+    lines = [(0, "a b"), (0, "c"), (1, "d"), (2, "")]
+    split_of = {0: "train", 1: "test", 2: "train"}.__getitem__
+    tokens = list(core.iter_split_tokens(lines, TextSettings(eos=True), split_of))
+    assert tokens == [
+        ("train", "a"), ("train", "b"), ("train", "c"), ("train", "<eos>"),
+        ("test", "d"), ("test", "<eos>"), ("train", "<eos>"),
+    ]  # fmt: skip
+
+
+def test_split_windows_never_cross_a_change_of_split():
+    stream = [("train", i) for i in range(5)] + [("test", i) for i in range(5, 8)] + [("train", 8), ("train", 9)]
+    assert list(core.split_windows(stream, 3, 1)) == [
+        ("train", [0, 1, 2]), ("train", [1, 2, 3]), ("train", [2, 3, 4]), ("test", [5, 6, 7]),
+    ]  # fmt: skip
+
+
+def test_line_splitter_keeps_blocks_together():
+    splitter = core.line_splitter(core.CorpusFile("p", "k"), 10, 0.3, 0.3)
+    assert len({splitter(i) for i in range(10)}) == 1
+    assert core.line_splitter(core.CorpusFile("p", "k", "valid"), 10, 0.3, 0.3)(123) == "valid"
+
+
+def test_encode_example_parses_with_tensorflow():
+    import tensorflow as tf
+
+    ids = [0, 1, 127, 128, 300000, 2**40]
+    parsed = tf.io.parse_single_example(core.encode_example(ids), {"ids": tf.io.FixedLenFeature([6], tf.int64)})
+    assert parsed["ids"].numpy().tolist() == ids
+
+
+@pytest.fixture
+def cfg():
+    return config_lib.from_dict(
+        None, ["preprocess.text.min_count=0", "preprocess.window_length=2", "preprocess.split.valid_fraction=0",
+               "preprocess.split.test_fraction=0"]
+    ).preprocess  # fmt: skip
+
+
+def test_count_and_window_dofns_process_one_file(cfg, write_files):
+    root = write_files({"a.txt": "The cat.\nThe dog!\n"})
+    corpus_file = core.CorpusFile(str(root / "a.txt"), "a.txt")
+    ((words, figures),) = list(CountFileWordsFn(cfg).process(corpus_file))
+    assert words == Counter({"the": 2, "cat": 1, "dog": 1})
+    assert figures["lines"] == 2 and figures["tokens.train"] == 4 and figures["files"] == 1
+
+    vocab = ["<???>", "the", "cat"]  # "dog" unknown
+    out = list(FileWindowsFn(cfg).process(corpus_file, vocab))
+    # ids: the=1 cat=2 the=1 dog=0 -> windows of 3 with stride 1
+    assert [(o.tag, o.value) for o in out[:-1]] == [
+        ("train", core.encode_example([1, 2, 1])), ("train", core.encode_example([2, 1, 0])),
+    ]  # fmt: skip
+    assert out[-1].tag == "figures" and out[-1].value == Counter({"windows.train": 2, "unknown_tokens.train": 1})
+
+
+def test_corpus_counts_combiner_merges_partials():
+    fn = CorpusCountsFn()
+    a = fn.add_input(fn.create_accumulator(), (Counter(x=1), Counter(lines=2)))
+    b = fn.add_input(fn.create_accumulator(), (Counter(x=2, y=1), Counter(lines=3)))
+    assert fn.extract_output(fn.merge_accumulators([a, b])) == (Counter(x=3, y=1), Counter(lines=5))

@@ -1,0 +1,165 @@
+"""The preprocessing pipeline on the real local Beam runner: transforms, end to end, bad input."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import tensorflow as tf
+from apache_beam.testing.util import assert_that, equal_to
+
+from beam_preprocess import core, pipeline
+from beam_preprocess.transforms import CountVocabulary
+from nextword import config as config_lib
+from nextword import contract
+from tests.conftest import local_test_pipeline
+
+TINY = {
+    "docs/a.txt": "the cat sat. the cat ran.\nthe dog sat!\n",
+    "docs/b.txt": "The dog ran; the cat sat.\n",
+}
+
+
+def test_count_vocabulary_transform(write_files):
+    import apache_beam as beam
+
+    root = write_files(TINY)
+    cfg = config_lib.from_dict(None, ["preprocess.text.min_count=2", "preprocess.split.valid_fraction=0",
+                                      "preprocess.split.test_fraction=0"]).preprocess  # fmt: skip
+    files = [core.CorpusFile(str(root / rel), rel) for rel in TINY]
+    with local_test_pipeline() as p:
+        vocab, _ = p | beam.Create(files) | CountVocabulary(cfg, "glob")
+        # counts: the 5, cat 3, sat 3, dog 2, ran 2 -> kept iff > 2
+        assert_that(vocab, equal_to([["<???>", "the", "cat", "sat"]]))
+
+
+def _run(root, out, *overrides, beam_args=()):
+    argv = [
+        "--set", f"preprocess.corpus_glob={root}/**/*.txt",
+        "--set", f"preprocess.output_dir={out}",
+        *[arg for item in overrides for arg in ("--set", item)],
+        *beam_args,
+    ]  # fmt: skip
+    return pipeline.run(argv)
+
+
+def read_windows(out, manifest, split):
+    windows = []
+    for shard in manifest["shards"][split]:
+        path = os.path.join(out, shard)
+        for record in tf.data.TFRecordDataset(path, compression_type="GZIP"):
+            example = tf.io.parse_single_example(record, {"ids": tf.io.VarLenFeature(tf.int64)})
+            windows.append(tf.sparse.to_dense(example["ids"]).numpy().tolist())
+    return windows
+
+
+def test_end_to_end_windows_decode_back_to_the_token_stream(write_files, tmp_path):
+    text = " ".join(f"w{i % 7}" if i % 3 else "x" for i in range(300))
+    root = write_files({"c/one.txt": "\n".join(text[i : i + 50] for i in range(0, len(text), 50))})
+    out = tmp_path / "out"
+    manifest = _run(
+        root, out, "preprocess.window_length=4", "preprocess.stride=4", "preprocess.text.min_count=0",
+        "preprocess.text.normalization=whitespace", "preprocess.split.valid_fraction=0",
+        "preprocess.split.test_fraction=0", "preprocess.num_shards=1",
+    )  # fmt: skip
+    tokens = [t for line in (root / "c/one.txt").read_text().splitlines() for t in line.split()]
+    vocab = contract.Vocabulary(contract.parse_vocab_text((out / "vocab.txt").read_text(), "vocab"))
+    windows = read_windows(out, manifest, "train")
+    # stride == window_length: consecutive records share one id; joined they are the stream.
+    decoded = windows[0] + [i for w in windows[1:] for i in w[1:]]
+    assert [vocab.tokens[i] for i in decoded] == tokens[: len(decoded)]
+    assert len(tokens) - len(decoded) < 5  # only the incomplete tail is left out
+    assert manifest["counts"]["tokens"]["train"] == len(tokens)
+    assert manifest["fingerprint"] == contract.fingerprint(vocab.tokens, contract.TextSettings(
+        normalization="whitespace", min_count=0))  # fmt: skip
+    assert (out / "config.yaml").exists() and manifest["counts"]["windows"]["train"] == len(windows)
+
+
+def _token_windows(out, manifest, split):
+    vocab = contract.parse_vocab_text((out / "vocab.txt").read_text(), "vocab")
+    return Counter(tuple(vocab[i] for i in window) for window in read_windows(out, manifest, split))
+
+
+def test_hash_split_is_stable_when_a_file_is_added(write_files, tmp_path):
+    settings = ["preprocess.split.block_lines=10", "preprocess.num_shards=1", "preprocess.text.min_count=0",
+                "preprocess.text.normalization=whitespace"]  # fmt: skip
+    root = write_files({"c/one.txt": "\n".join(f"a{i} b{i % 7} c{i % 3}" for i in range(400))})
+    first = _run(root, tmp_path / "o1", *settings)
+    write_files({"c/two.txt": "\n".join(f"z{i % 11} y{i}" for i in range(400))})
+    second = _run(root, tmp_path / "o2", *settings)
+    for split in contract.SPLITS:  # every window of one.txt keeps its split
+        before = _token_windows(tmp_path / "o1", first, split)
+        assert before and not before - _token_windows(tmp_path / "o2", second, split)
+
+
+def test_bad_inputs_complete_and_are_counted(write_files, tmp_path):
+    root = write_files({
+        "c/latin1.txt": "caf\xe9 ole ole ole ole\n".encode("latin-1"),
+        "c/bom.txt": "\ufeffole ole ole ole\r\nole\r\n".encode(),
+        "c/empty.txt": b"",
+        "c/blank.txt": b"   \n\t\n",
+        "c/binary.txt": bytes(range(256)) * 40,
+        # one 20 MB line: mostly digits (deleted by the seed normalization), a word every 11 kB
+        "c/deep/er/long.txt": (("1234567890 " * 1000 + "ole ") * 1900).encode(),
+        "c/word.txt": ("a" * 10_000 + " ole\n").encode(),
+        "c/notes.md": b"ignored: not .txt",
+    })  # fmt: skip
+    manifest = _run(root, tmp_path / "out", "preprocess.read_chunk_bytes=65536")
+    counts = manifest["counts"]
+    assert counts["files"] == 7 and counts["ignored_files"] == 1
+    assert counts["empty_files"] == 2  # empty.txt and blank.txt; binary.txt has a-z bytes, so some words
+    assert counts["bom_files"] == 1 and counts["crlf_lines"] == 2
+    assert counts["undecodable_lines"] >= 2  # latin-1 line and the binary file
+    assert counts["binary_files"] == 1
+    assert counts["bytes"] > 20_000_000 and counts["lines"] >= 1 + 2 + 1 + 2 + 1 + 1
+    assert sum(counts["tokens"].values()) >= 1900 + 4 + 5 + 1
+    assert (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_glob_matching_nothing_and_no_tokens_are_one_line_errors(write_files, tmp_path):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    missing = subprocess.run(
+        [sys.executable, "-m", "beam_preprocess", "--set", f"preprocess.corpus_glob={tmp_path}/none/*.txt"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert missing.returncode == 1
+    assert missing.stderr.strip().splitlines()[-1] == f"error: {tmp_path}/none/*.txt: the corpus glob matches no file"
+
+    root = write_files({"c/digits.txt": "123 456 !!!\n"})
+    empty = subprocess.run(
+        [sys.executable, "-m", "beam_preprocess", "--set", f"preprocess.corpus_glob={root}/c/*.txt",
+         "--set", f"preprocess.output_dir={tmp_path}/out"],
+        capture_output=True, text=True, env=env,
+    )  # fmt: skip
+    assert empty.returncode == 1
+    last = empty.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {root}/c/*.txt: no token left in the training split")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_failed_rerun_never_leaves_an_old_manifest(write_files, tmp_path):
+    root = write_files({"c/a.txt": "one two three four five six seven\n" * 20})
+    out = tmp_path / "out"
+    _run(root, out, "preprocess.text.min_count=0")
+    assert (out / "manifest.json").exists()
+    (root / "c/a.txt").write_text("12345\n")  # the rerun now fails in the pipeline
+    with pytest.raises(Exception, match="no token left"):
+        _run(root, out)
+    assert not (out / "manifest.json").exists()
+
+
+def test_multi_processing_mode_matches_in_memory(write_files, tmp_path):
+    root = write_files({f"c/{i}.txt": f"tok{i} common words here and there\n" * 30 for i in range(4)})
+    base = ["preprocess.text.min_count=0", "preprocess.num_shards=2"]
+    in_memory = _run(root, tmp_path / "a", *base)
+    multi = _run(root, tmp_path / "b", *base,
+                 beam_args=["--direct_running_mode=multi_processing", "--direct_num_workers=2"])  # fmt: skip
+    assert multi["counts"] == in_memory["counts"] and multi["fingerprint"] == in_memory["fingerprint"]
+    for split in contract.SPLITS:
+        windows = read_windows(tmp_path / "b", multi, split)
+        assert sorted(windows) == sorted(read_windows(tmp_path / "a", in_memory, split))
+    shard = tmp_path / "b" / multi["shards"]["train"][0]
+    assert shard.read_bytes()[:2] == b"\x1f\x8b"  # shards are gzip files
+    assert json.loads((tmp_path / "b" / "manifest.json").read_text()) == multi
