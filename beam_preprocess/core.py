@@ -6,11 +6,15 @@ single-process reference calls the very same functions.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
+import struct
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
+
+import google_crc32c
 
 from nextword import contract
 from nextword.contract import TextSettings
@@ -206,3 +210,31 @@ def encode_example(ids: list[int]) -> bytes:
     entry = _FEATURE_KEY + _field(2, feature)
     features = _field(1, entry)
     return _field(1, features)
+
+
+def _masked_crc(data: bytes) -> bytes:
+    crc = google_crc32c.value(data)
+    return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
+
+
+def tfrecord_frame(record: bytes) -> bytes:
+    """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
+    length = struct.pack("<Q", len(record))
+    return length + _masked_crc(length) + record + _masked_crc(record)
+
+
+# Consecutive windows go to one shard in runs of this many, so every shard holds
+# long stretches of running text (useful when the trainer carries LSTM state).
+SHARD_RUN = 1024
+
+
+def assign_shards(
+    split_windows: Iterable[tuple[str, list[int]]], file_key: str, num_shards: int
+) -> Iterator[tuple[str, int, list[int]]]:
+    """(split, shard, window): each split's windows go to shards in runs of SHARD_RUN,
+    starting at a per-file offset so that small files spread over all shards."""
+    offset = int.from_bytes(hashlib.sha256(file_key.encode("utf-8")).digest()[:4], "big")
+    seen: Counter = Counter()
+    for split, window in split_windows:
+        yield split, (offset + seen[split] // SHARD_RUN) % num_shards, window
+        seen[split] += 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
 from collections import Counter
 
@@ -21,6 +22,7 @@ from nextword import cli_common, contract, storage
 from nextword.config import Config, PreprocessConfig
 
 _LOG = logging.getLogger(__name__)
+TEMP_DIR = "_parts"  # per-bundle shard parts, deleted before the manifest is written
 
 
 def _glob_folder(glob: str) -> str:
@@ -106,9 +108,12 @@ def _write_vocab(vocab_tokens: list[str], counts: tuple[Counter, Counter], outpu
     return len(vocab_tokens)
 
 
-def _write_manifest(_, output_dir: str, train_shards, valid_shards, test_shards, vocab_written, **parts) -> str:
+def _write_manifest(
+    _, output_dir: str, temp_dir: str, split_shards: list[tuple[str, str]], vocab_written: int, **parts
+) -> str:
     del vocab_written  # a side input only so that the manifest comes after the vocabulary
-    shards = {"train": train_shards, "valid": valid_shards, "test": test_shards}
+    shards = {split: [path for s, path in split_shards if s == split] for split in contract.SPLITS}
+    _delete_tree(temp_dir)
     manifest = manifest_dict(output_dir=output_dir, shards=shards, **parts)
     path = storage.join(output_dir, contract.MANIFEST_FILE)
     storage.write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -116,14 +121,21 @@ def _write_manifest(_, output_dir: str, train_shards, valid_shards, test_shards,
     return path
 
 
+def _delete_tree(folder: str) -> None:
+    for path, _ in storage.match(storage.join(folder, "**")):
+        storage.delete(path)
+    if not storage.is_remote(folder) and os.path.isdir(folder):
+        shutil.rmtree(folder)
+
+
 def clear_output(output_dir: str) -> None:
-    """Removes the commit marker and old shards first, so a failed rerun never looks complete."""
+    """Removes the commit marker, old shards and old temp parts first, so a failed rerun never looks complete."""
     storage.makedirs(output_dir)
     storage.delete(storage.join(output_dir, contract.MANIFEST_FILE))
     for split in contract.SPLITS:
-        old = storage.match(storage.join(output_dir, split, contract.SHARD_PREFIX + "*"))
-        for path, _ in old:
+        for path, _ in storage.match(storage.join(output_dir, split, contract.SHARD_PREFIX + "*")):
             storage.delete(path)
+    _delete_tree(storage.join(output_dir, TEMP_DIR))
 
 
 def build(p: beam.Pipeline, config: Config) -> None:
@@ -138,7 +150,8 @@ def build(p: beam.Pipeline, config: Config) -> None:
     file_pcoll = p | "ListFiles" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
     vocab, counts = file_pcoll | "CountVocabulary" >> CountVocabulary(cfg, glob)
     vocab_written = vocab | "WriteVocab" >> beam.Map(_write_vocab, beam.pvalue.AsSingleton(counts), output_dir)
-    shards, window_figures = (file_pcoll, vocab) | "WriteWindows" >> WriteWindows(cfg, output_dir)
+    temp_dir = storage.join(output_dir, TEMP_DIR)
+    shards, window_figures = (file_pcoll, vocab) | "WriteWindows" >> WriteWindows(cfg, output_dir, temp_dir)
     _ = (
         p
         | "ManifestTrigger" >> beam.Create([None])
@@ -151,9 +164,8 @@ def build(p: beam.Pipeline, config: Config) -> None:
             vocab_tokens=beam.pvalue.AsSingleton(vocab),
             counts=beam.pvalue.AsSingleton(counts),
             window_figures=beam.pvalue.AsSingleton(window_figures),
-            train_shards=beam.pvalue.AsList(shards["train"]),
-            valid_shards=beam.pvalue.AsList(shards["valid"]),
-            test_shards=beam.pvalue.AsList(shards["test"]),
+            temp_dir=temp_dir,
+            split_shards=beam.pvalue.AsList(shards),
             vocab_written=beam.pvalue.AsSingleton(vocab_written),
         )
     )

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import uuid
 from collections import Counter
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
+from apache_beam.transforms.window import GlobalWindow
+from apache_beam.utils.timestamp import MIN_TIMESTAMP
+from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_preprocess import core
 from nextword import contract
@@ -77,19 +82,35 @@ class CorpusCountsFn(beam.CombineFn):
         return acc
 
 
-class FileWindowsFn(_FileStream):
-    """Per file: serialized Example windows of ids on one output per split (pass 2).
+class WriteShardPartsFn(_FileStream):
+    """Per file: windows of ids written straight into this bundle's shard parts (pass 2).
 
-    Also emits, on the `figures` output, unknown-token and window counts.
+    Records never travel through the pipeline one by one (which would buffer
+    the whole corpus in a group-by on the local runner): each bundle appends
+    TFRecords to one uncompressed part file per (split, shard) and, when it
+    finishes, emits the part paths on the `parts` output. Per-file unknown-token
+    and window counts go to the main output.
     """
 
-    FIGURES = "figures"
+    PARTS = "parts"
+
+    def __init__(self, cfg: PreprocessConfig, temp_dir: str):
+        super().__init__(cfg)
+        self._temp_dir = temp_dir
+
+    def start_bundle(self):
+        self._parts: dict[tuple[str, int], tuple[str, object]] = {}
+
+    def _part(self, split: str, shard: int):
+        key = (split, shard)
+        if key not in self._parts:
+            path = FileSystems.join(self._temp_dir, f"{split}-{shard:05d}-{uuid.uuid4().hex}.tfrecord")
+            self._parts[key] = (path, FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED))
+        return self._parts[key][1]
 
     def process(self, corpus_file: core.CorpusFile, vocab_tokens: list[str]):
         vocab = self._vocab(vocab_tokens)
         figures: Counter = Counter()
-        unknown = Metrics.counter(_NAMESPACE, "unknown_tokens")
-        windows = Metrics.counter(_NAMESPACE, "windows")
 
         def split_ids():
             for split, token in self.split_tokens(corpus_file, Counter()):
@@ -98,13 +119,21 @@ class FileWindowsFn(_FileStream):
                     figures[f"unknown_tokens.{split}"] += 1
                 yield split, token_id
 
-        for split, window in core.split_windows(split_ids(), self._cfg.window_length + 1, self._cfg.stride):
+        windows = core.split_windows(split_ids(), self._cfg.window_length + 1, self._cfg.stride)
+        for split, shard, window in core.assign_shards(windows, corpus_file.key, self._cfg.num_shards):
             figures[f"windows.{split}"] += 1
-            yield beam.pvalue.TaggedOutput(split, core.encode_example(window))
-        unknown.inc(sum(v for k, v in figures.items() if k.startswith("unknown")))
-        windows.inc(sum(v for k, v in figures.items() if k.startswith("windows")))
+            self._part(split, shard).write(core.tfrecord_frame(core.encode_example(window)))
+        Metrics.counter(_NAMESPACE, "unknown_tokens").inc(sum(v for k, v in figures.items() if k.startswith("unk")))
+        Metrics.counter(_NAMESPACE, "windows").inc(sum(v for k, v in figures.items() if k.startswith("windows")))
         _LOG.info("windowed %s: %s", corpus_file.path, dict(figures))
-        yield beam.pvalue.TaggedOutput(self.FIGURES, figures)
+        yield figures
+
+    def finish_bundle(self):
+        for key, (path, handle) in self._parts.items():
+            handle.close()
+            yield beam.pvalue.TaggedOutput(
+                self.PARTS, WindowedValue((key, path), MIN_TIMESTAMP, [GlobalWindow()])
+            )
 
     def _vocab(self, tokens: list[str]) -> contract.Vocabulary:
         # The side input is the same list for every file: build the lookup once.
@@ -112,6 +141,22 @@ class FileWindowsFn(_FileStream):
             self._vocab_source = tokens
             self._vocab_lookup = contract.Vocabulary(tokens)
         return self._vocab_lookup
+
+
+def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
+    name = f"{contract.SHARD_PREFIX}-{shard:05d}-of-{num_shards:05d}{contract.SHARD_SUFFIX}"
+    return FileSystems.join(output_dir, split, name)
+
+
+def write_shard(key: tuple[str, int], parts: dict, output_dir: str, num_shards: int) -> tuple[str, str]:
+    """Concatenates a shard's parts into its final gzip TFRecord file (streaming copy)."""
+    split, shard = key
+    path = shard_path(output_dir, split, shard, num_shards)
+    with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as out:
+        for part in sorted(parts[key]):
+            with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+                shutil.copyfileobj(src, out, 1 << 20)
+    return split, path
 
 
 def _vocab_or_fail(counts: tuple[Counter, Counter], cfg: PreprocessConfig, glob: str) -> list[str]:
@@ -143,30 +188,31 @@ class CountVocabulary(beam.PTransform):
 
 
 class WriteWindows(beam.PTransform):
-    """Files + vocabulary -> gzip TFRecord shards per split; returns shard names and figures."""
+    """Files + vocabulary -> `num_shards` gzip TFRecord shards per split.
 
-    def __init__(self, cfg: PreprocessConfig, output_dir: str):
+    Returns (shard paths, per-file figures summed).
+    """
+
+    def __init__(self, cfg: PreprocessConfig, output_dir: str, temp_dir: str):
         super().__init__()
         self._cfg = cfg
         self._output_dir = output_dir
+        self._temp_dir = temp_dir
 
     def expand(self, pcolls):
         files, vocab = pcolls
-        windowed = files | "Window" >> beam.ParDo(
-            FileWindowsFn(self._cfg), beam.pvalue.AsSingleton(vocab)
-        ).with_outputs(FileWindowsFn.FIGURES, *contract.SPLITS)
-        figures = windowed[FileWindowsFn.FIGURES] | "SumFigures" >> beam.CombineGlobally(
-            lambda counters: sum(counters, Counter())
-        )
-        shards = {}
-        for split in contract.SPLITS:
-            shards[split] = (
-                windowed[split]
-                | f"Write{split.title()}" >> beam.io.WriteToTFRecord(
-                    FileSystems.join(self._output_dir, split, contract.SHARD_PREFIX),
-                    file_name_suffix=contract.SHARD_SUFFIX,
-                    num_shards=self._cfg.num_shards,
-                    compression_type=CompressionTypes.GZIP,
-                )
+        windowed = files | "WriteParts" >> beam.ParDo(
+            WriteShardPartsFn(self._cfg, self._temp_dir), beam.pvalue.AsSingleton(vocab)
+        ).with_outputs(WriteShardPartsFn.PARTS, main="figures")
+        figures = windowed.figures | "SumFigures" >> beam.CombineGlobally(lambda counters: sum(counters, Counter()))
+        keys = [(split, shard) for split in contract.SPLITS for shard in range(self._cfg.num_shards)]
+        shards = (
+            files.pipeline
+            | "ShardKeys" >> beam.Create(keys)
+            | "SpreadShards" >> beam.Reshuffle()
+            | "WriteShards" >> beam.Map(
+                write_shard, beam.pvalue.AsMultiMap(windowed[WriteShardPartsFn.PARTS]),
+                self._output_dir, self._cfg.num_shards,
             )
+        )  # fmt: skip
         return shards, figures

@@ -6,7 +6,7 @@ from collections import Counter
 import pytest
 
 from beam_preprocess import core
-from beam_preprocess.transforms import CorpusCountsFn, CountFileWordsFn, FileWindowsFn
+from beam_preprocess.transforms import CorpusCountsFn, CountFileWordsFn, WriteShardPartsFn
 from nextword import config as config_lib
 from nextword.contract import TextSettings
 
@@ -66,19 +66,31 @@ def test_line_splitter_keeps_blocks_together():
     assert core.line_splitter(core.CorpusFile("p", "k", "valid"), 10, 0.3, 0.3)(123) == "valid"
 
 
-def test_encode_example_parses_with_tensorflow():
+def test_encoded_examples_in_tfrecord_frames_parse_with_tensorflow(tmp_path):
     import tensorflow as tf
 
-    ids = [0, 1, 127, 128, 300000, 2**40]
-    parsed = tf.io.parse_single_example(core.encode_example(ids), {"ids": tf.io.FixedLenFeature([6], tf.int64)})
-    assert parsed["ids"].numpy().tolist() == ids
+    windows = [[0, 1, 127, 128, 300000, 2**40], [5, 4, 3, 2, 1, 0]]
+    (tmp_path / "r.tfrecord").write_bytes(b"".join(core.tfrecord_frame(core.encode_example(w)) for w in windows))
+    parsed = [
+        tf.io.parse_single_example(record, {"ids": tf.io.FixedLenFeature([6], tf.int64)})["ids"].numpy().tolist()
+        for record in tf.data.TFRecordDataset(str(tmp_path / "r.tfrecord"))  # checks both CRCs
+    ]
+    assert parsed == windows
+
+
+def test_assign_shards_keeps_runs_together_and_balances_splits():
+    windows = [("train", [i]) for i in range(3 * core.SHARD_RUN)] + [("test", [0])]
+    assigned = list(core.assign_shards(windows, "file.txt", 4))
+    shards = [shard for split, shard, _ in assigned if split == "train"]
+    assert [len(set(shards[i : i + core.SHARD_RUN])) for i in range(0, len(shards), core.SHARD_RUN)] == [1, 1, 1]
+    assert len(set(shards)) == 3 and assigned[-1][1] == shards[0]  # runs rotate; each split starts at the offset
 
 
 @pytest.fixture
 def cfg():
     return config_lib.from_dict(
         None, ["preprocess.text.min_count=0", "preprocess.window_length=2", "preprocess.split.valid_fraction=0",
-               "preprocess.split.test_fraction=0"]
+               "preprocess.split.test_fraction=0", "preprocess.num_shards=1"]
     ).preprocess  # fmt: skip
 
 
@@ -90,12 +102,15 @@ def test_count_and_window_dofns_process_one_file(cfg, write_files):
     assert figures["lines"] == 2 and figures["tokens.train"] == 4 and figures["files"] == 1
 
     vocab = ["<???>", "the", "cat"]  # "dog" unknown
-    out = list(FileWindowsFn(cfg).process(corpus_file, vocab))
-    # ids: the=1 cat=2 the=1 dog=0 -> windows of 3 with stride 1
-    assert [(o.tag, o.value) for o in out[:-1]] == [
-        ("train", core.encode_example([1, 2, 1])), ("train", core.encode_example([2, 1, 0])),
-    ]  # fmt: skip
-    assert out[-1].tag == "figures" and out[-1].value == Counter({"windows.train": 2, "unknown_tokens.train": 1})
+    fn = WriteShardPartsFn(cfg, str(root / "parts"))
+    fn.start_bundle()
+    assert list(fn.process(corpus_file, vocab)) == [Counter({"windows.train": 2, "unknown_tokens.train": 1})]
+    ((tag, value),) = [(out.tag, out.value.value) for out in fn.finish_bundle()]
+    (key, part_path) = value
+    assert tag == "parts" and key == ("train", 0)  # one shard: every window in shard 0
+    # ids: the=1 cat=2 the=1 dog=0 -> windows of 3 with stride 1, framed as TFRecords
+    expected = b"".join(core.tfrecord_frame(core.encode_example(w)) for w in ([1, 2, 1], [2, 1, 0]))
+    assert open(part_path, "rb").read() == expected
 
 
 def test_corpus_counts_combiner_merges_partials():
