@@ -160,7 +160,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
     names = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
-        path = f"{prefix}.{key}" if prefix else str(key)
+        # Odd keys (newlines, non-strings) are shown as Python literals so the error stays on one line.
+        shown = key if isinstance(key, str) and key.isidentifier() else repr(key)
+        path = f"{prefix}.{shown}" if prefix else shown
         if key not in names:
             raise ConfigError(f"{path}: key does not exist (valid keys: {', '.join(sorted(names))})")
         values[key] = _coerce(value, hints[key], path)
@@ -252,7 +254,7 @@ def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
     for part in parts[:-1]:
         node = node.setdefault(part, {})
         if not isinstance(node, dict):
-            raise ConfigError(f"{dotted}: {part} is not a section")
+            raise ConfigError(f"{dotted}: {part} is not a section; override a key inside it")
     node[parts[-1]] = value
 
 
