@@ -25,6 +25,7 @@ SEED = TextSettings()
         ("café naïve", ["caf", "nave"]),  # non a-z letters deleted
         ("\ufeffBOM start\r\n", ["bom", "start"]),  # BOM and CR deleted
         ("---- --", []),  # all-dash words vanish
+        ("Don\u2019t STOP \u2014 now", ["dont", "stop", "now"]),  # curly apostrophe and em dash deleted
         ("", []),
     ],
 )

@@ -103,16 +103,19 @@ def test_bad_inputs_complete_and_are_counted(write_files, tmp_path):
         "c/deep/er/long.txt": (("1234567890 " * 1000 + "ole ") * 1900).encode(),
         "c/word.txt": ("a" * 10_000 + " ole\n").encode(),
         "c/notes.md": b"ignored: not .txt",
+        "c/odd.txt": "---- -- --- \u2014\nDON\u2019T Ole OLE\n",  # all-dash words, curly apostrophe, uppercase
     })  # fmt: skip
     manifest = _run(root, tmp_path / "out", "preprocess.read_chunk_bytes=65536")
     counts = manifest["counts"]
-    assert counts["files"] == 7 and counts["ignored_files"] == 1
+    assert counts["files"] == 8 and counts["ignored_files"] == 1
     assert counts["empty_files"] == 2  # empty.txt and blank.txt; binary.txt has a-z bytes, so some words
     assert counts["bom_files"] == 1 and counts["crlf_lines"] == 2
     assert counts["undecodable_lines"] >= 2  # latin-1 line and the binary file
     assert counts["binary_files"] == 1
     assert counts["bytes"] > 20_000_000 and counts["lines"] >= 1 + 2 + 1 + 2 + 1 + 1
-    assert sum(counts["tokens"].values()) >= 1900 + 4 + 5 + 1
+    assert sum(counts["tokens"].values()) >= 1900 + 4 + 5 + 1 + 3
+    vocab = (tmp_path / "out" / "vocab.txt").read_text().split()
+    assert "ole" in vocab and not any(word.startswith("-") or word != word.lower() for word in vocab)
     assert (tmp_path / "out" / "manifest.json").exists()
 
 
