@@ -18,7 +18,16 @@ setup(
         "matplotlib>=3.8",
     ],
     extras_require={
-        "test": ["pytest>=8", "hypothesis>=6.100", "ruff>=0.6", "gcp-storage-emulator>=2024.8"],
+        "test": [
+            "pytest>=8",
+            "hypothesis>=6.100",
+            "ruff>=0.6",
+            "gcp-storage-emulator>=2024.8",
+            "cryptography>=42",  # the certificate of tests/gcs_emulator.py's TLS proxy
+            # the official message types that `nextword cloud render`'s specs must parse into
+            "google-cloud-aiplatform>=1.60",
+            "google-cloud-scheduler>=2.13",
+        ],
     },
     entry_points={"console_scripts": ["nextword=nextword.cli:main"]},
 )

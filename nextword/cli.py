@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "train": "trainer.__main__",
     "evaluate": "trainer.evaluate",
     "predict": "batch_predict.__main__",
+    "cloud": "nextword.cloud_cli",
 }
 
 

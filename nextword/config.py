@@ -116,10 +116,67 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class DataflowConfig:
+    """Dataflow workers of preprocessing and batch prediction (`--runner DataflowRunner`)."""
+
+    machine_type: str = "n2-standard-4"
+    num_workers: int = 2
+    max_num_workers: int = 20
+    # Workers install our package from this file; unused with a custom container
+    # (infra/Dockerfile.beam), which already holds the package.
+    setup_file: str = "./setup.py"
+    sdk_container_image: str = ""
+    service_account: str = ""  # worker identity; empty: the project's default compute account
+
+
+@dataclass(frozen=True)
+class TrainingJobConfig:
+    """The Vertex AI CustomJob that runs `nextword cloud train` (infra/Dockerfile.trainer)."""
+
+    image_uri: str = ""  # e.g. us-central1-docker.pkg.dev/PROJECT/nextword/trainer:TAG
+    machine_type: str = "n1-standard-16"
+    accelerator_type: str = "NVIDIA_TESLA_T4"
+    accelerator_count: int = 4  # GPUs per machine
+    replica_count: int = 2  # machines of the multiworker job (one chief + workers)
+    boot_disk_size_gb: int = 100
+    service_account: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    """Cloud Scheduler job that creates the training CustomJob periodically."""
+
+    cron: str = "0 3 * * 1"  # unix-cron, in time_zone
+    time_zone: str = "Etc/UTC"
+    strategy: str = "multiworker"  # which training spec it creates: mirrored | multiworker
+    # Identity whose OAuth token Scheduler sends to the Vertex AI API (needs roles/aiplatform.user).
+    service_account: str = ""
+
+
+@dataclass(frozen=True)
+class CloudConfig:
+    """Google Cloud settings: see nextword/cloud.py and `nextword cloud render`."""
+
+    project: str = ""
+    region: str = "us-central1"
+    config_uri: str = ""  # gs:// copy of this YAML file: what the cloud jobs read
+    temp_location: str = ""  # gs://BUCKET/tmp (Dataflow)
+    staging_location: str = ""  # gs://BUCKET/staging (Dataflow)
+    # Training runs land in <runs_dir>/<YYYY-MM-DD>-<job id>/; <runs_dir>/LATEST.json names the promoted one.
+    runs_dir: str = ""
+    # Promotion bar: LATEST moves to a run only if its test perplexity is at most this (0: never).
+    max_test_perplexity: float = 0.0
+    dataflow: DataflowConfig = field(default_factory=DataflowConfig)
+    training: TrainingJobConfig = field(default_factory=TrainingJobConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+
+
+@dataclass(frozen=True)
 class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    cloud: CloudConfig = field(default_factory=CloudConfig)
 
 
 _CHOICES = {
@@ -127,6 +184,7 @@ _CHOICES = {
     "train.strategy": ("local", "mirrored", "multiworker"),
     "train.optimizer.name": ("adam", "sgd"),
     "predict.mode": ("next", "score", "both"),
+    "cloud.schedule.strategy": ("mirrored", "multiworker"),
 }
 
 

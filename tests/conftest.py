@@ -39,3 +39,25 @@ def tiny_bundle(tmp_path_factory):
     from tests.tiny_bundle import build_tiny_bundle
 
     return build_tiny_bundle(str(tmp_path_factory.mktemp("tiny_bundle")))
+
+
+@pytest.fixture(scope="session")
+def gcs_emulator(tmp_path_factory):
+    """A real Cloud Storage emulator process (+ fault proxy) for the session; every client points at it."""
+    from tests.gcs_emulator import GcsEmulator
+
+    emulator = GcsEmulator(tmp_path_factory.mktemp("gcs_emulator")).start()
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture
+def gcs_bucket(gcs_emulator, request):
+    """A fresh, empty gs:// bucket for one test (its name comes from the test's); no injected faults."""
+    import re
+    import uuid
+
+    name = re.sub(r"[^a-z0-9-]", "-", request.node.name.lower())[:40].strip("-") + f"-{uuid.uuid4().hex[:8]}"
+    gcs_emulator.proxy.clear()
+    yield gcs_emulator.create_bucket(name)
+    gcs_emulator.proxy.clear()

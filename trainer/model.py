@@ -33,27 +33,45 @@ def _set_forget_bias(lstm: keras.layers.LSTM, value: float) -> None:
     bias.assign(values)
 
 
-def build_model(vocab_size: int, cfg: ModelConfig) -> keras.Model:
+def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> keras.Model:
     """ids [batch, time] int32 -> logits [batch, time, vocab_size] float32.
 
     The LSTM layers keep cuDNN's requirements (tanh/sigmoid, no recurrent
     dropout, no masking, not unrolled): dropout sits between layers instead.
+
+    `with_state` adds each LSTM layer's states as inputs and outputs, for
+    carrying context from one window to the next (train.carry_state):
+    [ids, h_0, c_0, h_1, c_1, ...] -> [logits, h_0, c_0, ...], states [batch, lstm_units].
+    The weights (names, shapes, order) are the same either way.
     """
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
+    initial_states = [
+        keras.Input(shape=(cfg.lstm_units,), name=f"lstm_{i}_{kind}")
+        for i in range(cfg.num_layers if with_state else 0)
+        for kind in ("h", "c")
+    ]
+    final_states = []
     embedding = keras.layers.Embedding(vocab_size, cfg.embedding_dim, name="embedding")
     x = embedding(ids)  # [batch, time, embedding_dim]
     x = keras.layers.Dropout(cfg.dropout, name="embedding_dropout")(x)
     lstms = []
     for i in range(cfg.num_layers):
-        lstm = keras.layers.LSTM(cfg.lstm_units, return_sequences=True, name=f"lstm_{i}")
+        lstm = keras.layers.LSTM(cfg.lstm_units, return_sequences=True, return_state=with_state, name=f"lstm_{i}")
         lstms.append(lstm)
-        x = lstm(x)  # [batch, time, lstm_units]
+        if with_state:
+            x, h, c = lstm(x, initial_state=initial_states[2 * i : 2 * i + 2])
+            final_states += [h, c]
+        else:
+            x = lstm(x)  # [batch, time, lstm_units]
         x = keras.layers.Dropout(cfg.dropout, name=f"lstm_{i}_dropout")(x)
     if cfg.tie_embeddings:
         logits = TiedOutput(embedding, name="logits", dtype="float32")(x)
     else:
         logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
-    model = keras.Model(ids, logits, name="nextword_lstm")
+    if with_state:
+        model = keras.Model([ids, *initial_states], [logits, *final_states], name="nextword_lstm")
+    else:
+        model = keras.Model(ids, logits, name="nextword_lstm")
     for lstm in lstms:
         _set_forget_bias(lstm, cfg.forget_bias)
     return model

@@ -1,0 +1,96 @@
+"""Penn Treebank quality under a CPU time budget: preprocess, train, report valid/test perplexity.
+
+    .venv/bin/python bench/ptb_quality.py --time-budget-s 1800            # the goal: test <= 120 in 30 min
+    .venv/bin/python bench/ptb_quality.py --time-budget-s 180 --fresh     # a quick check that it all works
+
+Data: ../shared/data/ptb (Mikolov's 10k-word PTB) preprocessed by configs/ptb.yaml:
+whitespace tokens, <eos> at each line end, the corpus's own <unk>, every word
+kept (vocabulary 10,000), windows of 35 tokens with stride 35 in corpus order.
+Training: configs/ptb.yaml's train section; the time budget counts training
+and the per-epoch validation (checkpointed, so a rerun continues the same
+budget; --fresh starts over). The final valid/test evaluation and the bundle
+export come after it.
+
+Protocol against the published numbers: like Zaremba et al. (2014) the LSTM
+state is carried across consecutive 35-token windows of parallel streams (20,
+the batch) in training and evaluation, and perplexity is exp(mean
+cross-entropy) over the predicted tokens. Differences: evaluation reads each
+split as 20 streams (20 starts from a zero state) where the paper reads one;
+the first token of a split and its last (tokens - 1) mod 35 tokens are not
+predicted (5 of 82,430 test tokens); Keras' default initializers, not
+uniform(-0.1, 0.1); the time budget may stop before the paper's 13 epochs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nextword import cli_common, contract, storage  # noqa: E402
+from nextword import config as config_lib  # noqa: E402
+
+PUBLISHED_TEST_PERPLEXITY = {
+    "Kneser-Ney 5-gram (Mikolov et al. 2011)": 141.2,
+    "LSTM small, 2x200, 13 epochs (Zaremba et al. 2014)": 114.5,
+}
+GOAL_TEST_PERPLEXITY = 120.0
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", default="configs/ptb.yaml")
+    p.add_argument("--time-budget-s", type=float, required=True, help="training seconds (train.time_budget_s)")
+    p.add_argument("--fresh", action="store_true", help="delete train.model_dir first instead of resuming")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    args = p.parse_args()
+    os.chdir(REPO)  # the config's paths are relative to the repository
+    cli_common.setup_logging()
+    overrides = [*args.overrides, f"train.time_budget_s={args.time_budget_s}"]
+    config = config_lib.load(args.config, overrides)
+    started = time.monotonic()
+
+    data_dir = config.preprocess.output_dir
+    if not storage.exists(storage.join(data_dir, contract.MANIFEST_FILE)):
+        from beam_preprocess import pipeline
+
+        pipeline.run(["--config", args.config, *(x for o in args.overrides for x in ("--set", o))])
+    preprocess_seconds = time.monotonic() - started
+
+    model_dir = config.train.model_dir
+    if args.fresh and os.path.isdir(model_dir):
+        shutil.rmtree(model_dir)
+    from trainer.main import train
+
+    config = config_lib.load(args.config, [f"train.data_dir={data_dir}", *overrides])
+    metrics = train(config)
+    report = {
+        "valid_perplexity": round(metrics["valid"]["perplexity"], 2),
+        "test_perplexity": round(metrics["test"]["perplexity"], 2),
+        "goal_test_perplexity": GOAL_TEST_PERPLEXITY,
+        "goal_met": metrics["test"]["perplexity"] <= GOAL_TEST_PERPLEXITY,
+        "published_test_perplexity": PUBLISHED_TEST_PERPLEXITY,
+        "test_top1_accuracy": round(metrics["test"]["top1_accuracy"], 4),
+        "epochs": metrics["train"]["epochs"],
+        "steps": metrics["train"]["steps"],
+        "train_seconds": metrics["train"]["train_seconds"],
+        "time_budget_s": args.time_budget_s,
+        "stopped_by": metrics["train"]["stopped_by"],
+        "preprocess_seconds": round(preprocess_seconds, 1),
+        "total_seconds": round(time.monotonic() - started, 1),
+        "cpu_cores": len(os.sched_getaffinity(0)),
+        "config": config_lib.section_to_dict(config.train),
+    }
+    storage.write_text(storage.join(model_dir, "ptb_report.json"), json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

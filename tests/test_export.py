@@ -1,0 +1,211 @@
+"""The exported bundle: signatures equal the Keras model's own computation, in a fresh process too."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from nextword import bundle as bundle_lib
+from nextword import config as config_lib
+from nextword import contract
+from tests.tiny_bundle import TINY_MODEL, corpus_lines, line_ids, reference_next, reference_score
+from trainer.export import export_bundle
+from trainer.model import build_model
+
+K = 5
+
+_FRESH_PROCESS = """
+import json, sys
+import tensorflow as tf
+bundle = tf.saved_model.load(sys.argv[1])
+texts = tf.constant(json.loads(sys.argv[2]))
+out = {name: {k: v.numpy().tolist() for k, v in bundle.signatures[name](**args).items()}
+       for name, args in [("next_words", {"text": texts, "k": tf.constant(int(sys.argv[3]))}),
+                          ("score", {"text": texts})]}
+out["next_words"]["words"] = [[w.decode() for w in row] for row in out["next_words"]["words"]]
+print(json.dumps(out))
+"""
+
+
+def sample_texts(tiny_bundle) -> list[str]:
+    lines = corpus_lines(tiny_bundle)
+    long_line = " ".join(" ".join(lines[:12]).split()[:57])  # many windows, not a multiple of W
+    return ["", "   \t", lines[0], lines[1].upper(), "zzz unknownword", "one", long_line, "Wow!! -- it's a-ok"]
+
+
+def call(bundle, texts: list[str], k: int = K) -> tuple[dict, dict]:
+    texts_t = tf.constant(texts, dtype=tf.string)
+    nxt = {n: v.numpy() for n, v in bundle.signatures["next_words"](text=texts_t, k=tf.constant(k)).items()}
+    score = {n: v.numpy() for n, v in bundle.signatures["score"](text=texts_t).items()}
+    return nxt, score
+
+
+def check_against_reference(model, texts, nxt, score, vocab, settings, window, k=K):
+    for i, text in enumerate(texts):
+        ids = line_ids(text, vocab, settings)
+        words = vocab.ids(contract.tokenize(text, settings))
+        assert nxt["word_count"][i] == score["word_count"][i] == len(words)
+        assert nxt["unknown_count"][i] == score["unknown_count"][i] == words.count(contract.UNK_ID)
+        context = ids[:-1] if settings.eos else ids  # next_words: no trailing <eos>
+        if context:
+            probs = reference_next(model, context, window)
+            top = np.argsort(-probs, kind="stable")[: min(k, len(vocab))]
+            np.testing.assert_allclose(nxt["probs"][i], probs[top], rtol=1e-4, atol=1e-6)
+            assert [vocab.tokens[j] for j in top] == [w.decode() for w in nxt["words"][i]]
+        else:  # no context at all: an explicit empty prediction, never a made-up one
+            assert list(nxt["words"][i]) == [b""] * min(k, len(vocab)) and not nxt["probs"][i].any()
+        log_prob, count = reference_score(model, ids, window)
+        assert score["tokens"][i] == count == max(len(ids) - 1, 0)
+        assert score["unknown_tokens"][i] == ids[1:].count(contract.UNK_ID)
+        np.testing.assert_allclose(score["log_prob"][i], log_prob, rtol=1e-4, atol=1e-4)
+
+
+def test_fresh_process_round_trip_equals_keras_model(tiny_bundle):
+    texts = sample_texts(tiny_bundle)
+    done = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS, tiny_bundle.bundle_dir, json.dumps(texts), str(K)],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    nxt = {k: np.array(v) for k, v in out["next_words"].items()}
+    nxt["words"] = np.array([[w.encode() for w in row] for row in out["next_words"]["words"]], dtype=object)
+    score = {k: np.array(v) for k, v in out["score"].items()}
+    window = tiny_bundle.config.preprocess.window_length
+    check_against_reference(tiny_bundle.model, texts, nxt, score, tiny_bundle.vocab, tiny_bundle.settings, window)
+    assert score["tokens"].tolist()[:2] == [0, 0] and score["log_prob"].tolist()[:2] == [0.0, 0.0]
+
+
+def test_batch_composition_and_padding_never_change_results(tiny_bundle):
+    bundle = tf.saved_model.load(tiny_bundle.bundle_dir)
+    texts = sample_texts(tiny_bundle)
+    batch_next, batch_score = call(bundle, texts)
+    for i, text in enumerate(texts):
+        alone_next, alone_score = call(bundle, [text])
+        np.testing.assert_allclose(alone_next["probs"][0], batch_next["probs"][i], rtol=1e-5, atol=1e-7)
+        np.testing.assert_allclose(alone_score["log_prob"][0], batch_score["log_prob"][i], rtol=1e-5, atol=1e-5)
+        assert alone_score["tokens"][0] == batch_score["tokens"][i]
+
+
+def test_trained_bundle_predicts_the_chains_successors(tiny_bundle):
+    bundle = tf.saved_model.load(tiny_bundle.bundle_dir)
+    chain = tiny_bundle.chain
+    contexts = [" ".join(line.split()[:3]).lower() for line in corpus_lines(tiny_bundle)[:20]]
+    nxt, _ = call(bundle, contexts, k=3)
+    hits = 0
+    for context, words in zip(contexts, nxt["words"], strict=True):
+        last = chain.words.index(context.split()[-1])
+        successors = {chain.words[j] for j in chain.successors[last]}
+        hits += words[0].decode() in successors
+    assert hits >= 18  # the synthetic chain has 3 successors per word; a trained model knows them
+
+
+def test_long_line_scored_in_slices_equals_one_pass(tiny_bundle, tmp_path):
+    window = tiny_bundle.config.preprocess.window_length
+    sliced_dir = str(tmp_path / "sliced")
+    # A budget of 3 windows' logits: the 100-word line takes 34 slices.
+    export_bundle(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, sliced_dir,
+                  logit_budget=3 * window * len(tiny_bundle.vocab))  # fmt: skip
+    words = " ".join(corpus_lines(tiny_bundle)).split()[:101]
+    texts = [" ".join(words), "short line", ""]
+    _, whole = call(tf.saved_model.load(tiny_bundle.bundle_dir), texts)
+    _, sliced = call(tf.saved_model.load(sliced_dir), texts)
+    np.testing.assert_allclose(sliced["log_prob"], whole["log_prob"], rtol=1e-5)
+    assert sliced["tokens"].tolist() == whole["tokens"].tolist() == [100, 1, 0]
+
+
+def test_context_tokens_sets_the_context_and_score_windows(tiny_bundle, tmp_path):
+    short_dir = str(tmp_path / "short")
+    export_bundle(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, short_dir, context_tokens=2)
+    loaded = bundle_lib.load_bundle(short_dir)
+    assert (loaded.context_tokens, loaded.window_length) == (2, tiny_bundle.config.preprocess.window_length)
+    texts = sample_texts(tiny_bundle)
+    nxt, score = call(tf.saved_model.load(short_dir), texts)
+    check_against_reference(tiny_bundle.model, texts, nxt, score, tiny_bundle.vocab, tiny_bundle.settings, 2)
+
+
+def _handmade_data(data_dir, tokens, settings, window):
+    """vocab.txt + the manifest fields export reads, for an untrained model of any settings."""
+    os.makedirs(data_dir, exist_ok=True)
+    with open(os.path.join(data_dir, contract.VOCAB_FILE), "w") as f:
+        f.write(contract.vocab_text(tokens))
+    manifest = {"text": settings.to_dict(), "fingerprint": contract.fingerprint(tokens, settings),
+                "window_length": window, "vocab_size": len(tokens)}  # fmt: skip
+    with open(os.path.join(data_dir, contract.MANIFEST_FILE), "w") as f:
+        json.dump(manifest, f)
+    return manifest
+
+
+def test_whitespace_eos_bundle_uses_eos_as_line_start(tmp_path):
+    settings = contract.TextSettings(normalization="whitespace", eos=True, unknown_token="<unk>", min_count=0)
+    tokens = ["<unk>", "<eos>", "the", "cat", "sat", "on", "mat", "Dog"]
+    window = 3
+    _handmade_data(tmp_path / "data", tokens, settings, window)
+    model = build_model(len(tokens), TINY_MODEL)  # untrained: the arithmetic is what is tested
+    config = config_lib.from_dict(None)
+    export_bundle(model, str(tmp_path / "data"), config, str(tmp_path / "bundle"))
+    texts = ["", "the cat sat on the mat", "Dog\u00a0dog <eos> <unk> x", "cat", "the cat sat on the mat the cat"]
+    nxt, score = call(tf.saved_model.load(str(tmp_path / "bundle")), texts, k=20)
+    assert nxt["words"].shape == (len(texts), len(tokens))  # k is capped at the vocabulary size
+    check_against_reference(model, texts, nxt, score, contract.Vocabulary(tokens), settings, window, k=20)
+    assert score["tokens"].tolist() == [1, 7, 6, 2, 9]  # every word and the final <eos> are predicted
+
+
+def test_next_words_rejects_k_below_one(tiny_bundle):
+    bundle = tf.saved_model.load(tiny_bundle.bundle_dir)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="k must be >= 1"):
+        call(bundle, ["some words"], k=0)
+
+
+def test_load_bundle_checks_files_and_fingerprint(tiny_bundle, tmp_path):
+    loaded = bundle_lib.load_bundle(tiny_bundle.bundle_dir)
+    assert loaded.tokens == tiny_bundle.vocab.tokens and loaded.settings == tiny_bundle.settings
+    assert loaded.window_length == tiny_bundle.config.preprocess.window_length
+    manifest = json.load(open(os.path.join(tiny_bundle.data_dir, contract.MANIFEST_FILE)))
+    assert loaded.fingerprint == manifest["fingerprint"] == loaded.info["fingerprint"]
+
+    def copy(name):
+        path = tmp_path / name
+        shutil.copytree(tiny_bundle.bundle_dir, path)
+        return path
+
+    missing = copy("missing")
+    os.remove(missing / "nextword" / "config.yaml")
+    with pytest.raises(FileNotFoundError, match=rf"^{missing}: not a nextword bundle: missing nextword/config.yaml;"):
+        bundle_lib.load_bundle(str(missing))
+    with pytest.raises(FileNotFoundError, match="missing saved_model.pb"):
+        bundle_lib.load_bundle(str(tmp_path / "nowhere"))
+
+    tampered = copy("tampered")
+    vocab_path = tampered / "nextword" / "vocab.txt"
+    vocab_path.write_text(vocab_path.read_text().replace("\n", "\nextra\n", 1))
+    with pytest.raises(ValueError, match=rf"^{tampered}: fingerprint mismatch: vocab.txt"):
+        bundle_lib.load_bundle(str(tampered))
+
+    other = copy("other_manifest")
+    manifest_path = other / "nextword" / "manifest.json"
+    manifest_path.write_text(json.dumps({**manifest, "fingerprint": "0" * 16}))
+    with pytest.raises(ValueError, match="fingerprint mismatch: manifest.json says 0000000000000000"):
+        bundle_lib.load_bundle(str(other))
+
+    broken = copy("broken")
+    (broken / "nextword" / "bundle.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bundle.json: not valid JSON"):
+        bundle_lib.load_bundle(str(broken))
+
+
+def test_export_refuses_mismatched_data_and_model(tiny_bundle, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_bundle.data_dir, data)
+    with pytest.raises(ValueError, match="the model predicts 7 ids but vocab.txt has"):
+        export_bundle(build_model(7, TINY_MODEL), str(data), tiny_bundle.config, str(tmp_path / "b1"))
+    (data / "vocab.txt").write_text("<???>\nother\n")
+    with pytest.raises(ValueError, match=r"vocab.txt: fingerprint \w+ does not match .*manifest.json"):
+        export_bundle(tiny_bundle.model, str(data), tiny_bundle.config, str(tmp_path / "b2"))
+    assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()

@@ -1,0 +1,132 @@
+"""Pure parts of the trainer, with exact expected values."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from trainer import data, evaluate, optim, steps, streams
+from trainer.strategy import Worker, worker_from_tf_config
+
+
+def test_split_window_predicts_every_position():
+    ids = tf.constant([[5, 6, 7, 8], [1, 2, 3, 4]])
+    inputs, targets = steps.split_window(ids)
+    assert inputs.numpy().tolist() == [[5, 6, 7], [1, 2, 3]]
+    assert targets.numpy().tolist() == [[6, 7, 8], [2, 3, 4]]
+
+
+def test_clip_scale_is_threshold_over_norm_only_above_threshold():
+    assert float(steps.clip_scale(tf.constant(10.0), 5.0)) == pytest.approx(0.5)
+    assert float(steps.clip_scale(tf.constant(2.0), 5.0)) == 1.0
+    assert float(steps.clip_scale(tf.constant(5.0), 5.0)) == 1.0
+
+
+def test_scale_gradients_scales_dense_and_sparse_alike():
+    dense = tf.constant([[3.0, 4.0]])
+    sparse = tf.IndexedSlices(tf.constant([[1.0, 2.0]]), tf.constant([3]), tf.constant([5, 2]))
+    scaled_dense, scaled_sparse = steps.scale_gradients([dense, sparse], tf.constant(0.5))
+    assert scaled_dense.numpy().tolist() == [[1.5, 2.0]]
+    assert isinstance(scaled_sparse, tf.IndexedSlices)
+    assert scaled_sparse.values.numpy().tolist() == [[0.5, 1.0]]
+    assert scaled_sparse.indices.numpy().tolist() == [3]
+
+
+def test_clipped_gradients_have_the_threshold_as_global_norm():
+    grads = [tf.constant([3.0, 0.0]), tf.constant([[0.0], [4.0]])]  # global norm 5
+    clipped = steps.scale_gradients(grads, steps.clip_scale(tf.linalg.global_norm(grads), 1.0))
+    assert float(tf.linalg.global_norm(clipped)) == pytest.approx(1.0)
+
+
+def test_eval_sums_weights_out_padding_and_counts_top_k():
+    # Two windows of two positions over a vocabulary of 6; the second window is padding.
+    logits = tf.constant(
+        [
+            [[0.0, 5.0, 4.0, 3.0, 2.0, 1.0], [0.0, 1.0, 2.0, 3.0, 4.0, 9.0]],
+            [[9.0, 0.0, 0.0, 0.0, 0.0, 0.0], [9.0, 0.0, 0.0, 0.0, 0.0, 0.0]],
+        ]
+    )
+    targets = tf.constant([[1, 0], [3, 3]])
+    sums = steps.eval_sums(logits, targets, tf.constant([1.0, 0.0])).numpy()
+    expected_loss = float(steps.token_losses(logits[:1], targets[:1]).numpy().sum())
+    assert sums[0] == pytest.approx(expected_loss)
+    # 2 tokens; target 1 is the top logit, target 0 ranks sixth.
+    assert sums[1:].tolist() == [2.0, 1.0, 1.0]
+
+
+def test_token_losses_of_uniform_logits_are_log_vocab():
+    losses = steps.token_losses(tf.zeros([1, 3, 8]), tf.constant([[0, 3, 7]]))
+    assert losses.numpy() == pytest.approx(np.full([1, 3], math.log(8)))
+
+
+def test_summarize_gives_perplexity_and_accuracies():
+    metrics = evaluate.summarize(np.array([2 * math.log(4.0) * 10, 20.0, 5.0, 15.0]))
+    assert metrics == {
+        "loss": pytest.approx(2 * math.log(4.0) / 2),
+        "perplexity": pytest.approx(4.0),
+        "top1_accuracy": 0.25,
+        "top5_accuracy": 0.75,
+        "tokens": 20,
+    }
+
+
+def test_stream_layout_rows_continue_their_stream():
+    windows = np.arange(7)[:, None] * np.ones([1, 3], np.int32)  # window i is [i, i, i]
+    ids, weights = streams.stream_layout(windows, streams=2, pad=False)
+    assert ids[:, :, 0].tolist() == [[0, 3], [1, 4], [2, 5]]  # window 6 left out
+    assert weights.tolist() == [[1, 1]] * 3
+    ids, weights = streams.stream_layout(windows, streams=2, pad=True)
+    assert ids[:, :, 0].tolist() == [[0, 4], [1, 5], [2, 6], [3, 0]]
+    assert weights.tolist() == [[1, 1], [1, 1], [1, 1], [1, 0]]
+
+
+def test_replica_dataset_gives_each_replica_its_own_rows():
+    ids = np.arange(2 * 4).reshape(2, 4, 1).astype(np.int32)  # 2 steps, 4 streams
+    weights = np.ones([2, 4], np.float32)
+    context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
+    got = [(i.numpy()[:, 0].tolist(), w.numpy().tolist()) for i, w in streams.replica_dataset(ids, weights, context)]
+    # Pipeline 1 serves replicas 2 and 3 (rows 2 and 3), one element per replica per step.
+    assert got == [([2], [1.0]), ([3], [1.0]), ([6], [1.0]), ([7], [1.0])]
+    skipped = streams.replica_dataset(ids, weights, context, skip_steps=1)
+    assert [i.numpy()[:, 0].tolist() for i, _ in skipped] == [[6], [7]]
+
+
+def test_continuity_tells_ordered_from_shuffled_windows():
+    stream = np.arange(100)
+    ordered = np.stack([stream[i : i + 5] for i in range(0, 95, 4)])  # stride 4, record length 5
+    assert streams.continuity(ordered) == 1.0
+    shuffled = ordered[np.random.default_rng(0).permutation(len(ordered))]
+    assert streams.continuity(shuffled) < 0.2
+
+
+def test_auto_shard_policy_files_when_enough_else_data():
+    assert data.auto_shard_policy(4, 2) == tf.data.experimental.AutoShardPolicy.FILE
+    assert data.auto_shard_policy(2, 2) == tf.data.experimental.AutoShardPolicy.FILE
+    assert data.auto_shard_policy(1, 2) == tf.data.experimental.AutoShardPolicy.DATA
+
+
+def test_epoch_decay_follows_zaremba_schedule():
+    schedule = optim.EpochDecay(1.0, 0.5, decay_after_epochs=2, steps_per_epoch=10)
+    rates = [float(schedule(step)) for step in (0, 9, 10, 19, 20, 30, 45)]
+    assert rates == [1.0, 1.0, 1.0, 1.0, 0.5, 0.25, 0.125]
+
+
+def test_worker_from_tf_config():
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    first = worker_from_tf_config(json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    second = worker_from_tf_config(json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 1}}))
+    assert first == Worker("worker", 0, 2, is_chief=True)
+    assert not second.is_chief
+    with_chief = {"chief": ["h:1"], "worker": ["h:2"]}
+    worker = worker_from_tf_config(json.dumps({"cluster": with_chief, "task": {"type": "worker", "index": 0}}))
+    assert worker.num_workers == 2 and not worker.is_chief
+
+
+def test_bad_tf_config_is_one_line_error():
+    with pytest.raises(ValueError, match=r"^TF_CONFIG: not a valid cluster description") as err:
+        worker_from_tf_config('{"cluster": {}}')
+    assert "\n" not in str(err.value)

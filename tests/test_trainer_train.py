@@ -1,0 +1,173 @@
+"""End-to-end training runs on the shipped synthetic corpus (tiny models, seconds each)."""
+
+from __future__ import annotations
+
+import json
+import math
+import signal
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+import yaml
+
+from nextword import cli
+from nextword.config import ModelConfig
+from tests import trainer_support
+from tests.trainer_support import GENERATOR, latest_checkpoint_step, train_args
+from trainer import steps
+from trainer.main import run
+from trainer.model import build_model
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    return trainer_support.preprocess(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def ordered(tmp_path_factory):
+    return trainer_support.ordered_data(tmp_path_factory)
+
+
+def test_one_step_smoke_run_writes_every_output(synthetic, tmp_path):
+    model_dir = tmp_path / "model"
+    metrics = run(train_args(synthetic, model_dir, "train.max_steps=1"))
+    assert metrics["train"]["steps"] == 1 and metrics["train"]["stopped_by"] == "max_steps"
+    counts = json.loads((synthetic / "manifest.json").read_text())["counts"]
+    assert metrics["valid"]["tokens"] == counts["windows"]["valid"] * 20
+    written = json.loads((model_dir / "metrics.json").read_text())
+    assert written["test"] == metrics["test"] and written["weights_sha256"] == metrics["weights_sha256"]
+    resolved = yaml.safe_load((model_dir / "config.yaml").read_text())
+    assert resolved["train"]["max_steps"] == 1 and resolved["train"]["model"]["lstm_units"] == 32
+    assert (model_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    history = json.loads((model_dir / "history.json").read_text())
+    assert [h["step"] for h in history] == [1] and 0 < history[0]["epoch"] < 1
+    assert list((model_dir / "logs" / "train").glob("events.out.tfevents.*"))
+    assert latest_checkpoint_step(model_dir) == 1
+    assert (model_dir / "bundle" / "saved_model.pb").exists()
+
+
+def test_validation_perplexity_reaches_the_generators(synthetic, tmp_path):
+    metrics = run(train_args(synthetic, tmp_path / "model", "train.epochs=3"))
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1.0, 2.0, 3.0]
+    assert history[0]["valid_perplexity"] > history[-1]["valid_perplexity"]
+    assert metrics["valid"]["perplexity"] <= 1.10 * GENERATOR["perplexity"]
+    assert metrics["test"]["perplexity"] <= 1.10 * GENERATOR["perplexity"]
+    assert metrics["valid"]["perplexity"] >= 0.97 * GENERATOR["perplexity"]  # no model beats the true source
+
+
+def test_more_epochs_resume_from_the_last_checkpoint(synthetic, tmp_path):
+    first = run(train_args(synthetic, tmp_path / "model", "train.epochs=1", "train.steps_per_epoch=60"))
+    second = run(train_args(synthetic, tmp_path / "model", "train.epochs=2", "train.steps_per_epoch=60"))
+    assert second["train"]["resumed_from_step"] == first["train"]["steps"]
+    assert second["train"]["steps"] == 2 * first["train"]["steps"]
+    history = json.loads((tmp_path / "model" / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [1.0, 2.0]
+
+
+def test_kill_9_then_rerun_resumes_and_ends_with_the_uninterrupted_weights(synthetic, tmp_path):
+    args = ["train.epochs=2", "train.steps_per_epoch=150", "train.per_replica_batch_size=8"]
+    args.append("train.checkpoint_every_steps=25")
+    reference = run(train_args(synthetic, tmp_path / "reference", *args))
+    steps_per_epoch = reference["train"]["steps"] // 2
+    model_dir = tmp_path / "model"
+    log = tmp_path / "killed.log"
+    proc = trainer_support.start_run(train_args(synthetic, model_dir, *args), log)
+    deadline = time.monotonic() + 120
+    while True:  # kill as soon as a checkpoint exists in the middle of an epoch
+        seen = latest_checkpoint_step(model_dir)
+        if seen >= 50 and seen % steps_per_epoch:
+            break
+        assert proc.poll() is None, f"finished before it could be killed:\n{log.read_text()[-2000:]}"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    proc.kill()  # SIGKILL: no handler, no last checkpoint
+    assert proc.wait(timeout=30) == -signal.SIGKILL
+    at_kill = latest_checkpoint_step(model_dir)
+    assert at_kill < reference["train"]["steps"]
+    resumed = run(train_args(synthetic, model_dir, *args))
+    assert resumed["train"]["resumed_from_step"] == at_kill >= seen
+    assert resumed["train"]["steps"] == reference["train"]["steps"]
+    # Same data position, same optimizer state: bit-identical to never having been killed.
+    assert resumed["weights_sha256"] == reference["weights_sha256"]
+
+
+def test_sigterm_writes_a_checkpoint_and_exits_143(synthetic, tmp_path):
+    model_dir = tmp_path / "model"
+    args = train_args(
+        synthetic, model_dir, "train.epochs=3", "train.per_replica_batch_size=8", "train.checkpoint_every_steps=40"
+    )
+    log = tmp_path / "train.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trainer", *args],
+        cwd=trainer_support.REPO,
+        env=trainer_support.child_env(),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while (seen := latest_checkpoint_step(model_dir)) == 0:
+        assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 143, log.read_text()[-2000:]
+    saved = latest_checkpoint_step(model_dir)
+    assert saved > seen
+    assert f"preempted: stopped at step {saved} for SIGTERM" in log.read_text()
+    assert not (model_dir / "metrics.json").exists()  # stopped, not finished
+
+
+def test_carried_state_is_the_same_as_one_long_sequence():
+    model = build_model(30, ModelConfig(embedding_dim=8, lstm_units=8, num_layers=2, dropout=0.0), with_state=True)
+    stream = tf.constant(np.random.default_rng(0).integers(0, 30, size=[2, 13]), tf.int32)  # 2 rows, 13 ids
+    whole, _ = steps.forward(model, stream[:, :-1], steps.zero_states(model, 2), training=False)
+    states = steps.zero_states(model, 2)
+    pieces = []
+    for start in range(0, 12, 4):  # windows of 4 + 1 ids, stride 4, as preprocessing writes them
+        inputs, _targets = steps.split_window(stream[:, start : start + 5])
+        logits, states = steps.forward(model, inputs, states, training=False)
+        pieces.append(logits.numpy())
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_carry_state_training_on_ordered_data(ordered, tmp_path):
+    metrics = run(train_args(ordered, tmp_path / "model", "train.carry_state=true", "train.epochs=6"))
+    assert metrics["train"]["carry_state"]
+    counts = json.loads((ordered / "manifest.json").read_text())["counts"]
+    # Evaluation pads the streams instead of dropping windows: every window's 20 predictions count.
+    assert metrics["valid"]["tokens"] == counts["windows"]["valid"] * 20
+    assert metrics["valid"]["perplexity"] <= 1.10 * GENERATOR["perplexity"]
+
+
+def test_carry_state_refuses_records_out_of_order(synthetic, tmp_path):
+    shuffled = trainer_support.shuffled_copy(synthetic, tmp_path / "shuffled")
+    with pytest.raises(ValueError, match="not in corpus order"):
+        run(train_args(shuffled, tmp_path / "model", "train.carry_state=true"))
+
+
+def test_mixed_precision_run_trains_and_restores_the_policy(synthetic, tmp_path):
+    metrics = run(train_args(synthetic, tmp_path / "model", "train.mixed_precision=true", "train.max_steps=3"))
+    assert math.isfinite(metrics["valid"]["loss"])
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+
+def test_evaluate_subcommand_reproduces_the_final_metrics(synthetic, tmp_path):
+    trained = run(train_args(synthetic, tmp_path / "model", "train.max_steps=20"))
+    (tmp_path / "model" / "metrics.json").unlink()
+    assert cli.main(["evaluate", *train_args(synthetic, tmp_path / "model")]) == 0
+    evaluated = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert evaluated["valid"] == pytest.approx(trained["valid"])
+    assert evaluated["test"] == pytest.approx(trained["test"])
+
+
+def test_model_dir_of_other_data_is_refused(synthetic, ordered, tmp_path, capsys):
+    run(train_args(synthetic, tmp_path / "model", "train.max_steps=1"))
+    assert cli.main(["train", *train_args(ordered, tmp_path / "model", "train.max_steps=2")]) == 1
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("error: ") and "use a new train.model_dir" in error and "\n" not in error

@@ -1,0 +1,153 @@
+"""Input pipelines over the preprocessing output (manifest.json, vocab.txt, TFRecord shards).
+
+The vocabulary, text settings and window length come from the data directory,
+never from the trainer's config. The builders know nothing of distribution
+strategies: they take a worker count only to pick tf.data's auto-shard policy.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from nextword import contract, storage
+from nextword.contract import TextSettings
+
+_FILE = tf.data.experimental.AutoShardPolicy.FILE
+_DATA = tf.data.experimental.AutoShardPolicy.DATA
+
+
+@dataclass(frozen=True)
+class DataSpec:
+    """What the trainer knows about one preprocessed data directory."""
+
+    data_dir: str
+    manifest: dict
+    vocab: list[str]
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    @property
+    def window_length(self) -> int:
+        return int(self.manifest["window_length"])
+
+    @property
+    def record_length(self) -> int:
+        return self.window_length + 1
+
+    @property
+    def text(self) -> TextSettings:
+        return TextSettings.from_dict(self.manifest["text"])
+
+    @property
+    def fingerprint(self) -> str:
+        return self.manifest["fingerprint"]
+
+    def shard_paths(self, split: str) -> list[str]:
+        return [storage.join(self.data_dir, name) for name in self.manifest["shards"][split]]
+
+    def windows(self, split: str) -> int:
+        return int(self.manifest["counts"]["windows"][split])
+
+
+def load_data_spec(data_dir: str) -> DataSpec:
+    """Reads the manifest and vocabulary; refuses a vocabulary the data was not made with."""
+    manifest_path = storage.join(data_dir, contract.MANIFEST_FILE)
+    vocab_path = storage.join(data_dir, contract.VOCAB_FILE)
+    if not storage.exists(manifest_path):
+        raise FileNotFoundError(
+            f"{manifest_path}: not found; preprocessing has not finished there "
+            "(run `nextword preprocess` into it, or set train.data_dir)"
+        )
+    try:
+        manifest = json.loads(storage.read_text(manifest_path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{manifest_path}: not valid JSON ({err.msg}); rerun preprocessing") from None
+    vocab = contract.parse_vocab_text(storage.read_text(vocab_path), vocab_path)
+    actual = contract.fingerprint(vocab, TextSettings.from_dict(manifest["text"]))
+    if actual != manifest["fingerprint"]:
+        raise ValueError(
+            f"{vocab_path}: vocabulary fingerprint {actual} does not match {manifest['fingerprint']} "
+            f"in {manifest_path}; they come from different preprocessing runs: rerun preprocessing"
+        )
+    for split in contract.SPLITS:
+        if not manifest["shards"][split]:
+            raise ValueError(
+                f"{manifest_path}: the {split} split has no shard; "
+                "give it text (preprocess.split.*) and rerun preprocessing"
+            )
+    return DataSpec(data_dir=data_dir, manifest=manifest, vocab=vocab)
+
+
+def auto_shard_policy(num_files: int, num_workers: int) -> tf.data.experimental.AutoShardPolicy:
+    """FILE sharding when every worker gets at least one file, DATA sharding otherwise."""
+    return _FILE if num_files >= num_workers else _DATA
+
+
+def parse_windows(serialized: tf.Tensor, record_length: int) -> tf.Tensor:
+    """Serialized Examples [batch] -> ids [batch, record_length] int32."""
+    spec = {contract.FEATURE_IDS: tf.io.FixedLenFeature([record_length], tf.int64)}
+    return tf.cast(tf.io.parse_example(serialized, spec)[contract.FEATURE_IDS], tf.int32)
+
+
+def _with_policy(dataset: tf.data.Dataset, policy: tf.data.experimental.AutoShardPolicy) -> tf.data.Dataset:
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = policy
+    options.deterministic = True  # a resumed run must see the same batches
+    return dataset.with_options(options)
+
+
+def train_dataset(
+    spec: DataSpec,
+    global_batch: int,
+    *,
+    shuffle_buffer: int,
+    seed: int,
+    skip_batches: int = 0,
+    num_workers: int = 1,
+) -> tf.data.Dataset:
+    """Shuffled, endless batches of ids [global_batch, record_length] int32.
+
+    The order depends only on `seed` (pass one per epoch), so a resumed run
+    skips exactly the batches it already trained on. Endless because an epoch
+    is a fixed number of steps: every worker must take the same number, even
+    when file sharding gives them different amounts of data.
+    """
+    files = spec.shard_paths("train")
+    dataset = tf.data.Dataset.from_tensor_slices(files).shuffle(len(files), seed=seed)
+    dataset = dataset.interleave(
+        lambda path: tf.data.TFRecordDataset(path, compression_type="GZIP"),
+        cycle_length=min(len(files), 8),
+        num_parallel_calls=tf.data.AUTOTUNE,
+        deterministic=True,
+    )
+    dataset = dataset.shuffle(shuffle_buffer, seed=seed).repeat()
+    dataset = dataset.batch(global_batch, drop_remainder=True).skip(skip_batches)
+    dataset = dataset.map(lambda s: parse_windows(s, spec.record_length), num_parallel_calls=tf.data.AUTOTUNE)
+    return _with_policy(dataset, auto_shard_policy(len(files), num_workers)).prefetch(tf.data.AUTOTUNE)
+
+
+def eval_batches(spec: DataSpec, split: str, global_batch: int) -> int:
+    return math.ceil(spec.windows(split) / global_batch)
+
+
+def eval_dataset(spec: DataSpec, split: str, global_batch: int) -> tf.data.Dataset:
+    """Every window of a split once: (ids [global_batch, record_length] int32, weights [global_batch] float32).
+
+    The last batch is padded with zero-weight windows, so every replica and
+    worker takes the same number of steps. Every worker reads the whole split
+    and keeps its part of each batch (DATA sharding).
+    """
+    windows = spec.windows(split)
+    padding = eval_batches(spec, split, global_batch) * global_batch - windows
+    records = tf.data.TFRecordDataset(spec.shard_paths(split), compression_type="GZIP")
+    real = records.batch(1024).map(lambda s: parse_windows(s, spec.record_length)).unbatch()
+    real = real.map(lambda ids: (ids, tf.constant(1.0)))
+    pad = tf.data.Dataset.from_tensors((tf.zeros([spec.record_length], tf.int32), tf.constant(0.0))).repeat(padding)
+    dataset = real.concatenate(pad).batch(global_batch, drop_remainder=True)
+    return _with_policy(dataset, _DATA).prefetch(tf.data.AUTOTUNE)

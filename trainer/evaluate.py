@@ -1,0 +1,122 @@
+"""Evaluation: perplexity over every predicted token of a split, top-1/top-5 accuracy, metrics.json, curves.
+
+    nextword evaluate --config configs/demo.yaml   # the latest checkpoint of train.model_dir on valid and test
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import json
+import math
+import sys
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nextword import storage
+from trainer.inputs import Inputs
+from trainer.steps import EVAL_FIGURES, replica_eval_step
+
+METRICS_FILE = "metrics.json"
+CURVES_FILE = "curves.png"
+
+
+def summarize(sums: np.ndarray) -> dict:
+    """EVAL_FIGURES sums -> loss (nats/token), perplexity, accuracies and the token count."""
+    figures = dict(zip(EVAL_FIGURES, (float(v) for v in sums), strict=True))
+    tokens = figures["tokens"]
+    loss = figures["loss_sum"] / tokens
+    return {
+        "loss": loss,
+        "perplexity": math.exp(loss),
+        "top1_accuracy": figures["top1"] / tokens,
+        "top5_accuracy": figures["top5"] / tokens,
+        "tokens": int(round(tokens)),
+    }
+
+
+class Evaluator:
+    """Runs the model over a whole split under the strategy, in full (padded) global batches."""
+
+    def __init__(self, model: keras.Model, strategy: tf.distribute.Strategy, inputs: Inputs):
+        self.model = model
+        self.strategy = strategy
+        self.inputs = inputs
+        self._step = tf.function(self._distributed_step)
+
+    def _distributed_step(self, iterator, states):
+        ids, weights = next(iterator)
+        sums, states = self.strategy.run(functools.partial(replica_eval_step, self.model), args=(ids, weights, states))
+        return self.strategy.experimental_local_results(sums)[0], states
+
+    def __call__(self, split: str) -> dict:
+        dataset, steps = self.inputs.evaluation(split)
+        iterator = iter(dataset)
+        states = self.inputs.initial_states(self.model)
+        total = np.zeros(len(EVAL_FIGURES))
+        for _ in range(steps):
+            sums, states = self._step(iterator, states)
+            total += sums.numpy()
+        metrics = summarize(total)
+        spec = self.inputs.spec
+        expected = spec.windows(split) * spec.window_length
+        if metrics["tokens"] != expected:
+            raise ValueError(
+                f"{spec.data_dir}: evaluated {metrics['tokens']} {split} tokens where the manifest counts "
+                f"{expected}; the shards changed after preprocessing: rerun it"
+            )
+        return metrics
+
+
+def read_metrics(model_dir: str) -> dict:
+    """metrics.json of an earlier run ({} when there is none)."""
+    path = storage.join(model_dir, METRICS_FILE)
+    return json.loads(storage.read_text(path)) if storage.exists(path) else {}
+
+
+def write_metrics(model_dir: str, metrics: dict) -> str:
+    path = storage.join(model_dir, METRICS_FILE)
+    storage.write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def plot_curves(history: list[dict], path: str) -> None:
+    """PNG of training and validation perplexity per epoch (log scale)."""
+    import matplotlib
+    import matplotlib.ticker
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    epochs = [h["epoch"] for h in history]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, [h["train_perplexity"] for h in history], marker="o", label="train (mean over the epoch's steps)")
+    ax.plot(epochs, [h["valid_perplexity"] for h in history], marker="o", label="valid")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("perplexity")
+    ax.set_yscale("log")
+    ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    with tf.io.gfile.GFile(path, "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`nextword evaluate`: the latest checkpoint on valid and test; writes metrics.json."""
+    from nextword import cli, cli_common
+    from trainer import main as trainer_main
+
+    cli_common.setup_logging()
+    return cli.guarded(trainer_main.run_evaluate, sys.argv[1:] if argv is None else argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,266 @@
+"""Exports a trained model as one bundle: a SavedModel that takes raw strings.
+
+Layout of `<bundle>/`:
+    saved_model.pb, variables/, ...   the SavedModel (keras.export.ExportArchive)
+    nextword/vocab.txt                the vocabulary, line number = id
+    nextword/manifest.json            the preprocessing manifest the model was trained on
+    nextword/config.yaml              the resolved config of the run
+    nextword/bundle.json              fingerprint, text settings, window length; written last
+
+Signatures (batch = any number of lines; right padding never changes a result):
+
+    next_words(text: string [batch], k: int32 []) ->
+        words: string [batch, k'], probs: float32 [batch, k'], word_count: int32 [batch],
+        unknown_count: int32 [batch]
+    score(text: string [batch]) ->
+        log_prob: float32 [batch], tokens: int32 [batch], unknown_tokens: int32 [batch],
+        word_count: int32 [batch], unknown_count: int32 [batch]
+
+Semantics (the model is stateless: every line starts from a zero state).
+C = `context_tokens`, by default the training `window_length` (training saw
+windows of that many tokens from a zero state; a model trained with
+train.carry_state saw longer contexts and may be exported with a larger C).
+- Context: a line's ids are its words, with `<eos>` before and after when the
+  text settings use `<eos>` (the leading one stands for the end of the previous
+  line, as in training, and serves as the start-of-line marker).
+- next_words: top-k' (k' = min(k, vocabulary size)) of the softmax after the
+  last C context ids. A line with no context id (no word, and no `<eos>` in
+  the settings) cannot be predicted: its words are "" and probs 0.
+  `<???>` and `<eos>` are ordinary predictions ("a rare word", "end of line").
+- score: the trainer's evaluation protocol (for C = window_length, stride =
+  window_length). The ids are cut into windows of C + 1 ids with stride C
+  (consecutive windows share one id), and every id after the first is
+  predicted once from the preceding ids of its window. log_prob is the sum of
+  those natural-log probabilities,
+  tokens their number (ids - 1, at least 0), unknown_tokens how many of them
+  are `<???>`. Any length works; logits are computed at most `logit_budget`
+  floats at a time, so a 100,000-word line needs no more memory than a batch.
+- word_count / unknown_count: words of the text after normalization, and how
+  many of them are not in the vocabulary (for flags such as "all unknown").
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+
+import keras
+import tensorflow as tf
+
+from nextword import bundle as bundle_lib
+from nextword import cli_common, contract, graph_text, storage
+from nextword.config import Config
+from nextword.contract import TextSettings
+
+_LOG = logging.getLogger(__name__)
+
+# Floats of logits `score` computes at once (64 MiB): bounds memory for any line length.
+DEFAULT_LOGIT_BUDGET = 1 << 24
+
+
+class BundleGraph:
+    """The two signatures over one Keras model, its vocabulary and its text settings."""
+
+    def __init__(
+        self,
+        model: keras.Model,
+        tokens: list[str],
+        settings: TextSettings,
+        context_tokens: int,
+        logit_budget: int = DEFAULT_LOGIT_BUDGET,
+    ):
+        self.model = model
+        # The model up to the output layer, so next_words projects only the last position.
+        self.output_layer = model.get_layer("logits")
+        self.hidden_model = keras.Model(model.inputs, self.output_layer.input, name="nextword_hidden")
+        self.table = graph_text.vocab_table(tokens)
+        self.vocab = tf.constant(tokens, dtype=tf.string)
+        self.vocab_size = len(tokens)
+        self.settings = settings
+        self.window = context_tokens
+        self.rows_per_slice = max(1, logit_budget // (context_tokens * self.vocab_size))
+
+    # --- shared pieces -----------------------------------------------------
+    def _words(self, text: tf.Tensor) -> tuple[tf.RaggedTensor, tf.Tensor, tf.Tensor]:
+        """ids of the words [batch, (words)], word_count [batch], unknown_count [batch]."""
+        ids = graph_text.lookup_ids(graph_text.tokenize(text, self.settings), self.table)
+        word_count = tf.cast(ids.row_lengths(), tf.int32)
+        unknown_count = tf.reduce_sum(tf.cast(tf.equal(ids, contract.UNK_ID), tf.int32), axis=1)
+        return ids, word_count, unknown_count
+
+    def _line_ids(self, word_ids: tf.RaggedTensor, trailing_eos: bool) -> tf.RaggedTensor:
+        if not self.settings.eos:
+            return word_ids
+        eos = tf.RaggedTensor.from_tensor(tf.fill(tf.stack([word_ids.nrows(), 1]), contract.EOS_ID))
+        return tf.concat([eos, word_ids, eos] if trailing_eos else [eos, word_ids], axis=1)
+
+    @staticmethod
+    def _gather_padded(ids: tf.RaggedTensor, positions: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+        """ids.flat_values at `positions` where valid, else 0 (padding)."""
+        flat = tf.concat([ids.flat_values, tf.zeros([1], tf.int32)], axis=0)
+        pad_index = tf.cast(tf.size(ids.flat_values), positions.dtype)
+        return tf.gather(flat, tf.where(valid, positions, pad_index))
+
+    # --- next_words --------------------------------------------------------
+    def next_words(self, text: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
+        tf.debugging.assert_greater_equal(k, 1, message="next_words: k must be >= 1")
+        word_ids, word_count, unknown_count = self._words(text)
+        context = self._line_ids(word_ids, trailing_eos=False)
+        lengths = context.row_lengths()  # [batch] int64
+        used = tf.minimum(lengths, self.window)  # context ids used, [batch]
+        offsets = tf.range(_widest(used, self.window), dtype=tf.int64)[tf.newaxis, :]  # [1, w], w <= W
+        starts = (context.row_starts() + lengths - used)[:, tf.newaxis]  # [batch, 1]
+        ids = self._gather_padded(context, starts + offsets, offsets < used[:, tf.newaxis])  # [batch, w]
+        hidden = self.hidden_model(ids, training=False)  # [batch, w, units]
+        last = tf.gather(hidden, tf.maximum(used - 1, 0), batch_dims=1)  # [batch, units]
+        logits = self.output_layer(last[:, tf.newaxis, :])[:, 0, :]  # [batch, V]
+        probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
+        top = tf.math.top_k(probs, k=tf.minimum(k, self.vocab_size))  # [batch, k']
+        has_context = (used > 0)[:, tf.newaxis]
+        return {
+            "words": tf.where(has_context, tf.gather(self.vocab, top.indices), ""),
+            "probs": tf.where(has_context, top.values, 0.0),
+            "word_count": word_count,
+            "unknown_count": unknown_count,
+        }
+
+    # --- score -------------------------------------------------------------
+    def _windows(self, ids: tf.RaggedTensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Windows of up to W+1 ids, stride W: ids [c, w+1], valid [c, w+1], line of each window [c].
+
+        w is W, or less when every line of the call is shorter (right padding never changes a result).
+        """
+        predicted = tf.maximum(ids.row_lengths() - 1, 0)  # [batch]
+        per_line = (predicted + self.window - 1) // self.window  # windows per line, [batch]
+        line_of = tf.repeat(tf.range(ids.nrows()), per_line)  # [c]
+        first_window = tf.repeat(tf.cumsum(per_line, exclusive=True), per_line)  # [c]
+        index_in_line = tf.range(tf.size(line_of, out_type=tf.int64)) - first_window  # [c]
+        starts = tf.gather(ids.row_starts(), line_of) + index_in_line * self.window  # [c]
+        width = _widest(predicted, self.window)
+        positions = starts[:, tf.newaxis] + tf.range(width + 1, dtype=tf.int64)  # [c, w+1]
+        valid = positions < tf.gather(ids.row_limits(), line_of)[:, tf.newaxis]  # [c, w+1]
+        return self._gather_padded(ids, positions, valid), valid, line_of
+
+    def _window_log_probs(self, windows: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
+        """Sum of log P(id_i | ids_<i of the window) per window: windows [s, w+1] -> [s] float64.
+
+        The output layer (the bulk of the work) runs only where a token is predicted, never on padding.
+        """
+        hidden = self.hidden_model(windows[:, :-1], training=False)  # [s, w, units]
+        predicted_at = tf.where(valid[:, 1:])  # [m, 2] (window, position)
+        logits = self.output_layer(tf.gather_nd(hidden, predicted_at)[tf.newaxis])[0]  # [m, V]
+        logits = tf.cast(logits, tf.float32)
+        targets = tf.gather_nd(windows[:, 1:], predicted_at)  # [m]
+        log_probs = tf.gather(logits, targets, batch_dims=1) - tf.reduce_logsumexp(logits, axis=-1)  # [m]
+        return tf.math.unsorted_segment_sum(
+            tf.cast(log_probs, tf.float64), predicted_at[:, 0], num_segments=tf.shape(windows)[0]
+        )
+
+    def score(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        word_ids, word_count, unknown_count = self._words(text)
+        ids = self._line_ids(word_ids, trailing_eos=True)
+        windows, valid, line_of = self._windows(ids)
+        num_windows = tf.shape(windows)[0]
+        batch = tf.cast(ids.nrows(), tf.int32)
+        step = self.rows_per_slice
+
+        def body(i, total):
+            lo = i * step
+            hi = tf.minimum(lo + step, num_windows)
+            window_sums = self._window_log_probs(windows[lo:hi], valid[lo:hi])
+            return i + 1, total + tf.math.unsorted_segment_sum(window_sums, line_of[lo:hi], batch)
+
+        num_slices = (num_windows + step - 1) // step
+        # One slice at a time: parallel iterations would multiply the logits' memory.
+        _, log_prob = tf.while_loop(
+            lambda i, _: i < num_slices, body, (tf.constant(0), tf.zeros([batch], tf.float64)), parallel_iterations=1
+        )
+        predicted = ids[:, 1:]
+        return {
+            "log_prob": tf.cast(log_prob, tf.float32),
+            "tokens": tf.cast(predicted.row_lengths(), tf.int32),
+            "unknown_tokens": tf.reduce_sum(tf.cast(tf.equal(predicted, contract.UNK_ID), tf.int32), axis=1),
+            "word_count": word_count,
+            "unknown_count": unknown_count,
+        }
+
+
+def _widest(lengths: tf.Tensor, window: int) -> tf.Tensor:
+    """max(lengths) clipped to [1, window]: the padded width a call needs (lengths may be empty)."""
+    longest = tf.reduce_max(tf.concat([lengths, tf.zeros([1], lengths.dtype)], axis=0))
+    return tf.clip_by_value(longest, 1, window)
+
+
+def build_archive(graph: BundleGraph) -> keras.export.ExportArchive:
+    archive = keras.export.ExportArchive()
+    archive.track(graph.model)
+    archive.track(graph.table)
+    text_spec = tf.TensorSpec([None], tf.string, name="text")
+    k_spec = tf.TensorSpec([], tf.int32, name="k")
+    archive.add_endpoint(contract.SIGNATURE_NEXT_WORDS, graph.next_words, input_signature=[text_spec, k_spec])
+    archive.add_endpoint(contract.SIGNATURE_SCORE, graph.score, input_signature=[text_spec])
+    return archive
+
+
+def _training_data(data_dir: str) -> tuple[dict, list[str], TextSettings]:
+    """manifest, vocabulary and text settings of the data the model was trained on, checked."""
+    manifest_path = storage.join(data_dir, contract.MANIFEST_FILE)
+    vocab_path = storage.join(data_dir, contract.VOCAB_FILE)
+    for path in (manifest_path, vocab_path):
+        if not storage.exists(path):
+            raise FileNotFoundError(f"{path}: missing; export needs the preprocessed data the model was trained on")
+    manifest = json.loads(storage.read_text(manifest_path))
+    tokens = contract.parse_vocab_text(storage.read_text(vocab_path), vocab_path)
+    settings = TextSettings.from_dict(manifest["text"])
+    recomputed = contract.fingerprint(tokens, settings)
+    if recomputed != manifest["fingerprint"]:
+        raise ValueError(
+            f"{vocab_path}: fingerprint {recomputed} does not match {manifest_path} ({manifest['fingerprint']}); "
+            "the data directory is mixed up, rerun preprocessing"
+        )
+    return manifest, tokens, settings
+
+
+def export_bundle(
+    model: keras.Model,
+    data_dir: str,
+    config: Config,
+    bundle_dir: str,
+    *,
+    context_tokens: int | None = None,
+    logit_budget: int = DEFAULT_LOGIT_BUDGET,
+) -> str:
+    """Writes the bundle for `model` (trained on `data_dir`) to `bundle_dir` and returns its path.
+
+    context_tokens: ids the signatures condition on (default: the data's window_length).
+    """
+    manifest, tokens, settings = _training_data(data_dir)
+    model_vocab = model.output_shape[-1]
+    if model_vocab != len(tokens):
+        raise ValueError(
+            f"{data_dir}: the model predicts {model_vocab} ids but {contract.VOCAB_FILE} has {len(tokens)} tokens; "
+            "export the model with the data it was trained on"
+        )
+    window_length = int(manifest["window_length"])
+    context_tokens = context_tokens or window_length
+    meta_dir = storage.join(bundle_dir, contract.BUNDLE_META_DIR)
+    info_path = storage.join(meta_dir, contract.BUNDLE_INFO_FILE)
+    storage.delete(info_path)  # the commit marker goes first, so a failed export never looks complete
+    graph = BundleGraph(model, tokens, settings, context_tokens, logit_budget)
+    build_archive(graph).write_out(bundle_dir, verbose=False)
+    storage.makedirs(meta_dir)
+    storage.write_text(storage.join(meta_dir, contract.VOCAB_FILE), contract.vocab_text(tokens))
+    storage.write_text(storage.join(meta_dir, contract.MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True))
+    storage.write_text(storage.join(meta_dir, contract.CONFIG_FILE), cli_common.config_yaml(config))
+    info = bundle_lib.bundle_info(
+        fingerprint=manifest["fingerprint"],
+        settings=settings,
+        window_length=window_length,
+        context_tokens=context_tokens,
+        vocab_size=len(tokens),
+        created_unix=int(time.time()),
+    )
+    storage.write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info["fingerprint"], len(tokens))
+    return bundle_dir

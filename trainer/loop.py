@@ -1,0 +1,297 @@
+"""The custom distributed training loop: `strategy.run` inside a `tf.function`, one step at a time.
+
+Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy in TF 2.21
+(keras-team/keras#20585); this loop avoids it and owns the checkpoints:
+
+- A checkpoint holds the model, the optimizer (its step counter included),
+  the epoch, the batches done in it and the training seconds. It is written
+  every `checkpoint_every_steps` steps, at each epoch end and when stopping.
+- A rerun restores the latest one and rebuilds that epoch's input order
+  (fixed by the seed and the epoch), skipping the batches already done:
+  `kill -9` costs at most one checkpoint interval of steps.
+- SIGTERM (Vertex AI's preemption notice) or the time budget makes every
+  worker vote to stop; the votes are summed in the step's all-reduce, so all
+  workers stop after the same step, write the checkpoint together and exit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from nextword import storage
+from nextword.config import TrainConfig
+from trainer.evaluate import Evaluator
+from trainer.inputs import Inputs
+from trainer.steps import replica_train_step
+from trainer.strategy import Worker
+
+_LOG = logging.getLogger(__name__)
+
+CHECKPOINT_DIR = "checkpoints"
+HISTORY_FILE = "history.json"
+SUMMARY_SPLITS = ("train", "valid")  # TensorBoard runs under <model_dir>/logs/
+# Stop votes, in the order the train step sums them.
+_BUDGET, _PREEMPTED = 0, 1
+
+
+class TrainingPreempted(Exception):
+    """SIGTERM arrived (here or on another worker); a checkpoint was written."""
+
+
+@dataclass(frozen=True)
+class FitResult:
+    steps: int
+    epochs: float  # epochs done, fractional when stopped inside one
+    train_seconds: float
+    stopped_by: str  # epochs | max_steps | time_budget
+    resumed_from_step: int  # 0 for a fresh start
+    history: list[dict]
+
+
+@contextlib.contextmanager
+def sigterm_flag() -> Iterator[dict]:
+    """{"raised": bool}, set when SIGTERM arrives while the block runs."""
+    flag = {"raised": False}
+
+    def handler(signum, frame):
+        flag["raised"] = True
+        _LOG.warning("SIGTERM: stopping after this step with a checkpoint")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def checkpoint_dirs(model_dir: str, worker: Worker) -> tuple[str, str]:
+    """(where checkpoints are read from, where this worker writes them).
+
+    Every worker takes part in saving, but only the chief's copy is kept.
+    """
+    shared = storage.join(model_dir, CHECKPOINT_DIR)
+    return shared, shared if worker.is_chief else storage.join(model_dir, "tmp", f"worker-{worker.task_id}")
+
+
+class TrainLoop:
+    def __init__(
+        self,
+        model: keras.Model,
+        optimizer: keras.optimizers.Optimizer,
+        strategy: tf.distribute.Strategy,
+        worker: Worker,
+        inputs: Inputs,
+        cfg: TrainConfig,
+        fingerprint: str,
+    ):
+        self.model = model
+        self.optimizer = optimizer
+        self.strategy = strategy
+        self.worker = worker
+        self.inputs = inputs
+        self.cfg = cfg
+        self.evaluator = Evaluator(model, strategy, inputs)
+        self.fingerprint = fingerprint
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        self.batch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
+        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
+        self.data_fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False, name="data_fingerprint")
+        self.checkpoint = tf.train.Checkpoint(
+            model=model,
+            optimizer=optimizer,
+            epoch=self.epoch,
+            batch=self.batch,
+            train_seconds=self.seconds,
+            data_fingerprint=self.data_fingerprint,
+        )
+        self.read_dir, self.write_dir = checkpoint_dirs(cfg.model_dir, worker)
+        self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir, max_to_keep=cfg.keep_checkpoints)
+        self._train_step = tf.function(self._distributed_train_step)
+        self.history_path = storage.join(cfg.model_dir, HISTORY_FILE)
+
+    # --- compiled step -------------------------------------------------------
+    def _distributed_train_step(self, iterator, states, votes):
+        ids = next(iterator)
+        step = functools.partial(
+            replica_train_step,
+            self.model,
+            self.optimizer,
+            global_batch=self.inputs.global_batch,
+            clip_norm=self.cfg.optimizer.clip_global_norm,
+        )
+        figures, states = self.strategy.run(step, args=(ids, states, votes))
+        return self.strategy.experimental_local_results(figures)[0], states
+
+    # --- checkpoints -----------------------------------------------------------
+    @property
+    def step(self) -> int:
+        return int(self.optimizer.iterations.numpy())
+
+    def restore(self) -> int:
+        """Restores the latest checkpoint, if any; returns its step (0: fresh start)."""
+        latest = tf.train.latest_checkpoint(self.read_dir)
+        if not latest:
+            return 0
+        try:
+            self.checkpoint.restore(latest).assert_existing_objects_matched()
+        except (ValueError, AssertionError, tf.errors.OpError) as err:
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise ValueError(
+                f"{latest}: does not fit this model ({first}); use a new train.model_dir "
+                "or the train.model settings it was made with"
+            ) from None
+        restored = self.data_fingerprint.numpy().decode()
+        if restored != self.fingerprint:
+            raise ValueError(
+                f"{latest}: trained on data with fingerprint {restored}, but train.data_dir has "
+                f"{self.fingerprint}; use a new train.model_dir"
+            )
+        _LOG.info(
+            "resumed from %s: step %d, epoch %d, batch %d, %.0f s trained",
+            latest, self.step, int(self.epoch.numpy()), int(self.batch.numpy()), float(self.seconds.numpy()),
+        )
+        return self.step
+
+    def save(self, epoch: int, batch: int, seconds: float) -> None:
+        self.epoch.assign(epoch)
+        self.batch.assign(batch)
+        self.seconds.assign(seconds)
+        self.manager.save(checkpoint_number=self.step)
+        if not self.worker.is_chief:
+            tf.io.gfile.rmtree(self.write_dir)
+
+    # --- history ---------------------------------------------------------------
+    def _load_history(self, epoch: int) -> list[dict]:
+        """Per-epoch records of earlier runs, before the epoch being resumed."""
+        if not storage.exists(self.history_path):
+            return []
+        return [h for h in json.loads(storage.read_text(self.history_path)) if h["epoch"] <= epoch]
+
+    def _write_history(self, history: list[dict]) -> None:
+        if self.worker.is_chief:
+            storage.write_text(self.history_path, json.dumps(history, indent=1) + "\n")
+
+    # --- the loop ----------------------------------------------------------------
+    def fit(self, resumed_from: int) -> FitResult:
+        """Trains from the restored position (`restore()` first) to the end, a stop, or preemption."""
+        cfg = self.cfg
+        epoch, batch = int(self.epoch.numpy()), int(self.batch.numpy())
+        history = self._load_history(epoch)
+        steps_per_epoch = self.inputs.steps_per_epoch
+        clock = _Clock(float(self.seconds.numpy()))
+        writers = _summary_writers(cfg.model_dir, self.worker)
+        stopped_by = "epochs"
+        if cfg.max_steps and self.step >= cfg.max_steps:
+            stopped_by = "max_steps"
+        elif cfg.time_budget_s and clock() >= cfg.time_budget_s:
+            stopped_by = "time_budget"
+        with sigterm_flag() as sigterm:
+            while epoch < cfg.epochs and stopped_by == "epochs":
+                batch, train_loss, stopped_by = self._train_epoch(epoch, batch, clock, sigterm, writers)
+                done = epoch + min(batch / steps_per_epoch, 1.0)
+                history.append(self._epoch_record(done, train_loss, clock(), writers))
+                self._write_history(history)
+                if batch >= steps_per_epoch:
+                    epoch, batch = epoch + 1, 0
+                self.save(epoch, batch, clock())
+                _LOG.info("epoch %.2f (step %d): %s", done, self.step, json.dumps(history[-1]))
+        for writer in writers.values():
+            writer.flush()
+        return FitResult(
+            steps=self.step,
+            epochs=epoch + batch / steps_per_epoch,
+            train_seconds=clock(),
+            stopped_by=stopped_by,
+            resumed_from_step=resumed_from,
+            history=history,
+        )
+
+    def _train_epoch(self, epoch: int, batch: int, clock, sigterm: dict, writers: dict) -> tuple[int, float, str]:
+        """Steps from `batch` to the end of the epoch or a stop: (batch reached, mean loss, stopped_by)."""
+        cfg = self.cfg
+        steps_per_epoch = self.inputs.steps_per_epoch
+        iterator = iter(self.inputs.train(epoch, batch))
+        states = self.inputs.initial_states(self.model)
+        progbar = keras.utils.Progbar(steps_per_epoch, verbose=_progbar_verbosity(self.worker), unit_name="step")
+        progbar.update(batch)
+        loss_sum, loss_steps = 0.0, 0
+        while batch < steps_per_epoch:
+            votes = np.zeros(2, np.float32)
+            votes[_BUDGET] = bool(cfg.time_budget_s) and clock() >= cfg.time_budget_s
+            votes[_PREEMPTED] = sigterm["raised"]
+            figures, states = self._train_step(iterator, states, tf.constant(votes))
+            loss, *summed_votes = figures.numpy()
+            batch, step = batch + 1, self.step
+            loss_sum, loss_steps = loss_sum + float(loss), loss_steps + 1
+            mean_loss = loss_sum / loss_steps
+            progbar.update(batch, [("loss", mean_loss), ("perplexity", math.exp(mean_loss))])
+            with writers["train"].as_default(step=step):
+                tf.summary.scalar("loss", loss)
+                tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate.numpy()))
+            if summed_votes[_PREEMPTED]:
+                self.save(epoch, batch, clock())
+                raise TrainingPreempted(
+                    f"stopped at step {step} for SIGTERM; checkpoint written to {self.read_dir}: "
+                    "rerun the same command to resume"
+                )
+            if summed_votes[_BUDGET]:
+                return batch, mean_loss, "time_budget"
+            if cfg.max_steps and step >= cfg.max_steps:
+                return batch, mean_loss, "max_steps"
+            if batch < steps_per_epoch and step % cfg.checkpoint_every_steps == 0:
+                self.save(epoch, batch, clock())
+                _LOG.info("step %d: checkpoint, mean loss %.4f in this epoch", step, mean_loss)
+        return batch, loss_sum / loss_steps if loss_steps else float("nan"), "epochs"
+
+    def _epoch_record(self, done: float, train_loss: float, seconds: float, writers: dict) -> dict:
+        """Validation after an epoch (or part of one), with the mean training loss of its steps run here."""
+        valid = self.evaluator("valid")
+        with writers["valid"].as_default(step=self.step):
+            for name in ("loss", "perplexity", "top1_accuracy", "top5_accuracy"):
+                tf.summary.scalar(name, valid[name])
+        return {
+            "epoch": round(done, 4),
+            "step": self.step,
+            "seconds": round(seconds, 1),
+            "learning_rate": float(f"{float(self.optimizer.learning_rate.numpy()):.6g}"),
+            "train_loss": train_loss,
+            "train_perplexity": math.exp(train_loss),
+            **{f"valid_{name}": value for name, value in valid.items()},
+        }
+
+
+class _Clock:
+    """Training seconds: those of earlier runs (from the checkpoint) plus this run's."""
+
+    def __init__(self, before: float):
+        self._before = before
+        self._start = time.monotonic()
+
+    def __call__(self) -> float:
+        return self._before + time.monotonic() - self._start
+
+
+def _summary_writers(model_dir: str, worker: Worker) -> dict:
+    if not worker.is_chief:
+        return {split: tf.summary.create_noop_writer() for split in SUMMARY_SPLITS}
+    return {split: tf.summary.create_file_writer(storage.join(model_dir, "logs", split)) for split in SUMMARY_SPLITS}
+
+
+def _progbar_verbosity(worker: Worker) -> int:
+    """A live bar on a terminal, one line per epoch in logs, nothing on non-chief workers."""
+    if not worker.is_chief:
+        return 0
+    return 1 if sys.stdout.isatty() else 2

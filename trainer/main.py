@@ -1,0 +1,165 @@
+"""Training job: preprocessed data -> checkpoints, TensorBoard logs, metrics.json, curves.png and the bundle.
+
+    python -m trainer --config configs/demo.yaml --set train.epochs=3     (also: nextword train)
+    nextword evaluate --config configs/demo.yaml
+
+Everything lands in train.model_dir (local or gs://): config.yaml (the
+resolved config), checkpoints/, logs/{train,valid}/ (TensorBoard),
+history.json, metrics.json, curves.png and bundle/. Rerunning the same
+command resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import Iterator
+
+import keras
+import tensorflow as tf
+
+from nextword import cli_common, contract, storage
+from nextword import config as config_lib
+from nextword.config import Config
+from trainer import evaluate as evaluate_lib
+from trainer.data import DataSpec, load_data_spec
+from trainer.inputs import Inputs
+from trainer.loop import TrainLoop
+from trainer.model import build_model, cudnn_eligible
+from trainer.optim import make_optimizer
+from trainer.strategy import Worker, make_strategy
+
+_LOG = logging.getLogger(__name__)
+
+BUNDLE_DIR = "bundle"
+
+
+def parse(stage: str, argv: list[str] | None) -> Config:
+    args = cli_common.parser(stage).parse_args(argv)
+    return config_lib.load(args.config, args.overrides)
+
+
+@contextlib.contextmanager
+def precision(mixed: bool) -> Iterator[None]:
+    """bf16 compute with float32 variables (and float32 logits) while the block runs."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+def weights_sha256(model: keras.Model) -> str:
+    """Hash of every weight's bytes, in order: equal on workers that stayed in sync."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
+
+
+def _log_setup(model: keras.Model, strategy: tf.distribute.Strategy, worker: Worker, inputs: Inputs) -> None:
+    reasons = cudnn_eligible(model)
+    gpus = tf.config.list_physical_devices("GPU")
+    _LOG.info(
+        "LSTM cuDNN-eligible: %s%s",
+        "yes" if not reasons else "no (" + "; ".join(reasons) + ")",
+        "" if gpus else " (no GPU here: the CPU kernel runs)",
+    )
+    _LOG.info(
+        "%s on %d replica(s), worker %s/%d%s; global batch %d, %d steps per epoch, %d parameters",
+        type(strategy).__name__, strategy.num_replicas_in_sync, worker.task_id, worker.num_workers,
+        " (chief)" if worker.is_chief else "", inputs.global_batch, inputs.steps_per_epoch, model.count_params(),
+    )
+
+
+def _build(config: Config, spec: DataSpec, strategy: tf.distribute.Strategy, worker: Worker):
+    """(inputs, model, optimizer), the model and optimizer built in the strategy's scope."""
+    cfg = config.train
+    keras.utils.set_random_seed(cfg.seed)
+    inputs = Inputs(spec, cfg, strategy, worker)
+    with strategy.scope():
+        model = build_model(spec.vocab_size, cfg.model, with_state=cfg.carry_state)
+        optimizer = make_optimizer(cfg.optimizer, inputs.steps_per_epoch)
+        optimizer.build(model.trainable_variables)
+    return inputs, model, optimizer
+
+
+def export(model: keras.Model, spec: DataSpec, config: Config) -> str:
+    """The bundle from a stateless float32 copy of the trained model (the bundle's contract)."""
+    from trainer.export import export_bundle  # heavy, and only the chief exports
+
+    stateless = build_model(spec.vocab_size, config.train.model)
+    stateless.set_weights(model.get_weights())
+    return export_bundle(stateless, spec.data_dir, config, storage.join(config.train.model_dir, BUNDLE_DIR))
+
+
+def train(config: Config) -> dict:
+    """Trains (or resumes), evaluates on valid and test, writes the outputs; returns the metrics."""
+    cfg = config.train
+    strategy, worker = make_strategy(cfg)  # first: multi-worker collectives start before any op
+    spec = load_data_spec(cfg.data_dir)
+    with precision(cfg.mixed_precision):
+        inputs, model, optimizer = _build(config, spec, strategy, worker)
+        _log_setup(model, strategy, worker, inputs)
+        loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint)
+        resumed_from = loop.restore()  # refuses a model_dir of another model or other data
+        if worker.is_chief:
+            storage.makedirs(cfg.model_dir)
+            storage.write_text(storage.join(cfg.model_dir, contract.CONFIG_FILE), cli_common.config_yaml(config))
+        fit = loop.fit(resumed_from)
+        metrics = {
+            "valid": loop.evaluator("valid"),
+            "test": loop.evaluator("test"),
+            "train": {
+                "steps": fit.steps,
+                "epochs": round(fit.epochs, 4),
+                "train_seconds": round(fit.train_seconds, 1),
+                "stopped_by": fit.stopped_by,
+                "resumed_from_step": fit.resumed_from_step,
+                "global_batch": inputs.global_batch,
+                "replicas": strategy.num_replicas_in_sync,
+                "workers": worker.num_workers,
+                "carry_state": cfg.carry_state,
+            },
+            "data": {
+                "fingerprint": spec.fingerprint,
+                "window_length": spec.window_length,
+                "vocab_size": spec.vocab_size,
+            },
+            "weights_sha256": weights_sha256(model),
+        }
+    _LOG.info("valid %s", metrics["valid"])
+    _LOG.info("test %s", metrics["test"])
+    if worker.is_chief:
+        evaluate_lib.write_metrics(cfg.model_dir, metrics)
+        if fit.history:
+            evaluate_lib.plot_curves(fit.history, storage.join(cfg.model_dir, evaluate_lib.CURVES_FILE))
+        metrics["bundle_dir"] = export(model, spec, config)
+    return metrics
+
+
+def run(argv: list[str] | None = None) -> dict:
+    """`python -m trainer` / `nextword train`; returns the metrics."""
+    return train(parse("train", argv))
+
+
+def run_evaluate(argv: list[str] | None = None) -> dict:
+    """`nextword evaluate`: the latest checkpoint on valid and test, merged into metrics.json."""
+    config = parse("evaluate", argv)
+    cfg = config.train
+    strategy, worker = make_strategy(cfg)
+    spec = load_data_spec(cfg.data_dir)
+    with precision(cfg.mixed_precision):
+        inputs, model, optimizer = _build(config, spec, strategy, worker)
+        loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint)
+        if not loop.restore():
+            raise FileNotFoundError(f"{loop.read_dir}: no checkpoint to evaluate; train first (nextword train)")
+        found = {split: loop.evaluator(split) for split in ("valid", "test")}
+        found["weights_sha256"] = weights_sha256(model)
+    metrics = evaluate_lib.read_metrics(cfg.model_dir) | found
+    if worker.is_chief:
+        evaluate_lib.write_metrics(cfg.model_dir, metrics)
+    _LOG.info("evaluated step %d: valid %s, test %s", loop.step, found["valid"], found["test"])
+    return metrics

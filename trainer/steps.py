@@ -1,0 +1,124 @@
+"""Loss, metrics and the per-replica train/eval steps: plain functions over tensors.
+
+The loop (`trainer.loop`) runs the replica steps under `strategy.run` inside
+a `tf.function`; nothing here knows which strategy that is. Each window of
+`window_length + 1` ids predicts every position: inputs ids[:, :-1],
+targets ids[:, 1:].
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+SUM = tf.distribute.ReduceOp.SUM
+# Order of the figures an eval step sums (one float64 vector, reduced in one all-reduce).
+EVAL_FIGURES = ("loss_sum", "tokens", "top1", "top5")
+
+
+def split_window(ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """ids [b, L + 1] -> inputs [b, L], targets [b, L]."""
+    return ids[:, :-1], ids[:, 1:]
+
+
+def token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """Cross-entropy in nats: logits [b, L, V], targets [b, L] -> [b, L] float32."""
+    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=tf.cast(logits, tf.float32))
+
+
+def clip_scale(global_norm: tf.Tensor, threshold: float) -> tf.Tensor:
+    """The seed's exercise: threshold / norm when the norm exceeds the threshold, else 1."""
+    return threshold / tf.maximum(global_norm, threshold)
+
+
+def scale_gradients(grads: list, scale: tf.Tensor) -> list:
+    """Multiplies every gradient (dense or IndexedSlices, as embeddings give) by `scale`."""
+    scaled = []
+    for grad in grads:
+        if isinstance(grad, tf.IndexedSlices):
+            values = grad.values * tf.cast(scale, grad.values.dtype)
+            scaled.append(tf.IndexedSlices(values, grad.indices, grad.dense_shape))
+        else:
+            scaled.append(grad * tf.cast(scale, grad.dtype))
+    return scaled
+
+
+def eval_sums(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+    """[loss_sum, tokens, top1 hits, top5 hits] float64 over windows weighted 1 (real) or 0 (padding).
+
+    logits [b, L, V], targets [b, L], weights [b]. Ties at the k-th logit count as hits (tf.nn.in_top_k).
+    """
+    token_weights = tf.broadcast_to(weights[:, None], tf.shape(targets))  # [b, L]
+    flat_logits = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])  # [b*L, V]
+    flat_targets = tf.reshape(targets, [-1])
+    flat_weights = tf.reshape(token_weights, [-1])
+    losses = tf.reshape(token_losses(logits, targets), [-1])
+
+    def weighted(values):
+        return tf.reduce_sum(tf.cast(values, tf.float64) * tf.cast(flat_weights, tf.float64))
+
+    return tf.stack(
+        [
+            weighted(losses),
+            weighted(tf.ones_like(losses)),
+            weighted(tf.nn.in_top_k(flat_targets, flat_logits, 1)),
+            weighted(tf.nn.in_top_k(flat_targets, flat_logits, 5)),
+        ]
+    )
+
+
+def forward(model: keras.Model, inputs: tf.Tensor, states: tuple, training: bool) -> tuple[tf.Tensor, tuple]:
+    """logits [b, L, V] and the LSTM states after the window (empty without carried state)."""
+    if not states:
+        return model(inputs, training=training), ()
+    logits, *final = model([inputs, *states], training=training)
+    return logits, tuple(tf.cast(s, tf.float32) for s in final)
+
+
+def zero_states(model: keras.Model, batch: int) -> tuple:
+    """Zero (h, c) per LSTM layer, [batch, units] float32; empty for a stateless model."""
+    return tuple(tf.zeros([batch, spec.shape[-1]], tf.float32) for spec in model.inputs[1:])
+
+
+def replica_train_step(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    ids: tf.Tensor,
+    states: tuple,
+    stop_votes: tf.Tensor,
+    global_batch: int,
+    clip_norm: float,
+) -> tuple[tf.Tensor, tuple]:
+    """One optimizer step on one replica's ids [b, L + 1].
+
+    The loss is the sum over this replica's tokens divided by the global
+    token count, so gradients summed over replicas are the global mean. The
+    clipping norm is that of the summed gradient (what one device would see);
+    the optimizer then sums the scaled replica gradients itself. `stop_votes`
+    [n] float32 are this replica's reasons to stop; returns the all-reduced
+    [global mean loss, *stop votes] and the states after the window.
+    """
+    inputs, targets = split_window(ids)
+    tokens = tf.cast(global_batch * tf.shape(targets)[1], tf.float32)
+    with tf.GradientTape() as tape:
+        logits, new_states = forward(model, inputs, states, training=True)
+        loss = tf.reduce_sum(token_losses(logits, targets)) / tokens
+    variables = model.trainable_variables
+    grads = tape.gradient(loss, variables)
+    context = tf.distribute.get_replica_context()
+    if clip_norm > 0:
+        summed = context.all_reduce(SUM, grads)
+        grads = scale_gradients(grads, clip_scale(tf.linalg.global_norm(summed), clip_norm))
+    optimizer.apply(grads, variables)
+    figures = context.all_reduce(SUM, tf.concat([loss[None], stop_votes], axis=0))
+    return figures, new_states
+
+
+def replica_eval_step(
+    model: keras.Model, ids: tf.Tensor, weights: tf.Tensor, states: tuple
+) -> tuple[tf.Tensor, tuple]:
+    """EVAL_FIGURES summed over all replicas, and this replica's states after the window."""
+    inputs, targets = split_window(ids)
+    logits, new_states = forward(model, inputs, states, training=False)
+    sums = tf.distribute.get_replica_context().all_reduce(SUM, eval_sums(logits, targets, weights))
+    return sums, new_states
