@@ -98,7 +98,8 @@ def plot_curves(history: list[dict], path: str) -> None:
     ax.set_ylabel("perplexity")
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    ax.yaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    # A narrow range has no decade inside it: label the minor ticks too, or the axis shows no numbers.
+    ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
