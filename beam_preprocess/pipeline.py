@@ -18,7 +18,7 @@ import apache_beam as beam
 
 from beam_preprocess import core
 from beam_preprocess.transforms import CountVocabulary, WriteWindows
-from nextword import cli_common, contract, storage
+from nextword import cli_common, cloud, contract, storage
 from nextword.config import Config, PreprocessConfig
 
 _LOG = logging.getLogger(__name__)
@@ -172,8 +172,10 @@ def build(p: beam.Pipeline, config: Config) -> None:
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
-    """Runs preprocessing and returns the manifest."""
+    """Runs preprocessing and returns the manifest ({} when Beam only builds the job: --dry_run, a template)."""
     config, beam_args = cli_common.parse("preprocess", argv)
     with cli_common.pipeline(beam_args, test_pipeline) as p:
         build(p, config)
+    if cloud.launch_only(beam_args):
+        return {}  # a Dataflow dry run or template: the job was built, not run
     return json.loads(storage.read_text(storage.join(config.preprocess.output_dir, contract.MANIFEST_FILE)))

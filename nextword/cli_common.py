@@ -33,9 +33,19 @@ def parser(stage: str) -> argparse.ArgumentParser:
 
 
 def parse(stage: str, argv: list[str] | None) -> tuple[config_lib.Config, list[str]]:
-    """(config, remaining args for Beam) for one stage."""
+    """(config, remaining args for Beam) for one stage.
+
+    With `--runner DataflowRunner`, the config's cloud section supplies the
+    Dataflow options first (nextword/cloud.py); the command line's own come
+    after them and win.
+    """
     args, rest = parser(stage).parse_known_args(argv)
-    return config_lib.load(args.config, args.overrides), rest
+    config = config_lib.load(args.config, args.overrides)
+    from nextword import cloud
+
+    if cloud.wants_dataflow(rest):
+        rest = cloud.dataflow_args(config, cloud.job_name(stage)) + rest
+    return config, rest
 
 
 def setup_logging() -> None:

@@ -1,0 +1,126 @@
+"""`nextword cloud`: launch files, the scheduled training run, and the runs on Cloud Storage.
+
+nextword cloud render  --config configs/cloud.yaml --out build/cloud   # specs and scripts (cloud_specs.py)
+nextword cloud train   --config gs://BUCKET/nextword/config.yaml       # what the Vertex AI job runs
+nextword cloud runs    --config ...                                    # runs, test perplexity, LATEST
+nextword cloud promote --config ... --run-dir gs://.../runs/2025-06-02-123  # re-check one run against the bar
+nextword cloud latest  --config ...                                    # the promoted bundle (for predict)
+"""
+
+from __future__ import annotations
+
+import datetime
+import importlib
+import json
+import os
+import sys
+
+from nextword import cli, cli_common, cloud, cloud_specs, runs, storage
+from nextword import config as config_lib
+from nextword.config import Config
+
+METRICS_FILE = "metrics.json"  # written by the trainer into its model_dir (trainer/evaluate.py)
+COMMANDS = ("render", "train", "runs", "promote", "latest")
+
+
+def _flat_metrics(metrics: dict) -> dict[str, float]:
+    """metrics.json {"test": {"perplexity": ...}, ...} -> {"test_perplexity": ...}, the bar's names."""
+    return {
+        f"{split}_{name}": float(value)
+        for split in ("valid", "test")
+        for name, value in metrics.get(split, {}).items()
+        if isinstance(value, int | float)
+    }
+
+
+def latest_path(config: Config) -> str:
+    return storage.join(config.cloud.runs_dir, runs.LATEST_FILE)
+
+
+def promote(config: Config, run_dir: str) -> bool:
+    """Promotes `run_dir` to LATEST if its metrics.json passes the config's bar."""
+    path = storage.join(run_dir, METRICS_FILE)
+    if not storage.exists(path):
+        raise FileNotFoundError(f"{path}: no metrics; the run has not finished its evaluation")
+    metrics = _flat_metrics(json.loads(storage.read_text(path)))
+    return runs.promote_latest(run_dir, latest_path(config), metrics, cloud.promotion_bar(config))
+
+
+def train(config_path: str | None, overrides: list[str]) -> int:
+    """Trains into this job's dated run directory, then (chief) promotes it if it passes the bar."""
+    from trainer.strategy import LOCAL_WORKER, worker_from_tf_config
+
+    config = config_lib.load(config_path, overrides)
+    cloud.require(config, "cloud.runs_dir")
+    tf_config = os.environ.get("TF_CONFIG", "")
+    worker = worker_from_tf_config(tf_config) if config.train.strategy == "multiworker" and tf_config else LOCAL_WORKER
+    now = datetime.datetime.now(datetime.UTC)
+    # Vertex AI sets CLOUD_ML_JOB_ID on every replica of a job; a local run gets its own id.
+    job_id = os.environ.get("CLOUD_ML_JOB_ID") or now.strftime("local%H%M%S")
+    run_dir = runs.resolve_run_dir(config.cloud.runs_dir, job_id, worker.is_chief, today=now.date())
+    trainer_cli = importlib.import_module("trainer.__main__")
+    args = (["--config", config_path] if config_path else []) + [a for o in overrides for a in ("--set", o)]
+    code = trainer_cli.main(args + ["--set", f"train.model_dir={run_dir}"])
+    if code == 0 and worker.is_chief:
+        promote(config, run_dir)
+    return code
+
+
+def _print_runs(config: Config) -> None:
+    cloud.require(config, "cloud.runs_dir")
+    latest = runs.read_latest(latest_path(config)) or {}
+    for run_dir in runs.list_runs(config.cloud.runs_dir):
+        path = storage.join(run_dir, METRICS_FILE)
+        metrics = _flat_metrics(json.loads(storage.read_text(path))) if storage.exists(path) else {}
+        perplexity = f"{metrics['test_perplexity']:.4g}" if "test_perplexity" in metrics else "-"
+        mark = "  LATEST" if latest.get("run_dir") == run_dir else ""
+        print(f"{run_dir}\ttest_perplexity={perplexity}{mark}")
+
+
+def _latest_bundle(config: Config) -> str:
+    cloud.require(config, "cloud.runs_dir")
+    latest = runs.read_latest(latest_path(config))
+    if latest is None:
+        raise FileNotFoundError(f"{latest_path(config)}: no run has been promoted yet (nextword cloud train)")
+    return latest["bundle_dir"]
+
+
+def run(argv: list[str]) -> int:
+    command, rest = argv[0], argv[1:]
+    parser = cli_common.parser(f"cloud {command}")
+    if command == "render":
+        parser.add_argument("--out", required=True, help="folder for the rendered files")
+    if command == "promote":
+        parser.add_argument("--run-dir", required=True, help="gs:// run directory to check against the bar")
+    args = parser.parse_args(rest)
+    if command == "train":
+        return train(args.config, args.overrides)
+    config = config_lib.load(args.config, args.overrides)
+    if command == "render":
+        os.makedirs(args.out, exist_ok=True)
+        local_config = os.path.abspath(args.config) if args.config else "CONFIG.yaml"
+        for name, text in cloud_specs.render(config, local_config).items():
+            with open(os.path.join(args.out, name), "w") as f:
+                f.write(text)
+            print(os.path.join(args.out, name))
+    elif command == "runs":
+        _print_runs(config)
+    elif command == "promote":
+        print("promoted" if promote(config, args.run_dir.rstrip("/")) else "not promoted (see the warning above)")
+    else:
+        print(_latest_bundle(config))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: nextword cloud {{{', '.join(COMMANDS)}}} [options]", file=sys.stderr)
+        return 2
+    cli_common.setup_logging()
+    codes: list[int] = []  # run's own exit code (the trainer's, for `train`) unless guarded() caught an error
+    return cli.guarded(lambda args: codes.append(run(args)), argv) or codes[0]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""nextword.storage and TensorFlow on gs:// paths, against the real emulator (tests/gcs_emulator.py)."""
+
+import gc
+
+import pytest
+import requests
+from google.api_core import exceptions as api_exceptions
+from google.api_core.exceptions import RetryError
+
+from nextword import gcs_errors, storage
+
+
+# --- describe(): the one-line messages, exactly --------------------------------
+def test_describe_names_the_path_and_the_fix_for_each_status():
+    missing_bucket = gcs_errors.describe(api_exceptions.NotFound("x"), "gs://b/d/f.txt", "read", bucket_exists=False)
+    assert isinstance(missing_bucket, FileNotFoundError)
+    assert str(missing_bucket) == (
+        "gs://b/d/f.txt: bucket gs://b does not exist; create it (gcloud storage buckets create gs://b) or fix the path"
+    )
+    missing_object = gcs_errors.describe(api_exceptions.NotFound("x"), "gs://b/f", "read", bucket_exists=True)
+    assert str(missing_object) == "gs://b/f: no such object in gs://b"
+    denied = gcs_errors.describe(api_exceptions.Forbidden("x"), "gs://b/f", "write")
+    assert isinstance(denied, PermissionError)
+    assert str(denied) == (
+        "gs://b/f: permission denied to write (HTTP 403); grant the job's service account access to gs://b "
+        "(e.g. roles/storage.objectAdmin)"
+    )
+    # What the client raises once its retries of a 503 run out.
+    exhausted = RetryError("Timeout of 120.0s exceeded", cause=api_exceptions.ServiceUnavailable("busy"))
+    assert str(gcs_errors.describe(exhausted, "gs://b/f", "list")) == (
+        "gs://b/f: Cloud Storage failed to list (HTTP 503) after the client's retries; rerun when the service recovers"
+    )
+    other = gcs_errors.describe(ValueError("odd\nsecond line"), "gs://b/f", "read")
+    assert isinstance(other, gcs_errors.StorageError) and str(other) == "gs://b/f: could not read (ValueError: odd)"
+
+
+def test_guard_names_the_path_of_transport_errors_and_leaves_other_errors_alone(tmp_path):
+    with pytest.raises(gcs_errors.StorageError, match=r"^gs://b/f: could not read \(ConnectionError: refused\)$"):
+        with storage.guard("gs://b/f", "read"):
+            raise requests.ConnectionError("refused\nmore detail")
+    with pytest.raises(KeyError), storage.guard("gs://b/f", "read"):
+        raise KeyError("not a storage error")
+    with pytest.raises(FileNotFoundError, match="no such file"):
+        storage.read_text(str(tmp_path / "missing.txt"))
+
+
+# --- the helpers on the emulator --------------------------------------------------
+def test_helpers_round_trip_on_gcs(gcs_bucket):
+    storage.write_text(f"{gcs_bucket}/d/a.txt", "alpha\n")
+    storage.write_text(f"{gcs_bucket}/d/sub/b.txt", "béta\n")
+    storage.write_text(f"{gcs_bucket}/other.txt", "x")
+    assert storage.read_text(f"{gcs_bucket}/d/sub/b.txt") == "béta\n"
+    assert storage.match(f"{gcs_bucket}/d/*.txt") == [(f"{gcs_bucket}/d/a.txt", 6)]
+    assert [p for p, _ in storage.match(f"{gcs_bucket}/d/**")] == [f"{gcs_bucket}/d/a.txt", f"{gcs_bucket}/d/sub/b.txt"]
+    assert storage.exists(f"{gcs_bucket}/d/a.txt") and not storage.exists(f"{gcs_bucket}/d/none.txt")
+    storage.delete(f"{gcs_bucket}/d/a.txt")
+    storage.delete(f"{gcs_bucket}/d/a.txt")  # deleting what is gone is a no-op
+    assert storage.match(f"{gcs_bucket}/d/*.txt") == []
+
+
+def test_missing_bucket_and_missing_object_are_one_line_errors(gcs_bucket):
+    nope = "gs://no-such-bucket-nextword"
+    for call in (lambda: storage.match(f"{nope}/c/*.txt"), lambda: storage.write_text(f"{nope}/o.txt", "x"),
+                 lambda: storage.read_bytes(f"{nope}/o.txt")):  # fmt: skip
+        with pytest.raises(FileNotFoundError) as err:
+            call()
+        assert f"bucket {nope} does not exist" in str(err.value) and "\n" not in str(err.value)
+    with pytest.raises(FileNotFoundError, match=rf"^{gcs_bucket}/gone.txt: no such file$"):
+        storage.read_text(f"{gcs_bucket}/gone.txt")
+    with pytest.raises(FileNotFoundError, match=rf"^{gcs_bucket}/gone.txt: no such object in {gcs_bucket}$"):
+        storage.read_bytes(f"{gcs_bucket}/gone.txt")
+
+
+def test_permission_denied_names_the_path(gcs_bucket, gcs_emulator):
+    storage.write_text(f"{gcs_bucket}/d/a.txt", "alpha\n")
+    bucket = gcs_bucket[len("gs://") :]
+    gcs_emulator.proxy.fail(("*", f"/b/{bucket}[/?]", 403, None))
+    for action, call in (("list", lambda: storage.match(f"{gcs_bucket}/d/*")),
+                         ("look up", lambda: storage.read_text(f"{gcs_bucket}/d/a.txt")),
+                         ("write", lambda: storage.write_text(f"{gcs_bucket}/d/b.txt", "x"))):  # fmt: skip
+        with pytest.raises(PermissionError) as err:
+            call()
+        assert str(err.value).startswith(f"{gcs_bucket}/d/") and f"permission denied to {action} (HTTP 403)" in str(
+            err.value
+        )
+    gcs_emulator.proxy.clear()
+    assert not storage.exists(f"{gcs_bucket}/d/b.txt")  # the refused write left nothing
+
+
+def test_a_failed_write_is_not_completed_later(gcs_bucket, gcs_emulator):
+    # The upload is refused. Left alone, the writer would start it again when garbage collected (and succeed).
+    gcs_emulator.proxy.fail(("POST", "^/upload/", 403, None))
+    with pytest.raises(PermissionError, match=rf"^{gcs_bucket}/late.txt: permission denied to write"):
+        storage.write_text(f"{gcs_bucket}/late.txt", "x")
+    gcs_emulator.proxy.clear()
+    gc.collect()
+    assert not storage.exists(f"{gcs_bucket}/late.txt")
+
+
+def test_transient_503_is_retried_by_the_client(gcs_bucket, gcs_emulator):
+    storage.write_text(f"{gcs_bucket}/d/a.txt", "alpha\n")
+    bucket = gcs_bucket[len("gs://") :]
+    listing, download = f"/storage/v1/b/{bucket}/o\\?", f"/download/storage/v1/b/{bucket}/o/d/a.txt"
+    gcs_emulator.proxy.fail(("GET", listing, 503, 1), ("GET", download, 503, 1))
+    assert storage.match(f"{gcs_bucket}/d/*") == [(f"{gcs_bucket}/d/a.txt", 6)]
+    assert storage.read_text(f"{gcs_bucket}/d/a.txt") == "alpha\n"
+    assert gcs_emulator.proxy.hits() == [1, 1]
+    seen = [path for _, path in gcs_emulator.proxy.requests()]
+    # Each faulted request was answered 503 once and then sent again.
+    assert sum(path.startswith(f"/storage/v1/b/{bucket}/o?") for path in seen) >= 2
+    assert sum(path.startswith(download) for path in seen) == 2
+
+
+# --- TensorFlow's own gs:// filesystem (through the TLS proxy to the emulator) ---
+def test_tensorflow_reads_writes_and_checkpoints_on_gcs(gcs_bucket, gcs_emulator):
+    import tensorflow as tf
+
+    path = f"{gcs_bucket}/tf/records.tfrecord.gz"
+    with tf.io.TFRecordWriter(path, options="GZIP") as writer:
+        for i in range(5):
+            writer.write(f"record {i}".encode())
+    assert tf.io.gfile.glob(f"{gcs_bucket}/tf/*") == [path]
+    # TensorFlow reads objects from storage.googleapis.com/<bucket>/<name>; its first read gets a 503 and is retried.
+    gcs_emulator.proxy.fail(("GET", f"^/{gcs_bucket[len('gs://') :]}/tf%2Frecords", 503, 1))
+    records = [r.numpy() for r in tf.data.TFRecordDataset([path], compression_type="GZIP")]
+    assert records == [f"record {i}".encode() for i in range(5)] and gcs_emulator.proxy.hits() == [1]
+
+    weights = tf.Variable([1.0, 2.0])
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(w=weights), f"{gcs_bucket}/ckpt", max_to_keep=1)
+    manager.save()
+    weights.assign([7.0, 8.0])
+    manager.save()  # max_to_keep=1: TF deletes the first checkpoint's files
+    weights.assign([0.0, 0.0])
+    tf.train.Checkpoint(w=weights).restore(manager.latest_checkpoint)
+    assert weights.numpy().tolist() == [7.0, 8.0]
+    # The objects are in the emulator, as the storage client sees them.
+    names = {b.name for b in gcs_emulator.client().list_blobs(gcs_bucket[len("gs://") :], prefix="ckpt/")}
+    assert "ckpt/checkpoint" in names and "ckpt/ckpt-2.index" in names and "ckpt/ckpt-1.index" not in names
