@@ -373,6 +373,10 @@ class GcsEmulator:
             "NO_GCE_CHECK": "true",
             # TensorFlow's GCS filesystem (libcurl): through the proxy, trusting only its certificate.
             "https_proxy": self.proxy.url,
+            # ...but never loopback traffic: gRPC honours https_proxy too, and Beam's multi-processing
+            # workers reach their runner on localhost (through the proxy they would hang).
+            "no_proxy": "localhost,127.0.0.1,::1",
+            "NO_PROXY": "localhost,127.0.0.1,::1",
             "CURL_CA_BUNDLE": str(cert),
             "GOOGLE_AUTH_TOKEN_FOR_TESTING": "emulator-token",
         })  # fmt: skip
