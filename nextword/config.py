@@ -108,7 +108,8 @@ class PredictConfig:
     # the model: their record says error "line_too_long" (nothing is dropped).
     max_line_tokens: int = 200000
     max_line_bytes: int = 8 << 20
-    # Files are read in byte ranges of this size, so workers share a large file.
+    # Files are read in byte ranges of at most this size (smaller for a small
+    # input, down to 1 MiB), so that workers share even a single large file.
     split_bytes: int = 64 << 20
     num_shards: int = 0  # output JSONL shards; 0 lets the runner decide
     # One model per machine instead of one per worker process (for big models).

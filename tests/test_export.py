@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -167,7 +168,7 @@ def test_load_bundle_checks_files_and_fingerprint(tiny_bundle, tmp_path):
     loaded = bundle_lib.load_bundle(tiny_bundle.bundle_dir)
     assert loaded.tokens == tiny_bundle.vocab.tokens and loaded.settings == tiny_bundle.settings
     assert loaded.window_length == tiny_bundle.config.preprocess.window_length
-    manifest = json.load(open(os.path.join(tiny_bundle.data_dir, contract.MANIFEST_FILE)))
+    manifest = json.loads((Path(tiny_bundle.data_dir) / contract.MANIFEST_FILE).read_text())
     assert loaded.fingerprint == manifest["fingerprint"] == loaded.info["fingerprint"]
 
     def copy(name):

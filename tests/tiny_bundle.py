@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -86,7 +87,7 @@ def build_tiny_bundle(root: str, steps: int = 300) -> TinyBundle:
     config = config_lib.from_dict(None, overrides)
     model = train_tiny_model(data_dir, manifest, steps)
     export_bundle(model, data_dir, config, bundle_dir)
-    tokens = contract.parse_vocab_text(open(os.path.join(data_dir, contract.VOCAB_FILE)).read(), data_dir)
+    tokens = contract.parse_vocab_text(Path(data_dir, contract.VOCAB_FILE).read_text(encoding="utf-8"), data_dir)
     return TinyBundle(
         root=root,
         corpus_glob=corpus_glob,
@@ -101,7 +102,8 @@ def build_tiny_bundle(root: str, steps: int = 300) -> TinyBundle:
 
 
 def corpus_lines(bundle: TinyBundle) -> list[str]:
-    return [line for path in sorted(glob.glob(bundle.corpus_glob, recursive=True)) for line in open(path)]
+    paths = sorted(glob.glob(bundle.corpus_glob, recursive=True))
+    return [line for path in paths for line in Path(path).read_text(encoding="utf-8").splitlines()]
 
 
 # --- The reference computation: the Keras model on Python-side ids ----------

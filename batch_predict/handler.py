@@ -1,0 +1,149 @@
+"""A RunInference ModelHandler for the model bundle's string signatures.
+
+Beam's stock TensorFlow handler needs tensorflow_hub and loads with
+tf.keras.models.load_model, which rejects Keras 3 exports; this one loads the
+bundle with tf.saved_model.load, once per worker process (RunInference shares
+it between the process's threads), or once per machine with
+`share_model_across_processes`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler
+
+from batch_predict import core
+from nextword import bundle as bundle_lib
+from nextword import contract
+
+
+class LoadedBundle:
+    """The bundle's signatures called with Python lists, answering NumPy (picklable across processes)."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        bundle_lib.load_bundle(path)  # checked again where it is loaded: workers may see another file
+        self._tf = tf
+        self._saved_model = tf.saved_model.load(path)
+        self._next = self._saved_model.signatures[contract.SIGNATURE_NEXT_WORDS]
+        self._score = self._saved_model.signatures[contract.SIGNATURE_SCORE]
+
+    def next_words(self, texts: Sequence[str], k: int) -> dict[str, np.ndarray]:
+        out = self._next(text=self._tf.constant(list(texts), dtype=self._tf.string), k=self._tf.constant(k))
+        return {name: value.numpy() for name, value in out.items()}
+
+    def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
+        out = self._score(text=self._tf.constant(list(texts), dtype=self._tf.string))
+        return {name: value.numpy() for name, value in out.items()}
+
+
+# Model calls' worth of lines gathered per batch: more lines to sort by length, fuller calls.
+GATHER_BUDGETS = 16
+
+
+def _as_lists(outputs: dict[str, np.ndarray]) -> dict[str, list]:
+    return {name: value.tolist() for name, value in outputs.items()}
+
+
+def element_cost(element: Any) -> int:
+    """Batching weight of a PreparedLine, keyed or not (KeyedModelHandler batches keyed elements)."""
+    line = element if isinstance(element, core.PreparedLine) else element[1]
+    return line.cost
+
+
+class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
+    """PreparedLine -> record fields (see core.prediction_record).
+
+    RunInference hands over batches of GATHER_BUDGETS x max_batch_tokens
+    positions; each is sorted by length and called in groups of at most
+    max_batch_tokens padded positions (core.length_groups), so one long line
+    neither pads a whole batch nor makes a call too big.
+    """
+
+    def __init__(
+        self,
+        bundle: bundle_lib.Bundle,
+        mode: str,
+        top_k: int,
+        max_batch_tokens: int,
+        share_model_across_processes: bool = False,
+    ):
+        # A fixed size (min == max): BatchElements fills each batch up to
+        # GATHER_BUDGETS x max_batch_tokens positions instead of probing sizes;
+        # run_inference sorts it by length into calls of <= max_batch_tokens.
+        super().__init__(
+            min_batch_size=GATHER_BUDGETS * max_batch_tokens,
+            max_batch_size=GATHER_BUDGETS * max_batch_tokens,
+            element_size_fn=element_cost,
+            large_model=share_model_across_processes,
+        )
+        self._path = bundle.path
+        self._window = bundle.window_length  # for the "shorter_than_window" flag
+        self._eos = bundle.settings.eos
+        self._want_next, self._want_score = core.MODES[mode]
+        self._top_k = top_k
+        self._budget = max_batch_tokens
+
+    def load_model(self) -> LoadedBundle:
+        return LoadedBundle(self._path)
+
+    def run_inference(
+        self,
+        batch: Sequence[core.PreparedLine],
+        model: LoadedBundle,
+        inference_args: dict[str, Any] | None = None,
+    ) -> Iterable[dict]:
+        records = [core.rejected_fields(line) if line.error else None for line in batch]
+        todo = [i for i, line in enumerate(batch) if not line.error]
+        for group in core.length_groups([batch[i].cost for i in todo], self._budget):
+            indices = [todo[j] for j in group]
+            for i, record in zip(indices, self._predict([batch[i] for i in indices], model), strict=True):
+                records[i] = record
+        return records
+
+    def _predict(self, lines: list[core.PreparedLine], model: LoadedBundle) -> list[dict]:
+        texts = [line.text for line in lines]
+        # Plain Python lists once per call: per-element NumPy scalars are slow.
+        nxt = model.next_words(texts, self._top_k) if self._want_next else None
+        if nxt is not None:
+            nxt = _as_lists({**nxt, "probs": core.round_significant(nxt["probs"])})
+        score = _as_lists(model.score(texts)) if self._want_score else None
+        counts = nxt if nxt is not None else score
+        records = []
+        for i, line in enumerate(lines):
+            next_words = None
+            if nxt is not None:
+                next_words = [(w.decode("utf-8"), p) for w, p in zip(nxt["words"][i], nxt["probs"][i], strict=True)]
+            line_score = None
+            if score is not None:
+                line_score = (score["log_prob"][i], score["tokens"][i], score["unknown_tokens"][i])
+            records.append(
+                core.prediction_record(
+                    line.flags, counts["word_count"][i], counts["unknown_count"][i],
+                    self._window, self._eos, next_words, line_score,
+                )  # fmt: skip
+            )
+        return records
+
+    def get_num_bytes(self, batch: Sequence[core.PreparedLine]) -> int:
+        return sum(len(line.text) for line in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return "nextword.predict"
+
+
+class KeyedBundleModelHandler(KeyedModelHandler):
+    """KeyedModelHandler over a BundleModelHandler, without pickling every batch's keys to size it.
+
+    (The stock get_num_bytes pickles the keys: tens of microseconds per line, for a metric.)
+    """
+
+    def __init__(self, unkeyed: BundleModelHandler):
+        super().__init__(unkeyed)
+
+    def get_num_bytes(self, batch: Sequence[tuple[core.LineKey, core.PreparedLine]]) -> int:
+        return sum(len(key.path) + len(line.text) for key, line in batch)

@@ -1,0 +1,151 @@
+"""Pure core of batch prediction: exact outputs for keyed reading, costs and records."""
+
+from __future__ import annotations
+
+import io
+from collections import Counter
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from batch_predict import core
+from batch_predict.__main__ import split_texts
+from batch_predict.handler import element_cost
+
+
+def read_all(data: bytes, split_bytes: int, max_line_bytes: int = 1 << 20) -> list[tuple[int, int, bytes | None]]:
+    """(line number, offset, bytes) of every line, reading range by range as the job does."""
+    ranges = core.plan_ranges([("f", len(data))], split_bytes)
+    counts = {(r.path, r.start): core.count_line_starts(io.BytesIO(data), r, chunk_bytes=3) for r in ranges}
+    first = core.first_line_numbers(counts)
+    out = []
+    for r in ranges:
+        lines = list(core.read_range(io.BytesIO(data), r, max_line_bytes))
+        assert len(lines) == counts[(r.path, r.start)]  # the count pass and the read pass agree per range
+        out += [(first[(r.path, r.start)] + i, offset, raw) for i, (offset, raw) in enumerate(lines)]
+    return out
+
+
+def expected_lines(data: bytes) -> list[tuple[int, int, bytes]]:
+    pieces = data.split(b"\n")
+    if pieces[-1] == b"":
+        pieces.pop()  # a final newline ends the last line, it starts none
+    offsets, position = [], 0
+    for piece in pieces:
+        offsets.append(position)
+        position += len(piece) + 1
+    return [(i + 1, offset, piece) for i, (offset, piece) in enumerate(zip(offsets, pieces, strict=True))]
+
+
+def test_plan_ranges_tiles_each_file_and_skips_empty_files():
+    assert core.plan_ranges([("a", 10), ("b", 0), ("c", 4)], 4) == [
+        core.FileRange("a", 0, 4, 10), core.FileRange("a", 4, 8, 10), core.FileRange("a", 8, 10, 10),
+        core.FileRange("c", 0, 4, 4),
+    ]  # fmt: skip
+
+
+def test_range_bytes_spreads_small_inputs_and_caps_large_ones():
+    mib = 1 << 20
+    assert core.range_bytes(5 * mib, 64 * mib) == mib  # a 5 MiB input still makes 5 ranges
+    assert core.range_bytes(640 * mib, 64 * mib) == 10 * mib
+    assert core.range_bytes(100_000 * mib, 64 * mib) == 64 * mib
+    assert core.range_bytes(3000, 700) == 700  # the configured maximum always holds
+
+
+def test_read_ranges_exact_lines_offsets_and_numbers():
+    data = b"ab\n\ncd\r\nlast-no-newline"
+    assert read_all(data, split_bytes=3) == [(1, 0, b"ab"), (2, 3, b""), (3, 4, b"cd\r"), (4, 8, b"last-no-newline")]
+    assert read_all(b"", split_bytes=3) == []
+    assert read_all(b"\n\n", split_bytes=1) == [(1, 0, b""), (2, 1, b"")]
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.binary(max_size=80).map(lambda b: b.replace(b"x", b"\n")), split_bytes=st.integers(1, 30))
+def test_every_line_read_once_whatever_the_split(data, split_bytes):
+    assert read_all(data, split_bytes) == expected_lines(data)
+
+
+def test_overlong_line_is_skipped_without_being_held():
+    data = b"short\n" + b"w " * 50 + b"\nafter\n" + b"z" * 40
+    got = read_all(data, split_bytes=7, max_line_bytes=20)
+    assert got == [(1, 0, b"short"), (2, 6, None), (3, 107, b"after"), (4, 113, None)]
+
+
+def test_decode_line_flags():
+    assert core.decode_line(b"\xef\xbb\xbfhi\r", at_file_start=True) == ("hi", ("bom", "crlf"))
+    assert core.decode_line(b"\xef\xbb\xbfhi", at_file_start=False) == ("\ufeffhi", ())
+    assert core.decode_line(b"a\x00b", at_file_start=False) == ("a\x00b", ("nul_bytes",))
+    assert core.decode_line(b"caf\xe9 \xff", at_file_start=False) == ("caf\ufffd \ufffd", ("undecodable",))
+
+
+@pytest.mark.parametrize(
+    ("words", "mode", "eos", "cost"),
+    [(0, "next", False, 1), (2, "next", False, 2), (3, "next", True, 4), (100000, "next", False, 4),
+     (0, "score", False, 1), (1, "score", False, 1), (3, "score", False, 2), (5, "score", False, 4),
+     (9, "score", False, 8), (9, "score", True, 12), (9, "both", False, 12)],
+)  # fmt: skip
+def test_line_cost_is_padded_positions(words, mode, eos, cost):
+    assert core.line_cost(words, window=4, mode=mode, eos=eos) == cost
+
+
+def test_length_groups_minimize_padding_plus_call_overhead():
+    costs = [5, 35, 5, 6, 30, 1]
+    assert core.length_groups(costs, 8192, overhead=0) == [[5], [0, 2], [3], [4], [1]]
+    assert core.length_groups(costs, 8192, overhead=10) == [[5, 0, 2, 3], [4, 1]]  # 4*6 + 2*35 + 2*10
+    assert core.length_groups(costs, 8192, overhead=1000) == [[5, 0, 2, 3, 4, 1]]
+    assert core.length_groups([10] * 7 + [50], 35, overhead=0) == [[0, 1, 2], [3, 4, 5], [6], [7]]
+    assert core.length_groups([], 35) == []
+
+
+def test_prepare_line():
+    line = core.prepare_line(b"The cat\r", False, window=4, mode="both", eos=False, max_line_tokens=5)
+    assert line == core.PreparedLine("The cat", 3, ("crlf",), None)
+    assert core.prepare_line(b"a b c d e\xff f", False, 4, "next", False, 5) == core.PreparedLine(
+        "", 1, ("undecodable",), "line_too_long"
+    )
+    assert core.prepare_line(None, False, 4, "next", False, 5) == core.PreparedLine("", 1, (), "line_too_long")
+    assert element_cost(line) == element_cost((core.LineKey("f", 1, 0), line)) == 3
+
+
+def test_prediction_records():
+    nxt = [("the", 0.512346), ("a", 0.25)]
+    record = core.prediction_record(("crlf",), 3, 1, window=4, eos=False, next_words=nxt, score=(-2.0, 2, 1))
+    assert record == {
+        "words": 3, "unknown_words": 1, "flags": ["crlf", "shorter_than_window"], "error": None,
+        "next": [{"word": "the", "prob": 0.512346}, {"word": "a", "prob": 0.25}],
+        "log_prob": -2.0, "perplexity": 2.71828, "scored_tokens": 2, "unknown_scored_tokens": 1,
+    }  # fmt: skip
+    empty = core.prediction_record((), 0, 0, window=4, eos=False, next_words=[("", 0.0)], score=(0.0, 0, 0))
+    assert empty == {"words": 0, "unknown_words": 0, "flags": ["empty"], "error": "empty_line"}
+    # With <eos>, an empty line still has a context (the previous line's end) and one token to score.
+    eos_empty = core.prediction_record((), 0, 0, window=4, eos=True, next_words=[("x", 0.5)], score=(-1.0, 1, 0))
+    assert eos_empty["error"] is None and eos_empty["flags"] == ["empty"] and eos_empty["scored_tokens"] == 1
+    one_word = core.prediction_record((), 1, 1, window=4, eos=False, score=(0.0, 0, 0))
+    assert one_word["error"] == "too_short_to_score" and one_word["flags"] == ["all_unknown", "shorter_than_window"]
+    keyed = core.keyed_record(core.LineKey("f.txt", 7, 70), one_word)
+    assert list(keyed) == list(core.RECORD_FIELDS) and keyed["file"] == "f.txt" and keyed["next"] is None
+    rejected = core.rejected_fields(core.PreparedLine("", 1, ("crlf",), "line_too_long"))
+    assert core.keyed_record(core.LineKey("f", 2, 5), rejected) == {
+        **dict.fromkeys(core.RECORD_FIELDS), "file": "f", "line": 2, "offset": 5, "flags": ["crlf"],
+        "error": "line_too_long",
+    }  # fmt: skip
+
+
+def test_split_texts_takes_the_arguments_before_the_first_option():
+    assert split_texts(["some of them", "x", "--set", "a=1"]) == (["some of them", "x"], ["--set", "a=1"])
+    assert split_texts(["--runner", "DataflowRunner"]) == ([], ["--runner", "DataflowRunner"])
+
+
+def test_count_record_adds_up_errors_flags_and_tokens():
+    stats = Counter()
+    core.count_record({"error": None, "flags": ["crlf"], "scored_tokens": 7}, stats)
+    core.count_record({"error": "empty_line", "flags": ["empty", "crlf"], "scored_tokens": None}, stats)
+    assert stats == Counter({"records": 2, "flag.crlf": 2, "flag.empty": 1, "error.empty_line": 1, "scored_tokens": 7})
+
+
+def test_round_significant_keeps_six_digits_at_every_scale():
+    values = np.array([[0.123456789, 1.23456789e-9, 0.0, 0.25], [-2.5e-5, 123456789.0, 1.0, 0.999999949]], np.float32)
+    rounded = core.round_significant(values).tolist()
+    assert rounded == [[0.123457, 1.23457e-9, 0.0, 0.25], [-2.5e-5, 123457000.0, 1.0, 1.0]]
