@@ -26,7 +26,7 @@ import apache_beam as beam
 from batch_predict import core
 from batch_predict.transforms import FormatRecordsFn, Predict, ReadKeyedLines, sum_counters
 from nextword import bundle as bundle_lib
-from nextword import cli_common, storage
+from nextword import cli_common, cloud, storage
 from nextword.config import Config, PredictConfig
 
 _LOG = logging.getLogger(__name__)
@@ -136,8 +136,10 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
 
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
-    """Runs the job and returns summary.json's content."""
+    """Runs the job and returns summary.json's content ({} when Beam only builds the job)."""
     config, beam_args = cli_common.parse("predict", argv)
     with cli_common.pipeline(beam_args, test_pipeline) as p:
         build(p, config)
+    if cloud.launch_only(beam_args):
+        return {}  # a Dataflow dry run or template: the job was built, not run
     return json.loads(storage.read_text(storage.join(config.predict.output_dir, SUMMARY_FILE)))
