@@ -61,3 +61,19 @@ def gcs_bucket(gcs_emulator, request):
     gcs_emulator.proxy.clear()
     yield gcs_emulator.create_bucket(name)
     gcs_emulator.proxy.clear()
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """The shipped synthetic corpus preprocessed for the trainer tests (tests/trainer_support.py)."""
+    from tests import trainer_support
+
+    return trainer_support.preprocess(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def ordered(tmp_path_factory):
+    """Data whose records are in corpus order, as train.carry_state needs."""
+    from tests import trainer_support
+
+    return trainer_support.ordered_data(tmp_path_factory)

@@ -12,16 +12,6 @@ from tests import trainer_support
 from trainer import data, streams
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    return trainer_support.preprocess(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def ordered(tmp_path_factory):
-    return trainer_support.ordered_data(tmp_path_factory)
-
-
 def batches(dataset, count: int) -> list[np.ndarray]:
     return [ids.numpy() for ids in dataset.take(count)]
 

@@ -11,16 +11,6 @@ from tests.trainer_support import free_port, result_of, start_run, train_args
 from trainer.main import run
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    return trainer_support.preprocess(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def ordered(tmp_path_factory):
-    return trainer_support.ordered_data(tmp_path_factory)
-
-
 @pytest.mark.parametrize("carry_state", [False, True], ids=["windows", "carried-state"])
 def test_mirrored_on_two_cpus_matches_local_for_the_same_global_batch(synthetic, ordered, tmp_path, carry_state):
     data_dir = ordered if carry_state else synthetic

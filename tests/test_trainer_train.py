@@ -24,16 +24,6 @@ from trainer.main import run
 from trainer.model import build_model
 
 
-@pytest.fixture(scope="module")
-def synthetic(tmp_path_factory):
-    return trainer_support.preprocess(tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def ordered(tmp_path_factory):
-    return trainer_support.ordered_data(tmp_path_factory)
-
-
 def test_one_step_smoke_run_writes_every_output(synthetic, tmp_path):
     model_dir = tmp_path / "model"
     metrics = run(train_args(synthetic, model_dir, "train.max_steps=1"))
