@@ -68,3 +68,14 @@ def test_project_source_follows_the_rules():
 
 def test_no_pickle_files_are_tracked():
     assert not [p for p in ROOT.rglob("*") if p.suffix in {".pkl", ".pickle"} and ".venv" not in p.parts]
+
+
+def test_the_storage_emulator_and_its_proxy_listen_on_loopback_only(gcs_emulator):
+    listening = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for fields in (line.split() for line in pathlib.Path(table).read_text().splitlines()[1:]):
+            if fields[3] == "0A":  # LISTEN
+                address, port = fields[1].rsplit(":", 1)
+                listening.setdefault(int(port, 16), set()).add(address)
+    for port in (gcs_emulator.port, gcs_emulator.proxy.port):
+        assert listening[port] == {"0100007F"}  # 127.0.0.1, little-endian hex

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -41,11 +42,19 @@ def test_two_workers_finish_with_identical_weights(synthetic, tmp_path):
         "train.checkpoint_every_steps=10",
     )
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
-    procs = [
-        start_run(args, logs[i], TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-        for i in range(2)
-    ]
-    results = [result_of(proc, log) for proc, log in zip(procs, logs, strict=True)]
+    with trainer_support.loopback_namespace() as netns:
+        procs = [
+            start_run(args, logs[i], netns,
+                      TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
+            for i in range(2)
+        ]  # fmt: skip
+        # Their servers listen inside the loopback-only namespace, never on this host's interfaces.
+        deadline = time.monotonic() + 60
+        while not set(ports) <= trainer_support.listening_ports(netns) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert set(ports) <= trainer_support.listening_ports(netns)
+        assert not set(ports) & trainer_support.listening_ports()
+        results = [result_of(proc, log) for proc, log in zip(procs, logs, strict=True)]
     assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
     assert all(r["train"]["workers"] == 2 and r["train"]["global_batch"] == 32 for r in results)
     assert all(r["train"]["steps"] == 60 for r in results)

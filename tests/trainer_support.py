@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,9 +113,40 @@ def child_env(**extra: str) -> dict:
     return env
 
 
-def start_run(args: list[str], log: Path, **env: str) -> subprocess.Popen:
+@contextlib.contextmanager
+def loopback_namespace() -> Iterator[list[str]]:
+    """A network namespace with only a loopback interface; yields the command prefix that enters it.
+
+    TensorFlow's worker gRPC servers bind every interface ([::]:port) whatever address
+    TF_CONFIG names, so the multi-worker tests run them where no other host can reach them.
+    """
+    holder = subprocess.Popen(["unshare", "--net", "sleep", "3600"])
+    try:
+        prefix = ["nsenter", "-t", str(holder.pid), "-n"]
+        for _ in range(100):  # unshare has to exec sleep before the namespace is the new one
+            if os.readlink(f"/proc/{holder.pid}/ns/net") != os.readlink("/proc/self/ns/net"):
+                break
+            time.sleep(0.02)
+        subprocess.run([*prefix, "ip", "link", "set", "lo", "up"], check=True)
+        yield prefix
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def listening_ports(prefix: list[str] = ()) -> set[int]:
+    """TCP ports listening in a network namespace (this one, or the one `prefix` enters)."""
+    tables = subprocess.run([*prefix, "cat", "/proc/net/tcp", "/proc/net/tcp6"], capture_output=True, text=True)
+    return {
+        int(fields[1].rsplit(":", 1)[1], 16)
+        for fields in (line.split() for line in tables.stdout.splitlines())
+        if len(fields) > 3 and fields[3] == "0A"  # LISTEN
+    }
+
+
+def start_run(args: list[str], log: Path, prefix: list[str] = (), **env: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-c", RUN_SCRIPT, *args],
+        [*prefix, sys.executable, "-c", RUN_SCRIPT, *args],
         cwd=REPO,
         env=child_env(**env),
         stdout=log.open("w"),
