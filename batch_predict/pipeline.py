@@ -118,19 +118,17 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
         num_shards=cfg.num_shards,
     )
     stats = formatted[FormatRecordsFn.STATS] | "SumStats" >> beam.CombineGlobally(sum_counters)
-    _ = (
-        p
-        | "SummaryTrigger" >> beam.Create([None])
-        | "WriteSummary" >> beam.Map(
-            _write_summary,
-            cfg=cfg,
-            bundle=bundle,
-            files=files,
-            started=started,
-            line_counts=beam.pvalue.AsSingleton(line_counts),
-            stats=beam.pvalue.AsSingleton(stats),
-            shards=beam.pvalue.AsList(shards),
-        )
+    cli_common.write_last(
+        p,
+        "WriteSummary",
+        _write_summary,
+        cfg=cfg,
+        bundle=bundle,
+        files=files,
+        started=started,
+        line_counts=beam.pvalue.AsSingleton(line_counts),
+        stats=beam.pvalue.AsSingleton(stats),
+        shards=beam.pvalue.AsList(shards),
     )
     return formatted.records
 

@@ -152,22 +152,20 @@ def build(p: beam.Pipeline, config: Config) -> None:
     vocab_written = vocab | "WriteVocab" >> beam.Map(_write_vocab, beam.pvalue.AsSingleton(counts), output_dir)
     temp_dir = storage.join(output_dir, TEMP_DIR)
     shards, window_figures = (file_pcoll, vocab) | "WriteWindows" >> WriteWindows(cfg, output_dir, temp_dir)
-    _ = (
-        p
-        | "ManifestTrigger" >> beam.Create([None])
-        | "WriteManifest" >> beam.Map(
-            _write_manifest,
-            output_dir=output_dir,
-            cfg=cfg,
-            glob=glob,
-            ignored_files=ignored,
-            vocab_tokens=beam.pvalue.AsSingleton(vocab),
-            counts=beam.pvalue.AsSingleton(counts),
-            window_figures=beam.pvalue.AsSingleton(window_figures),
-            temp_dir=temp_dir,
-            split_shards=beam.pvalue.AsList(shards),
-            vocab_written=beam.pvalue.AsSingleton(vocab_written),
-        )
+    cli_common.write_last(
+        p,
+        "WriteManifest",
+        _write_manifest,
+        output_dir=output_dir,
+        cfg=cfg,
+        glob=glob,
+        ignored_files=ignored,
+        vocab_tokens=beam.pvalue.AsSingleton(vocab),
+        counts=beam.pvalue.AsSingleton(counts),
+        window_figures=beam.pvalue.AsSingleton(window_figures),
+        temp_dir=temp_dir,
+        split_shards=beam.pvalue.AsList(shards),
+        vocab_written=beam.pvalue.AsSingleton(vocab_written),
     )
 
 

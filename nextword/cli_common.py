@@ -80,3 +80,10 @@ def pipeline(beam_args: list[str], test_pipeline=None) -> Iterator:
         return
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         yield p
+
+
+def write_last(p, label: str, write_fn, **side_inputs):
+    """One call of `write_fn` after every side input is complete: the step that writes a commit marker."""
+    import apache_beam as beam
+
+    return p | f"{label}Trigger" >> beam.Create([None]) | label >> beam.Map(write_fn, **side_inputs)
