@@ -24,7 +24,7 @@ from collections import Counter
 import apache_beam as beam
 
 from batch_predict import core
-from batch_predict.transforms import FormatRecordsFn, Predict, ReadKeyedLines, sum_counters
+from batch_predict.transforms import FormatRecordsFn, Predict, ReadKeyedLines
 from nextword import bundle as bundle_lib
 from nextword import cli_common, cloud, storage
 from nextword.config import Config, PredictConfig
@@ -117,7 +117,7 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
         file_name_suffix=OUTPUT_SUFFIX,
         num_shards=cfg.num_shards,
     )
-    stats = formatted[FormatRecordsFn.STATS] | "SumStats" >> beam.CombineGlobally(sum_counters)
+    stats = formatted[FormatRecordsFn.STATS] | "SumStats" >> beam.CombineGlobally(cli_common.sum_counters)
     cli_common.write_last(
         p,
         "WriteSummary",

@@ -8,14 +8,13 @@ import time
 from collections import Counter
 
 import apache_beam as beam
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.transforms.window import GlobalWindows
 
 from batch_predict import core
 from batch_predict.handler import BundleModelHandler, KeyedBundleModelHandler
+from nextword import storage
 from nextword.bundle import Bundle
 from nextword.config import PredictConfig
 
@@ -24,16 +23,11 @@ NAMESPACE = "nextword.predict"
 _PROGRESS_EVERY_S = 30.0
 
 
-def _open(path: str):
-    # Byte ranges need the raw bytes: compressed input is not supported.
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
-
-
 class CountLinesFn(beam.DoFn):
     """FileRange -> ((path, start), lines starting in the range): a cheap newline count."""
 
     def process(self, file_range: core.FileRange):
-        with _open(file_range.path) as stream:
+        with storage.open_read(file_range.path) as stream:  # byte ranges: no compressed input
             yield (file_range.path, file_range.start), core.count_line_starts(stream, file_range)
 
 
@@ -52,7 +46,7 @@ class ReadLinesFn(beam.DoFn):
         cfg = self._cfg
         first = first_lines[(file_range.path, file_range.start)]
         number = first - 1
-        with _open(file_range.path) as stream:
+        with storage.open_read(file_range.path) as stream:  # byte ranges: no compressed input
             for number, (offset, raw) in enumerate(core.read_range(stream, file_range, cfg.max_line_bytes), first):
                 key = core.LineKey(file_range.path, number, offset)
                 yield key, core.prepare_line(raw, offset == 0, self._window, cfg.mode, self._eos, cfg.max_line_tokens)
@@ -139,5 +133,3 @@ class FormatRecordsFn(beam.DoFn):
             _LOG.info("batch_predict: %d records in this bundle so far, %.0f lines/s", records, rate)
 
 
-def sum_counters(counters) -> Counter:
-    return sum(counters, Counter())

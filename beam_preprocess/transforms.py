@@ -16,16 +16,12 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_preprocess import core
-from nextword import contract
+from nextword import cli_common, contract, storage
 from nextword.config import PreprocessConfig
 from nextword.gcs_errors import guard
 
 _LOG = logging.getLogger(__name__)
 _NAMESPACE = "nextword.preprocess"
-
-
-def _open(path: str):
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 class _FileStream(beam.DoFn):
@@ -40,7 +36,7 @@ class _FileStream(beam.DoFn):
             corpus_file, cfg.split.block_lines, cfg.split.valid_fraction, cfg.split.test_fraction
         )
         # A Cloud Storage failure (after the client's retries) names the file on one line.
-        with guard(corpus_file.path, "read"), _open(corpus_file.path) as stream:
+        with guard(corpus_file.path, "read"), storage.open_read(corpus_file.path) as stream:
             lines = core.read_lines(stream, cfg.read_chunk_bytes, stats)
             yield from core.iter_split_tokens(lines, cfg.text, splitter)
 
@@ -156,7 +152,7 @@ def write_shard(key: tuple[str, int], parts: dict, output_dir: str, num_shards: 
     path = shard_path(output_dir, split, shard, num_shards)
     with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as out:
         for part in sorted(parts[key]):
-            with FileSystems.open(part, compression_type=CompressionTypes.UNCOMPRESSED) as src:
+            with storage.open_read(part) as src:
                 shutil.copyfileobj(src, out, 1 << 20)
     return split, path
 
@@ -206,7 +202,7 @@ class WriteWindows(beam.PTransform):
         windowed = files | "WriteParts" >> beam.ParDo(
             WriteShardPartsFn(self._cfg, self._temp_dir), beam.pvalue.AsSingleton(vocab)
         ).with_outputs(WriteShardPartsFn.PARTS, main="figures")
-        figures = windowed.figures | "SumFigures" >> beam.CombineGlobally(lambda counters: sum(counters, Counter()))
+        figures = windowed.figures | "SumFigures" >> beam.CombineGlobally(cli_common.sum_counters)
         keys = [(split, shard) for split in contract.SPLITS for shard in range(self._cfg.num_shards)]
         shards = (
             files.pipeline

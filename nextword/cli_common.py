@@ -5,7 +5,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Iterable, Iterator
 
 from nextword import config as config_lib
 
@@ -87,3 +88,8 @@ def write_last(p, label: str, write_fn, **side_inputs):
     import apache_beam as beam
 
     return p | f"{label}Trigger" >> beam.Create([None]) | label >> beam.Map(write_fn, **side_inputs)
+
+
+def sum_counters(counters: Iterable[Counter]) -> Counter:
+    """Adds up Counters (a CombineGlobally function for per-file or per-line figures)."""
+    return sum(counters, Counter())

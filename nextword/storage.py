@@ -32,8 +32,13 @@ def exists(path: str) -> bool:
         return FileSystems.exists(path)
 
 
+def open_read(path: str):
+    """A binary stream of the file's raw bytes (no decompression: readers work on byte offsets)."""
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+
+
 def read_bytes(path: str) -> bytes:
-    with guard(path, "read"), FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as f:
+    with guard(path, "read"), open_read(path) as f:
         return f.read()
 
 
