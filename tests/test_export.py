@@ -207,6 +207,7 @@ def test_export_refuses_mismatched_data_and_model(tiny_bundle, tmp_path):
     with pytest.raises(ValueError, match="the model predicts 7 ids but vocab.txt has"):
         export_bundle(build_model(7, TINY_MODEL), str(data), tiny_bundle.config, str(tmp_path / "b1"))
     (data / "vocab.txt").write_text("<???>\nother\n")
-    with pytest.raises(ValueError, match=r"vocab.txt: fingerprint \w+ does not match .*manifest.json"):
+    mismatch = r"vocab.txt: vocabulary fingerprint \w+ does not match \w+ in .*manifest.json"
+    with pytest.raises(ValueError, match=mismatch):
         export_bundle(tiny_bundle.model, str(data), tiny_bundle.config, str(tmp_path / "b2"))
     assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()

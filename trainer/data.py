@@ -55,7 +55,7 @@ class DataSpec:
         return int(self.manifest["counts"]["windows"][split])
 
 
-def load_data_spec(data_dir: str) -> DataSpec:
+def read_manifest_and_vocab(data_dir: str) -> tuple[dict, list[str]]:
     """Reads the manifest and vocabulary; refuses a vocabulary the data was not made with."""
     manifest_path = storage.join(data_dir, contract.MANIFEST_FILE)
     vocab_path = storage.join(data_dir, contract.VOCAB_FILE)
@@ -75,6 +75,13 @@ def load_data_spec(data_dir: str) -> DataSpec:
             f"{vocab_path}: vocabulary fingerprint {actual} does not match {manifest['fingerprint']} "
             f"in {manifest_path}; they come from different preprocessing runs: rerun preprocessing"
         )
+    return manifest, vocab
+
+
+def load_data_spec(data_dir: str) -> DataSpec:
+    """The checked manifest and vocabulary of a data directory that has data in every split."""
+    manifest, vocab = read_manifest_and_vocab(data_dir)
+    manifest_path = storage.join(data_dir, contract.MANIFEST_FILE)
     for split in contract.SPLITS:
         if not manifest["shards"][split]:
             raise ValueError(

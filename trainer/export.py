@@ -52,6 +52,7 @@ from nextword import bundle as bundle_lib
 from nextword import cli_common, contract, graph_text, storage
 from nextword.config import Config
 from nextword.contract import TextSettings
+from trainer.data import read_manifest_and_vocab
 
 _LOG = logging.getLogger(__name__)
 
@@ -203,25 +204,6 @@ def build_archive(graph: BundleGraph) -> keras.export.ExportArchive:
     return archive
 
 
-def _training_data(data_dir: str) -> tuple[dict, list[str], TextSettings]:
-    """manifest, vocabulary and text settings of the data the model was trained on, checked."""
-    manifest_path = storage.join(data_dir, contract.MANIFEST_FILE)
-    vocab_path = storage.join(data_dir, contract.VOCAB_FILE)
-    for path in (manifest_path, vocab_path):
-        if not storage.exists(path):
-            raise FileNotFoundError(f"{path}: missing; export needs the preprocessed data the model was trained on")
-    manifest = json.loads(storage.read_text(manifest_path))
-    tokens = contract.parse_vocab_text(storage.read_text(vocab_path), vocab_path)
-    settings = TextSettings.from_dict(manifest["text"])
-    recomputed = contract.fingerprint(tokens, settings)
-    if recomputed != manifest["fingerprint"]:
-        raise ValueError(
-            f"{vocab_path}: fingerprint {recomputed} does not match {manifest_path} ({manifest['fingerprint']}); "
-            "the data directory is mixed up, rerun preprocessing"
-        )
-    return manifest, tokens, settings
-
-
 def export_bundle(
     model: keras.Model,
     data_dir: str,
@@ -235,7 +217,8 @@ def export_bundle(
 
     context_tokens: ids the signatures condition on (default: the data's window_length).
     """
-    manifest, tokens, settings = _training_data(data_dir)
+    manifest, tokens = read_manifest_and_vocab(data_dir)  # the trainer's own checks
+    settings = TextSettings.from_dict(manifest["text"])
     model_vocab = model.output_shape[-1]
     if model_vocab != len(tokens):
         raise ValueError(
