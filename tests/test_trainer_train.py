@@ -161,3 +161,11 @@ def test_model_dir_of_other_data_is_refused(synthetic, ordered, tmp_path, capsys
     assert cli.main(["train", *train_args(ordered, tmp_path / "model", "train.max_steps=2")]) == 1
     error = capsys.readouterr().err.strip()
     assert error.startswith("error: ") and "use a new train.model_dir" in error and "\n" not in error
+
+
+def test_model_dir_of_another_model_shape_is_refused(synthetic, tmp_path, capsys):
+    run(train_args(synthetic, tmp_path / "model", "train.max_steps=1"))
+    other_shape = train_args(synthetic, tmp_path / "model", "train.max_steps=2", "train.model.lstm_units=16")
+    assert cli.main(["train", *other_shape]) == 1
+    error = capsys.readouterr().err.strip()
+    assert "ckpt-1: does not fit this model" in error and "use a new train.model_dir" in error and "\n" not in error

@@ -101,9 +101,44 @@ cpus = int(os.environ.get("LOGICAL_CPUS", "0"))
 if cpus:
     cpu = tf.config.list_physical_devices("CPU")[0]
     tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * cpus)
+if os.environ.get("KILL_AT"):
+    from tests.trainer_support import arm_kill
+    arm_kill(os.environ["KILL_AT"])
 from trainer.main import run
 print("RESULT " + json.dumps(run(sys.argv[1:])), flush=True)
 """
+
+
+def arm_kill(spec: str) -> None:
+    """Makes this process kill -9 itself at a chosen point: "module:attribute.path@call[:before|:after]".
+
+    The attribute (a function, or a method on a class) is wrapped so that its
+    `call`-th call SIGKILLs the process before it runs, or after it returns:
+    a real kill at an exact point that a timer outside could only hit by luck.
+    """
+    import importlib
+    import signal
+
+    module, _, rest = spec.partition(":")
+    target, _, when = rest.partition(":")
+    path, _, nth = target.partition("@")
+    owner = importlib.import_module(module)
+    *parents, name = path.split(".")
+    for parent in parents:
+        owner = getattr(owner, parent)
+    original = getattr(owner, name)
+    calls = [0]
+
+    def wrapper(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == int(nth) and when != "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        result = original(*args, **kwargs)
+        if calls[0] == int(nth) and when == "after":
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+    setattr(owner, name, wrapper)
 
 
 def child_env(**extra: str) -> dict:

@@ -141,29 +141,48 @@ class TrainLoop:
         return int(self.optimizer.iterations.numpy())
 
     def restore(self) -> int:
-        """Restores the latest checkpoint, if any; returns its step (0: fresh start)."""
-        latest = tf.train.latest_checkpoint(self.read_dir)
-        if not latest:
-            return 0
-        try:
-            self.checkpoint.restore(latest).assert_existing_objects_matched()
-        except (ValueError, AssertionError, tf.errors.OpError) as err:
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise ValueError(
-                f"{latest}: does not fit this model ({first}); use a new train.model_dir "
-                "or the train.model settings it was made with"
-            ) from None
-        restored = self.data_fingerprint.numpy().decode()
-        if restored != self.fingerprint:
-            raise ValueError(
-                f"{latest}: trained on data with fingerprint {restored}, but train.data_dir has "
-                f"{self.fingerprint}; use a new train.model_dir"
+        """Restores the newest readable checkpoint, if any; returns its step (0: fresh start).
+
+        The manager names a checkpoint in its state file only after its files are
+        complete, so a save that died midway leaves just an orphaned `*_temp`
+        directory, removed here. A named checkpoint that still cannot be read (a
+        copy cut short, a disk that lost the tail of a file) is skipped with a
+        warning for the one before it: a resumable job loses one interval, not the run.
+        """
+        if self.worker.is_chief:
+            for orphan in tf.io.gfile.glob(storage.join(self.read_dir, "*_temp")):
+                _LOG.warning("%s: removing the leftovers of a checkpoint write that did not finish", orphan)
+                tf.io.gfile.rmtree(orphan)
+        state = tf.train.get_checkpoint_state(self.read_dir)
+        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+        for path in candidates:
+            try:
+                self.checkpoint.restore(path).assert_existing_objects_matched()
+            except (ValueError, AssertionError) as err:
+                raise ValueError(
+                    f"{path}: does not fit this model ({_first_line(err)}); use a new train.model_dir "
+                    "or the train.model settings it was made with"
+                ) from None
+            except (tf.errors.OpError, IndexError, OSError) as err:  # IndexError: TF's "read less bytes"
+                _LOG.warning("%s: unreadable (%s); trying the checkpoint before it", path, _first_line(err))
+                continue
+            restored = self.data_fingerprint.numpy().decode()
+            if restored != self.fingerprint:
+                raise ValueError(
+                    f"{path}: trained on data with fingerprint {restored}, but train.data_dir has "
+                    f"{self.fingerprint}; use a new train.model_dir"
+                )
+            _LOG.info(
+                "resumed from %s: step %d, epoch %d, batch %d, %.0f s trained",
+                path, self.step, int(self.epoch.numpy()), int(self.batch.numpy()), float(self.seconds.numpy()),
             )
-        _LOG.info(
-            "resumed from %s: step %d, epoch %d, batch %d, %.0f s trained",
-            latest, self.step, int(self.epoch.numpy()), int(self.batch.numpy()), float(self.seconds.numpy()),
-        )
-        return self.step
+            return self.step
+        if candidates:
+            raise ValueError(
+                f"{self.read_dir}: none of its {len(candidates)} checkpoints can be read (see the warnings); "
+                "restore them from a copy or use a new train.model_dir"
+            )
+        return 0
 
     def save(self, epoch: int, batch: int, seconds: float) -> None:
         self.epoch.assign(epoch)
@@ -271,6 +290,11 @@ class TrainLoop:
             "train_perplexity": math.exp(train_loss),
             **{f"valid_{name}": value for name, value in valid.items()},
         }
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else type(err).__name__
 
 
 class _Clock:

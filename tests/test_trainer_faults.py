@@ -1,0 +1,92 @@
+"""kill -9 at exact points of a training run (inside a checkpoint write, evaluation, export), then a rerun.
+
+Each killed run is the real trainer in a child process that SIGKILLs itself at
+the chosen call (`trainer_support.arm_kill`); the rerun is the same command and
+must end exactly where an uninterrupted run with the same seed ends.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+
+import pytest
+
+from nextword import bundle as bundle_lib
+from tests import trainer_support
+from tests.trainer_support import latest_checkpoint_step, train_args
+from trainer.main import run
+
+# 2 epochs of 40 steps, a checkpoint every 10: checkpoints at steps 10, 20, ..., 80.
+ARGS = ["train.epochs=2", "train.steps_per_epoch=40", "train.per_replica_batch_size=8"]
+ARGS.append("train.checkpoint_every_steps=10")
+FINAL_STEP = 80
+SAVE_MERGE = "tensorflow.python.ops.gen_io_ops:merge_v2_checkpoints"  # shard files -> the named checkpoint
+SAVE_COMMIT = "tensorflow.python.checkpoint.checkpoint_management:update_checkpoint_state_internal"
+# The SavedModel writer (keras.export.ExportArchive() returns an instance of this class).
+EXPORT_WRITE = "keras.src.export.saved_model_export_archive:SavedModelExportArchive.write_out"
+
+
+@pytest.fixture(scope="module")
+def reference(synthetic, tmp_path_factory) -> dict:
+    """The uninterrupted run."""
+    return run(train_args(synthetic, tmp_path_factory.mktemp("reference") / "model", *ARGS))
+
+
+def killed_run(synthetic, model_dir, log, kill_at: str) -> None:
+    proc = trainer_support.start_run(train_args(synthetic, model_dir, *ARGS), log, KILL_AT=kill_at)
+    assert proc.wait(timeout=180) == -signal.SIGKILL, log.read_text()[-3000:]
+
+
+def assert_rerun_matches(synthetic, model_dir, reference: dict, resumed_from: int) -> dict:
+    rerun = run(train_args(synthetic, model_dir, *ARGS))
+    assert rerun["train"]["resumed_from_step"] == resumed_from
+    assert rerun["train"]["steps"] == reference["train"]["steps"] == FINAL_STEP
+    assert rerun["test"]["perplexity"] == pytest.approx(reference["test"]["perplexity"], rel=1e-6)
+    assert rerun["weights_sha256"] == reference["weights_sha256"]  # same data position, same optimizer state
+    assert bundle_lib.load_bundle(str(model_dir / "bundle")).fingerprint == rerun["data"]["fingerprint"]
+    return rerun
+
+
+@pytest.mark.parametrize("kill_at", [SAVE_MERGE, SAVE_COMMIT], ids=["shards-written", "files-complete"])
+def test_kill_inside_a_checkpoint_write_resumes_from_the_one_before(synthetic, reference, tmp_path, kill_at):
+    model_dir = tmp_path / "model"
+    # The save at step 20: the 2nd merge, or the 3rd state update (the manager writes its state twice a save).
+    killed_run(synthetic, model_dir, tmp_path / "killed.log", f"{kill_at}@{2 if kill_at == SAVE_MERGE else 3}")
+    checkpoints = model_dir / "checkpoints"
+    assert latest_checkpoint_step(model_dir) == 10  # the half-saved step 20 is not named
+    if kill_at == SAVE_MERGE:
+        assert list(checkpoints.glob("ckpt-20_temp/part-*"))  # its shards, never merged
+    else:
+        assert (checkpoints / "ckpt-20.index").exists()  # complete files, but never committed
+    assert_rerun_matches(synthetic, model_dir, reference, resumed_from=10)
+    assert not list(checkpoints.glob("*_temp"))  # the orphan was cleaned up
+
+
+def test_a_named_checkpoint_cut_short_is_skipped_for_the_one_before(synthetic, reference, tmp_path, caplog):
+    model_dir = tmp_path / "model"
+    run(train_args(synthetic, model_dir, *ARGS, "train.max_steps=30"))
+    assert latest_checkpoint_step(model_dir) == 30
+    (data,) = (model_dir / "checkpoints").glob("ckpt-30.data-*")
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])  # a copy or a disk that lost the tail
+    assert_rerun_matches(synthetic, model_dir, reference, resumed_from=20)
+    assert any("ckpt-30: unreadable" in r.getMessage() for r in caplog.records)
+
+
+def test_kill_during_final_evaluation_reruns_only_the_evaluation(synthetic, reference, tmp_path):
+    model_dir = tmp_path / "model"
+    # Evaluator calls: valid after each of the 2 epochs, then the final valid and test.
+    killed_run(synthetic, model_dir, tmp_path / "killed.log", "trainer.evaluate:Evaluator.__call__@4")
+    assert latest_checkpoint_step(model_dir) == FINAL_STEP
+    assert not (model_dir / "metrics.json").exists()
+    assert_rerun_matches(synthetic, model_dir, reference, resumed_from=FINAL_STEP)
+    assert [h["epoch"] for h in json.loads((model_dir / "history.json").read_text())] == [1.0, 2.0]
+
+
+def test_kill_during_export_leaves_a_bundle_nobody_loads_until_the_rerun(synthetic, reference, tmp_path):
+    model_dir = tmp_path / "model"
+    killed_run(synthetic, model_dir, tmp_path / "killed.log", f"{EXPORT_WRITE}@1:after")
+    assert (model_dir / "bundle" / "saved_model.pb").exists()  # the SavedModel, without its metadata
+    with pytest.raises(FileNotFoundError, match="not a nextword bundle"):
+        bundle_lib.load_bundle(str(model_dir / "bundle"))
+    assert_rerun_matches(synthetic, model_dir, reference, resumed_from=FINAL_STEP)
