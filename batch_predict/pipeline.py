@@ -100,7 +100,8 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     ranges = core.plan_ranges(files, core.range_bytes(sum(size for _, size in files), cfg.split_bytes))
     _LOG.info("predicting %s for %d files (%d ranges) with bundle %s into %s",
               cfg.mode, len(files), len(ranges), bundle.path, cfg.output_dir)  # fmt: skip
-    clear_output(cfg.output_dir)
+    if not cloud.launch_only(p.options):  # building a template leaves the last run's output alone
+        clear_output(cfg.output_dir)
     started = time.time()
 
     range_pcoll = p | "PlanRanges" >> beam.Create(ranges) | "SpreadRanges" >> beam.Reshuffle()
@@ -138,6 +139,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     config, beam_args = cli_common.parse("predict", argv)
     with cli_common.pipeline(beam_args, test_pipeline) as p:
         build(p, config)
-    if cloud.launch_only(beam_args):
+    if cloud.launch_only(p.options):
         return {}  # a Dataflow dry run or template: the job was built, not run
     return json.loads(storage.read_text(storage.join(config.predict.output_dir, SUMMARY_FILE)))

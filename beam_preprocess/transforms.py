@@ -18,7 +18,6 @@ from apache_beam.utils.windowed_value import WindowedValue
 from beam_preprocess import core
 from nextword import cli_common, contract, storage
 from nextword.config import PreprocessConfig
-from nextword.gcs_errors import guard
 
 _LOG = logging.getLogger(__name__)
 _NAMESPACE = "nextword.preprocess"
@@ -35,8 +34,7 @@ class _FileStream(beam.DoFn):
         splitter = core.line_splitter(
             corpus_file, cfg.split.block_lines, cfg.split.valid_fraction, cfg.split.test_fraction
         )
-        # A Cloud Storage failure (after the client's retries) names the file on one line.
-        with guard(corpus_file.path, "read"), storage.open_read(corpus_file.path) as stream:
+        with storage.open_read(corpus_file.path) as stream:  # a read failure names the file (storage.open_read)
             lines = core.read_lines(stream, cfg.read_chunk_bytes, stats)
             yield from core.iter_split_tokens(lines, cfg.text, splitter)
 

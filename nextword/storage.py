@@ -10,8 +10,10 @@ what to do (`guard`, from nextword/gcs_errors.py).
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import uuid
+from typing import BinaryIO
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -32,19 +34,64 @@ def exists(path: str) -> bool:
         return FileSystems.exists(path)
 
 
-def open_read(path: str):
-    """A binary stream of the file's raw bytes (no decompression: readers work on byte offsets)."""
-    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+def open_read(path: str) -> BinaryIO:
+    """A binary stream of the file's raw bytes (no decompression: readers work on byte offsets).
+
+    A missing file, or a Cloud Storage failure when opening or reading, is a
+    one-line error naming `path`.
+    """
+    with guard(path, "read"):
+        try:
+            stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
+        except FileNotFoundError:  # local; on GCS, guard names the missing object or bucket
+            raise FileNotFoundError(f"{path}: no such file") from None
+    return _GuardedReader(path, stream) if is_remote(path) else stream
+
+
+class _GuardedReader:
+    """A Cloud Storage read stream whose failures (after the client's retries) name the file.
+
+    Only the stream's own calls are guarded: an error raised by the code that
+    consumes the lines (a fused downstream Beam step, say) keeps its own message.
+    """
+
+    def __init__(self, path: str, stream: BinaryIO):
+        self._path = path
+        self._stream = stream
+
+    def _call(self, method, *args):
+        with guard(self._path, "read"):
+            return method(*args)
+
+    def read(self, size: int = -1) -> bytes:
+        return self._call(self._stream.read, size)
+
+    def readline(self, size: int = -1) -> bytes:
+        return self._call(self._stream.readline, size)
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        return self._call(self._stream.seek, offset, whence)
+
+    def tell(self) -> int:
+        return self._stream.tell()
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> _GuardedReader:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.close()
 
 
 def read_bytes(path: str) -> bytes:
-    with guard(path, "read"), open_read(path) as f:
+    with open_read(path) as f:
         return f.read()
 
 
 def read_text(path: str) -> str:
-    if not exists(path):
-        raise FileNotFoundError(f"{path}: no such file")
+    """The file's text; a missing file is a FileNotFoundError naming `path` (no separate existence check)."""
     return read_bytes(path).decode("utf-8")
 
 

@@ -263,3 +263,19 @@ def test_bundle_input_and_output_on_gcs(tiny_bundle, gcs_bucket, tmp_path):
     key = lambda r: (r["file"].rsplit("/", 1)[1], r["line"])  # noqa: E731
     strip = lambda r: {k: v for k, v in r.items() if k != "file"}  # noqa: E731
     assert [strip(r) for r in sorted(remote, key=key)] == [strip(r) for r in sorted(local, key=key)]
+
+
+def test_denied_gcs_input_read_fails_the_job_with_one_line(tiny_bundle, gcs_bucket, gcs_emulator, tmp_path, capsys):
+    from nextword import storage
+
+    for name in ("a", "b"):
+        storage.write_text(f"{gcs_bucket}/in/{name}.txt", chain_words(tiny_bundle, 0, 7) + "\n")
+    # Listing and opening work; downloading b.txt is refused (e.g. an object with a stricter ACL).
+    gcs_emulator.proxy.fail(("GET", "^/download/.*/o/in/b.txt", 403, None))
+    argv = _argv(job_config(tiny_bundle, tmp_path, f"{gcs_bucket}/in/*.txt"))
+    assert predict_main.main(argv) == 1
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(lines) == 1 and lines[0].startswith(
+        f"error: {gcs_bucket}/in/b.txt: permission denied to read (HTTP 403); grant the job's service account"
+    ), lines
+    assert gcs_emulator.proxy.hits()[0] >= 1 and not (tmp_path / "out" / pipeline.SUMMARY_FILE).exists()

@@ -40,8 +40,9 @@ def test_guard_names_the_path_of_transport_errors_and_leaves_other_errors_alone(
             raise requests.ConnectionError("refused\nmore detail")
     with pytest.raises(KeyError), storage.guard("gs://b/f", "read"):
         raise KeyError("not a storage error")
-    with pytest.raises(FileNotFoundError, match="no such file"):
-        storage.read_text(str(tmp_path / "missing.txt"))
+    missing = tmp_path / "missing.txt"
+    with pytest.raises(FileNotFoundError, match=rf"^{missing}: no such file$"):
+        storage.read_text(str(missing))
 
 
 # --- the helpers on the emulator --------------------------------------------------
@@ -65,10 +66,30 @@ def test_missing_bucket_and_missing_object_are_one_line_errors(gcs_bucket):
         with pytest.raises(FileNotFoundError) as err:
             call()
         assert f"bucket {nope} does not exist" in str(err.value) and "\n" not in str(err.value)
-    with pytest.raises(FileNotFoundError, match=rf"^{gcs_bucket}/gone.txt: no such file$"):
-        storage.read_text(f"{gcs_bucket}/gone.txt")
-    with pytest.raises(FileNotFoundError, match=rf"^{gcs_bucket}/gone.txt: no such object in {gcs_bucket}$"):
-        storage.read_bytes(f"{gcs_bucket}/gone.txt")
+    for read in (storage.read_text, storage.read_bytes):
+        with pytest.raises(FileNotFoundError, match=rf"^{gcs_bucket}/gone.txt: no such object in {gcs_bucket}$"):
+            read(f"{gcs_bucket}/gone.txt")
+
+
+def test_read_text_asks_for_the_object_once(gcs_bucket, gcs_emulator):
+    storage.write_text(f"{gcs_bucket}/d/a.txt", "alpha\n")
+    before = len(gcs_emulator.proxy.requests())
+    assert storage.read_text(f"{gcs_bucket}/d/a.txt") == "alpha\n"
+    # (The client library also looks the bucket up in the background: not a request about the object.)
+    seen = [path.split("?")[0] for _, path in gcs_emulator.proxy.requests()[before:] if "/o/" in path]
+    # Beam's reader looks the object up once (for its size) and downloads it: no separate existence check.
+    bucket = gcs_bucket[len("gs://") :]
+    assert seen == [f"/storage/v1/b/{bucket}/o/d%2Fa.txt", f"/download/storage/v1/b/{bucket}/o/d/a.txt"]
+
+
+def test_a_read_refused_midway_names_the_file(gcs_bucket, gcs_emulator):
+    storage.write_text(f"{gcs_bucket}/d/a.txt", "alpha\nbeta\n")
+    # Opening (the object's metadata) works; the download is refused.
+    gcs_emulator.proxy.fail(("GET", "^/download/.*/o/d/a.txt", 403, None))
+    with storage.open_read(f"{gcs_bucket}/d/a.txt") as stream:
+        stream.seek(2)
+        with pytest.raises(PermissionError, match=rf"^{gcs_bucket}/d/a.txt: permission denied to read \(HTTP 403\)"):
+            stream.readline(100)
 
 
 def test_permission_denied_names_the_path(gcs_bucket, gcs_emulator):
@@ -76,7 +97,7 @@ def test_permission_denied_names_the_path(gcs_bucket, gcs_emulator):
     bucket = gcs_bucket[len("gs://") :]
     gcs_emulator.proxy.fail(("*", f"/b/{bucket}[/?]", 403, None))
     for action, call in (("list", lambda: storage.match(f"{gcs_bucket}/d/*")),
-                         ("look up", lambda: storage.read_text(f"{gcs_bucket}/d/a.txt")),
+                         ("read", lambda: storage.read_text(f"{gcs_bucket}/d/a.txt")),
                          ("write", lambda: storage.write_text(f"{gcs_bucket}/d/b.txt", "x"))):  # fmt: skip
         with pytest.raises(PermissionError) as err:
             call()
