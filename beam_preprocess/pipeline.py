@@ -109,11 +109,19 @@ def _write_vocab(vocab_tokens: list[str], counts: tuple[Counter, Counter], outpu
 
 
 def _write_manifest(
-    _, output_dir: str, temp_dir: str, split_shards: list[tuple[str, str]], vocab_written: int, **parts
+    _,
+    output_dir: str,
+    temp_dir: str,
+    config_text: str,
+    split_shards: list[tuple[str, str]],
+    vocab_written: int,
+    **parts,
 ) -> str:
     del vocab_written  # a side input only so that the manifest comes after the vocabulary
     shards = {split: [path for s, path in split_shards if s == split] for split in contract.SPLITS}
     _delete_tree(temp_dir)
+    # Written by the job, not its builder: a template built now and launched later writes it when it runs.
+    storage.write_text(storage.join(output_dir, contract.CONFIG_FILE), config_text)
     manifest = manifest_dict(output_dir=output_dir, shards=shards, **parts)
     path = storage.join(output_dir, contract.MANIFEST_FILE)
     storage.write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
@@ -144,8 +152,8 @@ def build(p: beam.Pipeline, config: Config) -> None:
     output_dir = cfg.output_dir
     files, ignored, glob = list_corpus(cfg)
     _LOG.info("preprocessing %d files from %s into %s", len(files), glob, output_dir)
-    clear_output(output_dir)
-    storage.write_text(storage.join(output_dir, contract.CONFIG_FILE), cli_common.config_yaml(config))
+    if not cloud.launch_only(p.options):  # building a template leaves the last run's data alone
+        clear_output(output_dir)
 
     file_pcoll = p | "ListFiles" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
     vocab, counts = file_pcoll | "CountVocabulary" >> CountVocabulary(cfg, glob)
@@ -157,6 +165,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
         "WriteManifest",
         _write_manifest,
         output_dir=output_dir,
+        config_text=cli_common.config_yaml(config),
         cfg=cfg,
         glob=glob,
         ignored_files=ignored,
@@ -174,6 +183,6 @@ def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = Non
     config, beam_args = cli_common.parse("preprocess", argv)
     with cli_common.pipeline(beam_args, test_pipeline) as p:
         build(p, config)
-    if cloud.launch_only(beam_args):
+    if cloud.launch_only(p.options):
         return {}  # a Dataflow dry run or template: the job was built, not run
     return json.loads(storage.read_text(storage.join(config.preprocess.output_dir, contract.MANIFEST_FILE)))

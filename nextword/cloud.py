@@ -14,9 +14,12 @@ the command line come later and win.
 from __future__ import annotations
 
 import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nextword.config import Config, ConfigError
+
+if TYPE_CHECKING:
+    from apache_beam.options.pipeline_options import PipelineOptions
 
 DATAFLOW_RUNNER = "DataflowRunner"
 
@@ -91,11 +94,14 @@ def wants_dataflow(beam_args: list[str]) -> bool:
     return PipelineOptions(beam_args).view_as(StandardOptions).runner == DATAFLOW_RUNNER
 
 
-def launch_only(beam_args: list[str]) -> bool:
-    """True when Beam only builds the job (`--dry_run`, `--template_location`): nothing runs, no outputs appear."""
-    from apache_beam.options.pipeline_options import GoogleCloudOptions, PipelineOptions, TestOptions
+def launch_only(options: PipelineOptions) -> bool:
+    """True when Beam only builds the job (`--dry_run`, `--template_location`): nothing runs, no outputs appear.
 
-    options = PipelineOptions(beam_args)
+    The job's builder then leaves the output folder alone: building a template
+    must not delete (or relabel) the data of the last run.
+    """
+    from apache_beam.options.pipeline_options import GoogleCloudOptions, TestOptions
+
     return bool(options.view_as(TestOptions).dry_run or options.view_as(GoogleCloudOptions).template_location)
 
 

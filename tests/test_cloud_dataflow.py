@@ -38,6 +38,21 @@ def _read_gcs(path: str) -> bytes:
     return storage.read_bytes(path)
 
 
+def _write_old_run(folder: str, rels: list[str]) -> dict[str, str]:
+    """Stands in for the output of an earlier run: {path: content}."""
+    old = {f"{folder}/{rel}": f"from an earlier run: {rel}\n" for rel in rels}
+    for path, text in old.items():
+        storage.write_text(path, text)
+    return old
+
+
+def _unchanged(old: dict[str, str], folder: str) -> bool:
+    """True when `folder` holds exactly the earlier run's files, with their content."""
+    return [p for p, _ in storage.match(f"{folder}/**")] == sorted(old) and all(
+        storage.read_text(path) == text for path, text in old.items()
+    )
+
+
 def _check_job(job: dict, stage: str, labels: set[str]) -> None:
     options = job["environment"]["sdkPipelineOptions"]["options"]
     assert options["project"] == "my-project" and options["region"] == "us-central1"
@@ -60,11 +75,14 @@ def _check_job(job: dict, stage: str, labels: set[str]) -> None:
 def test_preprocessing_job_for_dataflow(gcs_bucket, tmp_path):
     for rel in ("a.txt", "b.txt"):
         storage.write_text(f"{gcs_bucket}/corpus/{rel}", "the cat sat on the mat\n" * 20)
+    old = _write_old_run(f"{gcs_bucket}/data", ["manifest.json", "config.yaml", "vocab.txt", "_parts/p-0",
+                                                 "train/windows-00000-of-00001.tfrecord.gz"])  # fmt: skip
     job_file = str(tmp_path / "preprocess-job.json")
     result = preprocess_pipeline.run(_cloud_args(
         gcs_bucket, job_file, f"preprocess.corpus_glob={gcs_bucket}/corpus/*.txt",
         f"preprocess.output_dir={gcs_bucket}/data"))  # fmt: skip
     assert result == {}  # built, not run
+    assert _unchanged(old, f"{gcs_bucket}/data")  # the template runs later: the earlier run's data is still whole
     labels = {"ListFiles", "CountVocabulary", "WriteWindows", "WriteManifest"}
     _check_job(json.load(open(job_file)), "preprocess", labels)
 
@@ -83,6 +101,7 @@ def _upload_dir(local_dir: str, gs_dir: str) -> None:
 def test_batch_prediction_job_for_dataflow(gcs_bucket, tiny_bundle, tmp_path):
     _upload_dir(tiny_bundle.bundle_dir, f"{gcs_bucket}/bundle")
     storage.write_text(f"{gcs_bucket}/in/lines.txt", "w1 w2 w3\n")
+    old = _write_old_run(f"{gcs_bucket}/out", ["summary.json", "predictions-00000-of-00001.jsonl"])
     job_file = str(tmp_path / "predict-job.json")
     config, beam_args = cli_common.parse("predict", _cloud_args(
         gcs_bucket, job_file, f"predict.bundle_dir={gcs_bucket}/bundle", f"predict.input_glob={gcs_bucket}/in/*.txt",
@@ -91,3 +110,4 @@ def test_batch_prediction_job_for_dataflow(gcs_bucket, tiny_bundle, tmp_path):
         predict_pipeline.build(p, config)
     labels = {"PlanRanges", "ReadLines", "Predict", "WriteRecords", "WriteSummary"}
     _check_job(json.load(open(job_file)), "predict", labels)
+    assert _unchanged(old, f"{gcs_bucket}/out")

@@ -8,6 +8,7 @@ from collections import Counter
 
 import pytest
 import tensorflow as tf
+import yaml
 from apache_beam.testing.util import assert_that, equal_to
 
 from beam_preprocess import core, pipeline
@@ -72,7 +73,9 @@ def test_end_to_end_windows_decode_back_to_the_token_stream(write_files, tmp_pat
     assert manifest["counts"]["tokens"]["train"] == len(tokens)
     assert manifest["fingerprint"] == contract.fingerprint(vocab.tokens, contract.TextSettings(
         normalization="whitespace", min_count=0))  # fmt: skip
-    assert (out / "config.yaml").exists() and manifest["counts"]["windows"]["train"] == len(windows)
+    assert manifest["counts"]["windows"]["train"] == len(windows)
+    # The job writes the resolved config beside the manifest (with the command line's settings).
+    assert yaml.safe_load((out / "config.yaml").read_text())["preprocess"]["stride"] == 4
 
 
 def _token_windows(out, manifest, split):
