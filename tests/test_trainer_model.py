@@ -1,0 +1,44 @@
+"""How the LSTM model learns: tied embeddings against untied, on a known Markov chain."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+
+from nextword import synthetic
+from nextword.config import ModelConfig
+from trainer.model import build_model
+
+WINDOW = 20
+
+
+def chain_windows(chain: synthetic.MarkovChain, num_windows: int, seed: int) -> np.ndarray:
+    """Ids [num_windows, WINDOW + 1] int32 of one walk along the chain."""
+    rng = np.random.default_rng(seed)
+    state, ids = 0, []
+    for _ in range(num_windows * (WINDOW + 1)):
+        ids.append(state)
+        state = int(chain.successors[state, rng.choice(chain.successors.shape[1], p=chain.probs[state])])
+    return np.array(ids, dtype=np.int32).reshape(num_windows, WINDOW + 1)
+
+
+def valid_perplexity(tie: bool, train: np.ndarray, valid: np.ndarray, vocab_size: int) -> float:
+    keras.utils.set_random_seed(1)
+    model = build_model(vocab_size, ModelConfig(embedding_dim=64, lstm_units=64, dropout=0.0, tie_embeddings=tie))
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss=loss)
+    model.fit(train[:, :-1], train[:, 1:], batch_size=32, epochs=6, verbose=0)  # ~360 steps
+    return math.exp(model.evaluate(valid[:, :-1], valid[:, 1:], verbose=0))
+
+
+def test_tied_embeddings_learn_about_as_fast_as_untied():
+    spec = synthetic.ChainSpec(vocab_size=100, branching=5, seed=7)  # the shipped corpus's chain
+    chain = synthetic.make_chain(spec)
+    windows = chain_windows(chain, 2000, seed=0)
+    train, valid = windows[:-100], windows[-100:]
+    untied = valid_perplexity(False, train, valid, spec.vocab_size)
+    tied = valid_perplexity(True, train, valid, spec.vocab_size)
+    # Measured: untied 5.5, tied 6.7; with Keras' default embedding init the tied model was at 28.9.
+    assert untied < 8 and tied < 1.5 * untied, (untied, tied)
