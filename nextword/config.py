@@ -90,6 +90,10 @@ class TrainConfig:
     # the trainer checks both.
     carry_state: bool = False
     keep_checkpoints: int = 3
+    # multiworker: how long each worker waits for all of them to join at startup
+    # before failing (cloud replicas can start minutes apart). A worker lost
+    # later is noticed within seconds, whatever this says.
+    cluster_join_timeout_s: float = 600.0
     model: ModelConfig = field(default_factory=ModelConfig)
     optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
 
@@ -253,6 +257,7 @@ def _check(config: Config) -> None:
         "train.epochs": config.train.epochs,
         "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
         "train.keep_checkpoints": config.train.keep_checkpoints,
+        "train.cluster_join_timeout_s": config.train.cluster_join_timeout_s,
         "train.shuffle_buffer": config.train.shuffle_buffer,
         "train.model.embedding_dim": config.train.model.embedding_dim,
         "train.model.lstm_units": config.train.model.lstm_units,

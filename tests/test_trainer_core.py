@@ -10,7 +10,7 @@ import pytest
 import tensorflow as tf
 
 from trainer import data, evaluate, optim, steps, streams
-from trainer.strategy import Worker, worker_from_tf_config
+from trainer.strategy import ClusterError, Worker, lost_peers_reported, worker_from_tf_config
 
 
 def test_split_window_predicts_every_position():
@@ -130,3 +130,40 @@ def test_bad_tf_config_is_one_line_error():
     with pytest.raises(ValueError, match=r"^TF_CONFIG: not a valid cluster description") as err:
         worker_from_tf_config('{"cluster": {}}')
     assert "\n" not in str(err.value)
+
+
+# What TF 2.21 raised in the worker that survived a `kill -9` of its peer (op traceback shortened).
+_PEER_RESET = """Graph execution error:
+
+Detected at node CollectiveReduceV2 defined at (most recent call last):
+  File "/work/main/trainer/loop.py", line 135, in _distributed_train_step
+Collective ops is aborted by: recvmsg:Connection reset by peer
+Additional GRPC error information from remote target /job:worker/replica:0/task:1 while calling RecvBuf:
+The error could be from a previous operation. Restart your program to reset.
+\t [[{{node CollectiveReduceV2}}]] [Op:__inference__distributed_train_step_1596]"""
+
+
+def test_lost_peer_is_one_line_naming_the_checkpoint_a_rerun_resumes_from(tmp_path):
+    worker = Worker("worker", 0, 2, is_chief=True)
+    lost = (
+        "worker 0 lost contact with the cluster (UnavailableError: Collective ops is aborted by: "
+        "recvmsg:Connection reset by peer); rerun all 2 workers: "
+    )
+    with pytest.raises(ClusterError) as err, lost_peers_reported(worker, str(tmp_path)):
+        raise tf.errors.UnavailableError(None, None, _PEER_RESET)
+    assert str(err.value) == lost + f"training starts over (no checkpoint in {tmp_path} yet)"
+    checkpoint = tf.train.Checkpoint(step=tf.Variable(1))
+    tf.train.CheckpointManager(checkpoint, str(tmp_path), max_to_keep=2).save(checkpoint_number=30)
+    with pytest.raises(ClusterError) as err, lost_peers_reported(worker, str(tmp_path)):
+        raise tf.errors.DeadlineExceededError(None, None, "Collective ops is aborted by: Deadline Exceeded\nRPC: x")
+    assert str(err.value).endswith(f"training resumes from step 30, the last checkpoint in {tmp_path}")
+    assert "(DeadlineExceededError: Collective ops is aborted by: Deadline Exceeded)" in str(err.value)
+
+
+def test_errors_that_are_not_a_lost_peer_pass_unchanged(tmp_path):
+    two, one = Worker("worker", 0, 2, is_chief=True), Worker("worker", 0, 1, is_chief=True)
+    outage = tf.errors.UnavailableError(None, None, "Error executing an HTTP request: HTTP response code 503")
+    for worker, error in [(two, outage), (one, tf.errors.UnavailableError(None, None, _PEER_RESET))]:
+        with pytest.raises(tf.errors.UnavailableError) as err, lost_peers_reported(worker, str(tmp_path)):
+            raise error
+        assert err.value is error

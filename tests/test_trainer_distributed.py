@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -31,7 +36,6 @@ def test_mirrored_on_two_cpus_matches_local_for_the_same_global_batch(synthetic,
 
 def test_two_workers_finish_with_identical_weights(synthetic, tmp_path):
     ports = [free_port(), free_port()]
-    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
     args = train_args(
         synthetic,
         tmp_path / "model",
@@ -43,11 +47,7 @@ def test_two_workers_finish_with_identical_weights(synthetic, tmp_path):
     )
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     with trainer_support.loopback_namespace() as netns:
-        procs = [
-            start_run(args, logs[i], netns,
-                      TF_CONFIG=json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}))
-            for i in range(2)
-        ]  # fmt: skip
+        procs = [start_run(args, logs[i], netns, TF_CONFIG=_tf_config(ports, i)) for i in range(2)]
         # Their servers listen inside the loopback-only namespace, never on this host's interfaces.
         deadline = time.monotonic() + 60
         while not set(ports) <= trainer_support.listening_ports(netns) and time.monotonic() < deadline:
@@ -68,3 +68,96 @@ def test_two_workers_finish_with_identical_weights(synthetic, tmp_path):
         "weights_sha256"
     ]
     assert not list((tmp_path / "model" / "tmp").glob("worker-1/*"))
+
+
+def _tf_config(ports: list[int], index: int) -> str:
+    cluster = {"worker": [f"127.0.0.1:{port}" for port in ports]}
+    return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+
+
+def _start_cli(args: list[str], log: Path, netns: list[str], ports: list[int], index: int) -> subprocess.Popen:
+    """`python -m trainer` as worker `index`: what Vertex AI runs, one-line errors included."""
+    return subprocess.Popen(
+        [*netns, sys.executable, "-m", "trainer", *args],  # nsenter execs: the pid is Python's
+        cwd=trainer_support.REPO,
+        env=trainer_support.child_env(TF_CONFIG=_tf_config(ports, index)),
+        stdout=log.open("w"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _exit_within(proc: subprocess.Popen, seconds: float) -> tuple[int, float]:
+    """(exit code, seconds it took); a process still running after `seconds` is killed and fails the test."""
+    start = time.monotonic()
+    try:
+        code = proc.wait(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        pytest.fail(f"still running {seconds} s later: hung")
+    return code, time.monotonic() - start
+
+
+def _error_lines(log: Path) -> list[str]:
+    return [line for line in log.read_text().splitlines() if line.startswith("error: ")]
+
+
+@pytest.mark.parametrize("victim", [1, 0], ids=["kill-worker-1", "kill-chief"])
+def test_killing_a_worker_fails_the_other_with_one_line_and_a_rerun_resumes(synthetic, tmp_path, victim):
+    survivor = 1 - victim
+    model_dir = tmp_path / "model"
+    args = train_args(
+        synthetic,
+        model_dir,
+        "train.strategy=multiworker",
+        "train.per_replica_batch_size=16",
+        "train.epochs=1",
+        "train.steps_per_epoch=400",  # ~10 s of steps: the kill lands mid-training
+        "train.checkpoint_every_steps=10",
+    )
+    ports = [free_port(), free_port()]
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    with trainer_support.loopback_namespace() as netns:
+        procs = [_start_cli(args, logs[i], netns, ports, i) for i in range(2)]
+        deadline = time.monotonic() + 120
+        while trainer_support.latest_checkpoint_step(model_dir) < 20 and time.monotonic() < deadline:
+            assert all(proc.poll() is None for proc in procs), [log.read_text()[-3000:] for log in logs]
+            time.sleep(0.05)
+        at_kill = trainer_support.latest_checkpoint_step(model_dir)
+        assert at_kill >= 20
+        os.kill(procs[victim].pid, signal.SIGKILL)
+        code, seconds = _exit_within(procs[survivor], 90)
+        procs[victim].wait()
+    print(f"worker {survivor} exited {seconds:.1f} s after worker {victim} was killed at checkpoint {at_kill}")
+    last = trainer_support.latest_checkpoint_step(model_dir)
+    assert at_kill <= last < 400  # the chief may finish the checkpoint it was writing, never the run
+    assert code == 1, logs[survivor].read_text()[-3000:]
+    [line] = _error_lines(logs[survivor])
+    assert line.startswith(f"error: worker {survivor} lost contact with the cluster (")
+    assert line.endswith(
+        f"; rerun all 2 workers: training resumes from step {last}, the last checkpoint in {model_dir}/checkpoints"
+    )
+
+    ports = [free_port(), free_port()]  # the rerun: same command, every worker
+    with trainer_support.loopback_namespace() as netns:
+        procs = [start_run(args, logs[i], netns, TF_CONFIG=_tf_config(ports, i)) for i in range(2)]
+        results = [result_of(proc, log) for proc, log in zip(procs, logs, strict=True)]
+    assert [r["train"]["resumed_from_step"] for r in results] == [last, last]
+    assert [r["train"]["steps"] for r in results] == [400, 400]
+    assert results[0]["weights_sha256"] == results[1]["weights_sha256"]
+    assert trainer_support.latest_checkpoint_step(model_dir) == 400
+
+
+@pytest.mark.parametrize("alone", [0, 1], ids=["chief-alone", "worker-1-alone"])
+def test_a_worker_whose_peer_never_starts_gives_up_after_the_join_timeout(synthetic, tmp_path, alone):
+    args = train_args(synthetic, tmp_path / "model", "train.strategy=multiworker", "train.cluster_join_timeout_s=3")
+    log = tmp_path / "worker.log"
+    with trainer_support.loopback_namespace() as netns:
+        proc = _start_cli(args, log, netns, [free_port(), free_port()], alone)
+        code, seconds = _exit_within(proc, 90)
+    print(f"worker {alone} alone gave up after {seconds:.1f} s (join timeout 3 s, TensorFlow's start included)")
+    assert code == 1
+    [line] = _error_lines(log)
+    assert line.startswith(f"error: worker {alone} could not join the cluster of 2 workers within 3 s (")
+    assert line.endswith("start every worker that TF_CONFIG lists, or raise train.cluster_join_timeout_s")
+    assert not (tmp_path / "model" / "checkpoints").exists()

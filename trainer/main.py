@@ -25,10 +25,10 @@ from nextword.config import Config
 from trainer import evaluate as evaluate_lib
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
-from trainer.loop import TrainLoop
+from trainer.loop import TrainLoop, checkpoint_dirs
 from trainer.model import build_model, cudnn_eligible
 from trainer.optim import make_optimizer
-from trainer.strategy import Worker, make_strategy
+from trainer.strategy import Worker, lost_peers_reported, make_strategy
 
 _LOG = logging.getLogger(__name__)
 
@@ -100,7 +100,8 @@ def train(config: Config) -> dict:
     cfg = config.train
     strategy, worker = make_strategy(cfg)  # first: multi-worker collectives start before any op
     spec = load_data_spec(cfg.data_dir)
-    with precision(cfg.mixed_precision):
+    checkpoints, _ = checkpoint_dirs(cfg.model_dir, worker)
+    with precision(cfg.mixed_precision), lost_peers_reported(worker, checkpoints):
         inputs, model, optimizer = _build(config, spec, strategy, worker)
         _log_setup(model, strategy, worker, inputs)
         loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint)
@@ -151,7 +152,8 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     cfg = config.train
     strategy, worker = make_strategy(cfg)
     spec = load_data_spec(cfg.data_dir)
-    with precision(cfg.mixed_precision):
+    checkpoints, _ = checkpoint_dirs(cfg.model_dir, worker)
+    with precision(cfg.mixed_precision), lost_peers_reported(worker, checkpoints):
         inputs, model, optimizer = _build(config, spec, strategy, worker)
         loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint)
         if not loop.restore():
