@@ -18,7 +18,9 @@ import numpy as np
 
 BOM = b"\xef\xbb\xbf"
 # A model call's fixed cost, in padded token positions, when grouping a batch by length.
-CALL_OVERHEAD_POSITIONS = 128
+# Measured on the PTB-shaped bundle (2 x 200 LSTM, 25k lines, mode next): 128 made
+# 129 calls and 4.12 s of model time, 1024 made 85 (3.94 s), 4096 made 80 (3.83 s).
+CALL_OVERHEAD_POSITIONS = 4096
 TARGET_RANGES = 64
 MIN_RANGE_BYTES = 1 << 20
 _SKIP_CHUNK = 1 << 16
@@ -199,7 +201,8 @@ def length_groups(costs: list[int], budget: int, overhead: int = CALL_OVERHEAD_P
     for j in range(1, len(values) + 1):
         for i in range(j):
             lines = lines_up_to[j] - lines_up_to[i]
-            total = best[i] + lines * values[j - 1] + overhead
+            calls = -(-lines // max(1, budget // values[j - 1]))  # ceil: the group is cut into calls that fit
+            total = best[i] + lines * values[j - 1] + calls * overhead
             if total < best[j]:
                 best[j], cut[j] = total, i
     bounds = []

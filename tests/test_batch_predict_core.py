@@ -97,6 +97,8 @@ def test_length_groups_minimize_padding_plus_call_overhead():
     assert core.length_groups(costs, 8192, overhead=1000) == [[5, 0, 2, 3, 4, 1]]
     assert core.length_groups([10] * 7 + [50], 35, overhead=0) == [[0, 1, 2], [3, 4, 5], [6], [7]]
     assert core.length_groups([], 35) == []
+    # A group is paid per call it is cut into: four lines padded to 6 would be four calls of one line.
+    assert core.length_groups([5, 5, 5, 6], 10, overhead=4) == [[0, 1], [2], [3]]
 
 
 def test_prepare_line():
