@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -129,6 +130,17 @@ def test_context_tokens_sets_the_context_and_score_windows(tiny_bundle, tmp_path
     texts = sample_texts(tiny_bundle)
     nxt, score = call(tf.saved_model.load(short_dir), texts)
     check_against_reference(tiny_bundle.model, texts, nxt, score, tiny_bundle.vocab, tiny_bundle.settings, 2)
+
+
+def test_tied_embedding_model_exports_and_matches_keras(tiny_bundle, tmp_path):
+    tied = dataclasses.replace(TINY_MODEL, embedding_dim=TINY_MODEL.lstm_units, tie_embeddings=True)
+    model = build_model(len(tiny_bundle.vocab.tokens), tied)  # untrained: the shared weights are what matters
+    config = dataclasses.replace(tiny_bundle.config, train=dataclasses.replace(tiny_bundle.config.train, model=tied))
+    bundle_dir = export_bundle(model, tiny_bundle.data_dir, config, str(tmp_path / "tied"))
+    texts = sample_texts(tiny_bundle)
+    nxt, score = call(tf.saved_model.load(bundle_dir), texts)
+    window = tiny_bundle.config.preprocess.window_length
+    check_against_reference(model, texts, nxt, score, tiny_bundle.vocab, tiny_bundle.settings, window)
 
 
 def _handmade_data(data_dir, tokens, settings, window):
