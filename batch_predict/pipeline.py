@@ -134,11 +134,10 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     return formatted.records
 
 
+def summary_path(config: Config) -> str:
+    return storage.join(config.predict.output_dir, SUMMARY_FILE)
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the job and returns summary.json's content ({} when Beam only builds the job)."""
-    config, beam_args = cli_common.parse("predict", argv)
-    with cli_common.pipeline(beam_args, test_pipeline) as p:
-        build(p, config)
-    if cloud.launch_only(p.options):
-        return {}  # a Dataflow dry run or template: the job was built, not run
-    return json.loads(storage.read_text(storage.join(config.predict.output_dir, SUMMARY_FILE)))
+    return cli_common.run_job("predict", argv, test_pipeline, build, summary_path)

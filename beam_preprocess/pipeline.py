@@ -178,11 +178,10 @@ def build(p: beam.Pipeline, config: Config) -> None:
     )
 
 
+def manifest_path(config: Config) -> str:
+    return storage.join(config.preprocess.output_dir, contract.MANIFEST_FILE)
+
+
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs preprocessing and returns the manifest ({} when Beam only builds the job: --dry_run, a template)."""
-    config, beam_args = cli_common.parse("preprocess", argv)
-    with cli_common.pipeline(beam_args, test_pipeline) as p:
-        build(p, config)
-    if cloud.launch_only(p.options):
-        return {}  # a Dataflow dry run or template: the job was built, not run
-    return json.loads(storage.read_text(storage.join(config.preprocess.output_dir, contract.MANIFEST_FILE)))
+    return cli_common.run_job("preprocess", argv, test_pipeline, build, manifest_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -81,6 +82,22 @@ def pipeline(beam_args: list[str], test_pipeline=None) -> Iterator:
         return
     with beam.Pipeline(options=pipeline_options(beam_args)) as p:
         yield p
+
+
+def run_job(stage: str, argv: list[str] | None, test_pipeline, build, commit_marker) -> dict:
+    """Parses the command line, runs `build(p, config)`'s pipeline and returns the job's commit marker.
+
+    commit_marker(config) is the path of the JSON file the job writes last; {}
+    when Beam only built the job (--dry_run, a template): nothing ran.
+    """
+    from nextword import cloud, storage
+
+    config, beam_args = parse(stage, argv)
+    with pipeline(beam_args, test_pipeline) as p:
+        build(p, config)
+    if cloud.launch_only(p.options):
+        return {}
+    return json.loads(storage.read_text(commit_marker(config)))
 
 
 def write_last(p, label: str, write_fn, **side_inputs):
