@@ -22,11 +22,6 @@ SUBCOMMANDS = {
 }
 
 
-def _one_line(err: BaseException) -> str:
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in SUBCOMMANDS:
@@ -43,7 +38,7 @@ def guarded(run, argv: list[str]) -> int:
     try:
         run(argv)
     except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {_one_line(err)}", file=sys.stderr)
+        print(f"error: {cli_common.one_line(err)}", file=sys.stderr)
         return 1
     return 0
 

@@ -17,6 +17,12 @@ from nextword import config as config_lib
 LOCAL_RUNNER = "FnApiRunner"
 
 
+def one_line(err: BaseException) -> str:
+    """An error's first non-blank line (its type's name if it has none): what a one-line message shows."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
 def parser(stage: str) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog=f"nextword {stage}",

@@ -31,7 +31,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nextword import storage
+from nextword import cli_common, storage
 from nextword.config import TrainConfig
 from trainer.evaluate import Evaluator
 from trainer.inputs import Inputs
@@ -160,11 +160,11 @@ class TrainLoop:
                 self.checkpoint.restore(path).assert_existing_objects_matched()
             except (ValueError, AssertionError) as err:
                 raise ValueError(
-                    f"{path}: does not fit this model ({_first_line(err)}); use a new train.model_dir "
+                    f"{path}: does not fit this model ({cli_common.one_line(err)}); use a new train.model_dir "
                     "or the train.model settings it was made with"
                 ) from None
             except (tf.errors.OpError, IndexError, OSError) as err:  # IndexError: TF's "read less bytes"
-                _LOG.warning("%s: unreadable (%s); trying the checkpoint before it", path, _first_line(err))
+                _LOG.warning("%s: unreadable (%s); trying the checkpoint before it", path, cli_common.one_line(err))
                 continue
             restored = self.data_fingerprint.numpy().decode()
             if restored != self.fingerprint:
@@ -290,11 +290,6 @@ class TrainLoop:
             "train_perplexity": math.exp(train_loss),
             **{f"valid_{name}": value for name, value in valid.items()},
         }
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return text.splitlines()[0] if text else type(err).__name__
 
 
 class _Clock:
