@@ -212,6 +212,56 @@ def encode_example(ids: list[int]) -> bytes:
     return _field(1, features)
 
 
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _wire_fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
+    """(field number, wire type, value) of one protobuf message: varints and length-delimited fields."""
+    pos = 0
+    while pos < len(data):
+        tag, pos = _read_varint(data, pos)
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, pos = _read_varint(data, pos)
+        elif wire == 2:
+            size, pos = _read_varint(data, pos)
+            value, pos = data[pos : pos + size], pos + size
+        else:
+            raise ValueError(f"unexpected protobuf wire type {wire} in a window record")
+        yield number, wire, value
+
+
+def decode_example(record: bytes) -> list[int]:
+    """The `ids` int64 list of a serialized tf.train.Example (the inverse of encode_example)."""
+    for number, _, features in _wire_fields(record):
+        for _, _, entry in _wire_fields(features) if number == 1 else ():
+            fields = {n: v for n, _, v in _wire_fields(entry)}
+            if fields.get(1) != contract.FEATURE_IDS.encode("utf-8"):
+                continue
+            for kind, _, int64_list in _wire_fields(fields.get(2, b"")):
+                if kind != 3:
+                    continue
+                ids: list[int] = []
+                for _, wire, value in _wire_fields(int64_list):
+                    if wire == 0:  # one unpacked value
+                        ids.append(value - (1 << 64) if value >= 1 << 63 else value)
+                        continue
+                    pos = 0
+                    while pos < len(value):
+                        item, pos = _read_varint(value, pos)
+                        ids.append(item - (1 << 64) if item >= 1 << 63 else item)
+                return ids
+    raise ValueError(f"record has no {contract.FEATURE_IDS!r} int64 feature")
+
+
 def _masked_crc(data: bytes) -> bytes:
     crc = google_crc32c.value(data)
     return struct.pack("<I", (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF)
@@ -221,6 +271,23 @@ def tfrecord_frame(record: bytes) -> bytes:
     """One TFRecord: length, masked CRC32C of the length, data, masked CRC32C of the data."""
     length = struct.pack("<Q", len(record))
     return length + _masked_crc(length) + record + _masked_crc(record)
+
+
+def iter_tfrecords(stream: BinaryIO, source: str) -> Iterator[bytes]:
+    """The records of an (uncompressed) TFRecord stream, each checked against its CRCs."""
+    index = 0
+    while True:
+        header = stream.read(12)
+        if not header:
+            return
+        if len(header) < 12 or _masked_crc(header[:8]) != header[8:]:
+            raise ValueError(f"{source}: record {index} has a damaged header; rerun preprocessing")
+        (length,) = struct.unpack("<Q", header[:8])
+        record = stream.read(length)
+        if len(record) < length or _masked_crc(record) != stream.read(4):
+            raise ValueError(f"{source}: record {index} is truncated or corrupt; rerun preprocessing")
+        yield record
+        index += 1
 
 
 # Consecutive windows go to one shard in runs of this many, so every shard holds

@@ -7,6 +7,7 @@ Overrides use the same dotted paths (`--set train.batch_size=32`).
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -121,6 +122,16 @@ class PredictConfig:
 
 
 @dataclass(frozen=True)
+class BaselineConfig:
+    """The Kneser-Ney n-gram baseline (`nextword baseline`): counted on train.data_dir's training split."""
+
+    order: int = 5
+    output_dir: str = ""  # "" -> <train.data_dir>/baseline
+    # Count buckets: the n-gram counts are merged per bucket, so the merge spreads over Dataflow workers.
+    buckets: int = 16
+
+
+@dataclass(frozen=True)
 class DataflowConfig:
     """Dataflow workers of preprocessing and batch prediction (`--runner DataflowRunner`)."""
 
@@ -171,6 +182,9 @@ class CloudConfig:
     runs_dir: str = ""
     # Promotion bar: LATEST moves to a run only if its test perplexity is at most this (0: never).
     max_test_perplexity: float = 0.0
+    # Promotion bar against the n-gram baseline on the same tokens: LATEST moves only if the run's test
+    # perplexity is at most this fraction of the baseline's (e.g. 0.85; 0: not checked).
+    max_baseline_ratio: float = 0.0
     dataflow: DataflowConfig = field(default_factory=DataflowConfig)
     training: TrainingJobConfig = field(default_factory=TrainingJobConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -181,6 +195,7 @@ class Config:
     preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    baseline: BaselineConfig = field(default_factory=BaselineConfig)
     cloud: CloudConfig = field(default_factory=CloudConfig)
 
 
@@ -209,6 +224,9 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return _build(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, float) and not math.isfinite(value):
+        # NaN passes every range check (NaN <= 0 is False) and ends up as invalid JSON in outputs.
+        raise ConfigError(f"{path}: must be a finite number, got {value!r}")
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
         raise ConfigError(
             f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
@@ -268,6 +286,8 @@ def _check(config: Config) -> None:
         "predict.max_line_tokens": config.predict.max_line_tokens,
         "predict.max_line_bytes": config.predict.max_line_bytes,
         "predict.split_bytes": config.predict.split_bytes,
+        "baseline.order": config.baseline.order,
+        "baseline.buckets": config.baseline.buckets,
     }
     for path, value in positive.items():
         if value <= 0:
@@ -282,6 +302,7 @@ def _check(config: Config) -> None:
         "train.time_budget_s": config.train.time_budget_s,
         "train.optimizer.clip_global_norm": config.train.optimizer.clip_global_norm,
         "train.optimizer.decay_after_epochs": config.train.optimizer.decay_after_epochs,
+        "cloud.max_baseline_ratio": config.cloud.max_baseline_ratio,
     }
     for path, value in non_negative.items():
         if value < 0:

@@ -7,7 +7,6 @@ strategies: they take a worker count only to pick tf.data's auto-shard policy.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 
@@ -15,6 +14,7 @@ import tensorflow as tf
 
 from nextword import contract, storage
 from nextword.contract import TextSettings
+from nextword.data_dir import read_manifest_and_vocab, shard_paths
 
 _FILE = tf.data.experimental.AutoShardPolicy.FILE
 _DATA = tf.data.experimental.AutoShardPolicy.DATA
@@ -49,33 +49,10 @@ class DataSpec:
         return self.manifest["fingerprint"]
 
     def shard_paths(self, split: str) -> list[str]:
-        return [storage.join(self.data_dir, name) for name in self.manifest["shards"][split]]
+        return shard_paths(self.data_dir, self.manifest, split)
 
     def windows(self, split: str) -> int:
         return int(self.manifest["counts"]["windows"][split])
-
-
-def read_manifest_and_vocab(data_dir: str) -> tuple[dict, list[str]]:
-    """Reads the manifest and vocabulary; refuses a vocabulary the data was not made with."""
-    manifest_path = storage.join(data_dir, contract.MANIFEST_FILE)
-    vocab_path = storage.join(data_dir, contract.VOCAB_FILE)
-    if not storage.exists(manifest_path):
-        raise FileNotFoundError(
-            f"{manifest_path}: not found; preprocessing has not finished there "
-            "(run `nextword preprocess` into it, or set train.data_dir)"
-        )
-    try:
-        manifest = json.loads(storage.read_text(manifest_path))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{manifest_path}: not valid JSON ({err.msg}); rerun preprocessing") from None
-    vocab = contract.parse_vocab_text(storage.read_text(vocab_path), vocab_path)
-    actual = contract.fingerprint(vocab, TextSettings.from_dict(manifest["text"]))
-    if actual != manifest["fingerprint"]:
-        raise ValueError(
-            f"{vocab_path}: vocabulary fingerprint {actual} does not match {manifest['fingerprint']} "
-            f"in {manifest_path}; they come from different preprocessing runs: rerun preprocessing"
-        )
-    return manifest, vocab
 
 
 def load_data_spec(data_dir: str) -> DataSpec:

@@ -1,0 +1,65 @@
+"""The model as an ARPA file, the standard n-gram format that KenLM's tools load.
+
+Our ids become words: the unknown symbol is written as `<unk>` and BOS as
+`<s>` (a context only: log10 probability -99, as KenLM writes it). KenLM
+refuses a model without `</s>`, so it is listed too, with log10 probability
+-99: our streams have no sentence end (`<eos>`, where the data has it, is an
+ordinary word). Score with KenLM as `model.score(text, bos=True, eos=False)`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from typing import TextIO
+
+from baseline.kneser_ney import NgramModel
+from baseline.ngrams import BOS
+from nextword import contract
+
+ARPA_UNK, ARPA_BOS, ARPA_EOS = "<unk>", "<s>", "</s>"
+_RESERVED = (ARPA_UNK, ARPA_BOS, ARPA_EOS)
+
+
+def arpa_words(vocab: list[str]) -> list[str]:
+    """The ARPA spelling of each vocabulary id; refuses words KenLM reserves for itself."""
+    words = [ARPA_UNK if i == contract.UNK_ID else w for i, w in enumerate(vocab)]
+    clash = [w for i, w in enumerate(words) if i != contract.UNK_ID and w in _RESERVED]
+    if clash:
+        raise ValueError(f"vocabulary word {clash[0]!r} is reserved in ARPA files; it cannot be exported")
+    return words
+
+
+def _log10(value: float) -> str:
+    return f"{math.log10(value):.7g}"
+
+
+def _lines(model: NgramModel, words: list[str]) -> Iterator[str]:
+    def spell(gram: tuple) -> str:
+        return " ".join(ARPA_BOS if i == BOS else words[i] for i in gram)
+
+    yield "\\data\\"
+    for n, size in enumerate(model.ngram_counts(), start=1):
+        yield f"ngram {n}={size + 1 if n == 1 else size}"  # + </s>
+    by_order: list[list[tuple]] = [[] for _ in range(model.order + 1)]
+    for gram in model.probs:
+        by_order[len(gram)].append(gram)
+    for n in range(1, model.order + 1):
+        yield ""
+        yield f"\\{n}-grams:"
+        if n == 1:
+            yield f"-99\t{ARPA_BOS}\t{_log10(model.backoffs[(BOS,)])}" if model.order > 1 else f"-99\t{ARPA_BOS}"
+            yield f"-99\t{ARPA_EOS}"
+        for gram in sorted(by_order[n]):
+            line = f"{_log10(model.probs[gram])}\t{spell(gram)}"
+            if n < model.order and gram in model.backoffs:
+                line += f"\t{_log10(model.backoffs[gram])}"
+            yield line
+    yield ""
+    yield "\\end\\"
+
+
+def write_arpa(model: NgramModel, vocab: list[str], out: TextIO) -> None:
+    words = arpa_words(vocab)
+    for line in _lines(model, words):
+        out.write(line + "\n")

@@ -1,0 +1,101 @@
+"""baseline.json: the n-gram baseline's figures, and how a run's metrics compare with them.
+
+Written by the baseline stage (`nextword baseline`, baseline/pipeline.py) as
+its commit marker, read by the trainer (metrics.json's "baseline" section),
+by `nextword cloud runs` and by the promotion gate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+
+from nextword import storage
+
+FORMAT_VERSION = 1
+REPORT_FILE = "baseline.json"
+ARPA_FILE = "model.arpa"
+DEFAULT_SUBDIR = "baseline"  # <train.data_dir>/baseline unless baseline.output_dir says otherwise
+# The trainer's two evaluation protocols (trainer/inputs.py): context carried
+# across consecutive windows (train.carry_state) or reset at every window.
+PROTOCOLS = ("carried", "window")
+
+
+@dataclass(frozen=True)
+class BaselineReport:
+    order: int
+    data_dir: str
+    data_fingerprint: str
+    manifest_sha256: str  # of the manifest it was estimated from: a rerun of preprocessing makes it stale
+    train_tokens: int
+    ngrams: list[int]  # entries per order, as in the ARPA header
+    discounts: list[list[float]]  # (D1, D2, D3+) per order
+    fallback_orders: list[int]  # orders where KenLM's fallback discounts were used
+    # protocol -> split -> {"perplexity", "loss", "tokens", "unknown_tokens", "unknown_rate"}
+    evaluation: dict[str, dict[str, dict[str, float]]]
+    count_seconds: float
+    estimate_seconds: float
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> BaselineReport:
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise ValueError(
+                f"{source}: format_version {version!r}, this nextword reads {FORMAT_VERSION}; rerun `nextword baseline`"
+            )
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = sorted(names - data.keys())
+        if missing:
+            raise ValueError(f"{source}: missing {', '.join(missing)}; rerun `nextword baseline`")
+        return cls(**{k: data[k] for k in names})
+
+
+def output_dir(configured: str, data_dir: str) -> str:
+    return configured or storage.join(data_dir, DEFAULT_SUBDIR)
+
+
+def write(report: BaselineReport, folder: str) -> str:
+    path = storage.join(folder, REPORT_FILE)
+    storage.write_text(path, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def read(folder: str) -> BaselineReport | None:
+    """The report in `folder`, or None when the baseline has not been run there."""
+    path = storage.join(folder, REPORT_FILE)
+    if not storage.exists(path):
+        return None
+    try:
+        data = json.loads(storage.read_text(path))
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path}: not valid JSON ({err.msg}); rerun `nextword baseline`") from None
+    return BaselineReport.from_dict(data, path)
+
+
+def compare(report: BaselineReport | None, metrics: dict, carried: bool, manifest_sha256: str) -> dict:
+    """metrics.json's "baseline" section: the n-gram's figures on the LSTM's tokens and the ratios.
+
+    `metrics` has the LSTM's "valid" and "test" sections. The ratio is LSTM
+    perplexity / baseline perplexity (below 1: the LSTM is better).
+    """
+    if report is None:
+        return {"status": "missing", "hint": "run `nextword baseline --config ...` on train.data_dir"}
+    if report.manifest_sha256 != manifest_sha256:
+        return {"status": "stale", "hint": "preprocessing ran again since; rerun `nextword baseline`"}
+    protocol = "carried" if carried else "window"
+    section: dict = {"status": "ok", "order": report.order, "protocol": protocol}
+    for split in ("valid", "test"):
+        ngram = report.evaluation[protocol][split]
+        lstm = metrics[split]
+        if ngram["tokens"] != lstm["tokens"]:
+            raise ValueError(
+                f"baseline {split}: {ngram['tokens']} tokens scored where the LSTM scored {lstm['tokens']}; "
+                "rerun `nextword baseline`"
+            )
+        section[split] = dict(ngram) | {"ratio": lstm["perplexity"] / ngram["perplexity"]}
+    return section
