@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import sys
 
-from nextword import cli, cli_common
+from nextword import cli, cli_common, cli_parsers, console
 
 
 def split_texts(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -56,10 +56,11 @@ def _run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli_common.setup_logging()
     argv = sys.argv[1:] if argv is None else argv
-    if "-h" in argv or "--help" in argv:
-        print(__doc__)
+    if cli_parsers.wants_help(argv):
+        cli_parsers.stage("predict").print_help()
+        return 0
+    console.start(argv)
     return cli.guarded(_run, argv)
 
 

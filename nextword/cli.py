@@ -1,16 +1,23 @@
-"""The `nextword` console script: one subcommand per stage.
+"""The `nextword` console script: one subcommand per stage, and the one error boundary.
 
     nextword preprocess --config configs/local.yaml
     nextword train --config configs/local.yaml
     nextword predict "some of them looks like"
+
+`--help` is answered from nextword/cli_parsers.py before a stage's module is
+imported (no TensorFlow or Beam: well under a second); the console is set up
+(nextword/console.py) before the stage's module is imported too.
 """
 
 from __future__ import annotations
 
 import importlib
+import re
 import sys
+import traceback
+from collections.abc import Callable
 
-from nextword import cli_common
+from nextword import cli_common, cli_parsers, console
 
 # subcommand -> module whose `main(argv)` runs it
 SUBCOMMANDS = {
@@ -18,29 +25,140 @@ SUBCOMMANDS = {
     "train": "trainer.__main__",
     "evaluate": "trainer.evaluate",
     "predict": "batch_predict.__main__",
+    "baseline": "baseline.__main__",
     "cloud": "nextword.cloud_cli",
 }
+
+# The shell's code for "terminated by Ctrl-C" (128 + SIGINT).
+EXIT_INTERRUPTED = 130
+
+# Failures a user can cause (a bad config, a missing or corrupt file, a full disk,
+# numbers that overflow, an empty split): one line. Anything else is a bug and keeps its traceback.
+USER_ERRORS = (ValueError, OSError, RuntimeError, ArithmeticError)
+
+# Beam re-raises a worker's error as the same type with this appended to its message.
+_BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]\s*$")
+
+
+def _tf_op_error() -> type | None:
+    """tf.errors.OpError when TensorFlow is loaded; never imports it."""
+    errors = sys.modules.get("tensorflow.python.framework.errors_impl")
+    return getattr(errors, "OpError", None)
+
+
+def is_user_error(err: BaseException) -> bool:
+    op_error = _tf_op_error()
+    return isinstance(err, USER_ERRORS) or (op_error is not None and isinstance(err, op_error))
+
+
+# What a TensorFlow error of each kind asks of the user (the op's message names neither file nor fix).
+OP_ERROR_HINTS = {
+    "DataLossError": "a data file is corrupt or truncated: re-create it, e.g. nextword preprocess for train.data_dir",
+    "NotFoundError": "a file or directory is missing: check the paths in the config",
+    "PermissionDeniedError": "no permission for a file: check its owner or the bucket's IAM",
+    "ResourceExhaustedError": "out of memory or disk: free space, or lower train.per_replica_batch_size",
+    "OutOfRangeError": "a dataset ended early: check the data directory's shards",
+}
+
+
+def _op_message(err: BaseException) -> str:
+    """A TensorFlow error's own text: without "Graph execution error:", the Python frames and the node names."""
+    lines = str(getattr(err, "message", err)).splitlines()
+    kept = [
+        line.strip()
+        for line in lines
+        if line.strip()
+        and line.strip() != "Graph execution error:"
+        and not line.startswith(("Detected at node", "  File "))
+        and not line.strip().startswith("[[")
+    ]
+    return kept[0] if kept else type(err).__name__
+
+
+def _raised_in_project(err: BaseException) -> bool:
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return tb is not None and tb.tb_frame.f_code.co_filename.startswith(console.PROJECT_DIRS)
+
+
+def error_line(err: BaseException) -> str:
+    """The one line printed for a user error: its message's first line, without Beam's wrapping.
+
+    Our own checks' messages name the file or key and the fix; an error raised
+    elsewhere (TensorFlow, Beam, Python's arithmetic) also gets its type, which
+    says what kind of failure its message is about, and where the detail is.
+    """
+    original = err
+    # Beam's re-raise: the same type, our message plus the step; the worker's error is its __context__.
+    while _BEAM_STEP.search(str(original)) and type(original.__context__) is type(original):
+        original = original.__context__
+    op_error = _tf_op_error()
+    if op_error is not None and isinstance(original, op_error):
+        name = type(original).__name__
+        hint = OP_ERROR_HINTS.get(name, "rerun with --debug for the traceback")
+        return f"{name}: {_BEAM_STEP.sub('', _op_message(original))} ({hint})"
+    message = _BEAM_STEP.sub("", cli_common.one_line(original))
+    if _raised_in_project(original) and not isinstance(original, ArithmeticError):
+        return message
+    return f"{type(original).__name__}: {message} (rerun with --debug for the traceback)"
+
+
+def guarded(run: Callable[[list[str]], object], argv: list[str]) -> int:
+    """Runs a stage: a user error prints one line `error: ...` (and its traceback with --debug), exit code 1.
+
+    Ctrl-C prints one line and exits 130.
+    """
+    debug = console.current().debug or console.settings_from(argv).debug
+    try:
+        with console.running():
+            run(argv)
+    except KeyboardInterrupt:
+        if debug:
+            traceback.print_exc()
+        print(
+            "error: interrupted (Ctrl-C); rerun the same command to start again "
+            "(training resumes from its last checkpoint)",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    except Exception as err:
+        if not is_user_error(err):
+            raise
+        if debug:
+            traceback.print_exc()
+        print(f"error: {error_line(err)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _help(argv: list[str]) -> str | None:
+    """The help text `argv` asks for, or None when it asks for none."""
+    if not argv or argv[0] in ("-h", "--help"):
+        return cli_parsers.overview() if argv else None
+    command, rest = argv[0], argv[1:]
+    if command not in SUBCOMMANDS or not cli_parsers.wants_help(rest):
+        return None
+    if command != "cloud":
+        return cli_parsers.stage(command).format_help()
+    if rest[0] in cli_parsers.CLOUD_SUMMARIES:
+        return cli_parsers.cloud(rest[0]).format_help()
+    return cli_parsers.cloud_overview()
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    text = _help(argv)
+    if text is not None:
+        print(text, end="" if text.endswith("\n") else "\n")
+        return 0
     if not argv or argv[0] not in SUBCOMMANDS:
-        names = ", ".join(SUBCOMMANDS)
-        print(f"usage: nextword {{{names}}} [options]  (nextword <subcommand> --help for options)", file=sys.stderr)
+        names = ",".join(SUBCOMMANDS)
+        print(f"usage: nextword {{{names}}} [options]  (nextword --help for the commands)", file=sys.stderr)
         return 2
-    cli_common.setup_logging()
+    console.start(argv[1:])  # before the stage's module imports TensorFlow or Beam
     module = importlib.import_module(SUBCOMMANDS[argv[0]])
     return module.main(argv[1:])
-
-
-def guarded(run, argv: list[str]) -> int:
-    """Runs a stage; expected failures print one line naming what to fix, exit code 1."""
-    try:
-        run(argv)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"error: {cli_common.one_line(err)}", file=sys.stderr)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

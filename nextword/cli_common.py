@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
+from nextword import cli_parsers, console
 from nextword import config as config_lib
 
 # Beam 2.77's "DirectRunner" first tries to download the Prism runner, which
@@ -24,20 +24,8 @@ def one_line(err: BaseException) -> str:
 
 
 def parser(stage: str) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog=f"nextword {stage}",
-        description=f"nextword {stage}. Unknown options are passed to Beam (e.g. --runner DataflowRunner).",
-    )
-    p.add_argument("--config", help="YAML config file (defaults apply where it is silent)")
-    p.add_argument(
-        "--set",
-        dest="overrides",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a config key by its dotted path, e.g. --set preprocess.num_shards=8",
-    )
-    return p
+    """The stage's parser (nextword/cli_parsers.py: the same one `nextword <stage> --help` shows)."""
+    return cli_parsers.stage(stage)
 
 
 def parse(stage: str, argv: list[str] | None) -> tuple[config_lib.Config, list[str]]:
@@ -56,8 +44,9 @@ def parse(stage: str, argv: list[str] | None) -> tuple[config_lib.Config, list[s
     return config, rest
 
 
-def setup_logging() -> None:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+def setup_logging(verbose: bool = False) -> None:
+    """The console's logging for a program that is not a `nextword` command (bench/): quiet unless verbose."""
+    console.setup_logging(verbose)
 
 
 def config_yaml(config: config_lib.Config) -> str:

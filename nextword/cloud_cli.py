@@ -15,12 +15,12 @@ import json
 import os
 import sys
 
-from nextword import cli, cli_common, cloud, cloud_specs, runs, storage
+from nextword import cli, cli_parsers, cloud, cloud_specs, console, runs, storage
 from nextword import config as config_lib
 from nextword.config import Config
 
 METRICS_FILE = "metrics.json"  # written by the trainer into its model_dir (trainer/evaluate.py)
-COMMANDS = ("render", "train", "runs", "promote", "latest")
+COMMANDS = tuple(cli_parsers.CLOUD_SUMMARIES)
 
 
 def _flat_metrics(metrics: dict) -> dict[str, float]:
@@ -87,12 +87,7 @@ def _latest_bundle(config: Config) -> str:
 
 def run(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
-    parser = cli_common.parser(f"cloud {command}")
-    if command == "render":
-        parser.add_argument("--out", required=True, help="folder for the rendered files")
-    if command == "promote":
-        parser.add_argument("--run-dir", required=True, help="gs:// run directory to check against the bar")
-    args = parser.parse_args(rest)
+    args = cli_parsers.cloud(command).parse_args(rest)
     if command == "train":
         return train(args.config, args.overrides)
     config = config_lib.load(args.config, args.overrides)
@@ -117,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: nextword cloud {{{', '.join(COMMANDS)}}} [options]", file=sys.stderr)
         return 2
-    cli_common.setup_logging()
+    console.start(argv[1:])
     codes: list[int] = []  # run's own exit code (the trainer's, for `train`) unless guarded() caught an error
     return cli.guarded(lambda args: codes.append(run(args)), argv) or codes[0]
 

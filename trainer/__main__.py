@@ -2,18 +2,21 @@
 
 import sys
 
-from nextword import cli, cli_common
-from trainer.loop import TrainingPreempted
-from trainer.main import run
+from nextword import cli, console
 
 # The shell's code for "terminated by SIGTERM": the job did not finish and may be rerun.
 EXIT_PREEMPTED = 143
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli_common.setup_logging()
+    argv = sys.argv[1:] if argv is None else argv
+    console.start(argv)
+    # After console.start: TensorFlow reads its log settings when it is first imported.
+    from trainer.loop import TrainingPreempted
+    from trainer.main import run
+
     try:
-        return cli.guarded(run, sys.argv[1:] if argv is None else argv)
+        return cli.guarded(run, argv)
     except TrainingPreempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
         return EXIT_PREEMPTED

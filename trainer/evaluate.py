@@ -1,6 +1,6 @@
 """Evaluation: perplexity over every predicted token of a split, top-1/top-5 accuracy, metrics.json, curves.
 
-    nextword evaluate --config configs/demo.yaml   # the latest checkpoint of train.model_dir on valid and test
+nextword evaluate --config configs/demo.yaml   # the latest checkpoint of train.model_dir on valid and test
 """
 
 from __future__ import annotations
@@ -61,7 +61,7 @@ class Evaluator:
             total += sums.numpy()
         metrics = summarize(total)
         spec = self.inputs.spec
-        expected = spec.windows(split) * spec.window_length
+        expected = spec.targets(split)
         if metrics["tokens"] != expected:
             raise ValueError(
                 f"{spec.data_dir}: evaluated {metrics['tokens']} {split} tokens where the manifest counts "
@@ -112,11 +112,12 @@ def plot_curves(history: list[dict], path: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """`nextword evaluate`: the latest checkpoint on valid and test; writes metrics.json."""
-    from nextword import cli, cli_common
+    from nextword import cli, console
     from trainer import main as trainer_main
 
-    cli_common.setup_logging()
-    return cli.guarded(trainer_main.run_evaluate, sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    console.start(argv)
+    return cli.guarded(trainer_main.run_evaluate, argv)
 
 
 if __name__ == "__main__":
