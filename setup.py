@@ -7,7 +7,9 @@ setup(
     version="0.1.0",
     description="Beam preprocessing, tf.distribute LSTM training and Beam batch prediction of next words",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(include=["nextword", "nextword.*", "beam_preprocess", "baseline", "trainer", "batch_predict"]),
+    packages=find_packages(
+        include=["nextword", "nextword.*", "beam_preprocess", "baseline", "trainer", "batch_predict"]
+    ),
     install_requires=[
         "tensorflow==2.21.0",
         "tensorboard==2.21.0",  # tf.summary's writer (TensorFlow 2.21 no longer pulls it in)

@@ -2,13 +2,16 @@
 
 import sys
 
-from baseline.pipeline import run
-from nextword import cli, cli_common
+from nextword import cli, console
 
 
 def main(argv: list[str] | None = None) -> int:
-    cli_common.setup_logging()
-    return cli.guarded(run, sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    console.start(argv)
+    # After console.start: Beam's import-time logging obeys the console's settings.
+    from baseline.pipeline import run
+
+    return cli.guarded(run, argv)
 
 
 if __name__ == "__main__":

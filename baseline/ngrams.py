@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
+from nextword import contract
+
 BOS = -1  # stream-start context: never predicted, never a vocabulary id
 
 
@@ -37,6 +39,11 @@ def chained(windows: Iterable[list[int]], overlap: int, carry: bool) -> Iterator
         previous = window
 
 
+def _real(ids: list[int]) -> list[int]:
+    """The ids before a window's padding (which ends its segment: the next window starts a stream)."""
+    return ids[: ids.index(contract.PAD_ID)] if contract.PAD_ID in ids else ids
+
+
 def _tail(history: tuple, keep: int) -> tuple:
     return history[max(len(history) - keep, 0) :] if keep else ()
 
@@ -52,7 +59,7 @@ def count_ngrams(windows: Iterable[list[int]], order: int, overlap: int) -> Coun
     for fresh, ids in chained(windows, overlap, carry=True):
         if fresh:
             history = _tail((BOS,), order - 1)
-        for token in ids:
+        for token in _real(ids):
             gram = (*history, token)
             for n in range(1, len(gram) + 1):
                 counts[gram[-n:]] += 1
@@ -73,6 +80,6 @@ def targets(windows: Iterable[list[int]], order: int, overlap: int, carry: bool)
         if fresh:
             history = _tail((BOS, ids[0]), order - 1)
             ids = ids[1:]
-        for token in ids:
+        for token in _real(ids):
             yield history, token
             history = _tail((*history, token), order - 1)

@@ -165,12 +165,20 @@ def count_tokens(split_tokens: Iterable[tuple[str, str]]) -> tuple[Counter, Coun
 
 
 def split_windows(
-    split_ids: Iterable[tuple[str, int]], length: int, stride: int
+    split_ids: Iterable[tuple[str, int]], length: int, stride: int, pad_tail: bool = False
 ) -> Iterator[tuple[str, list[int]]]:
-    """(split, window) over a file's id stream; windows never cross a change of split."""
+    """(split, window) over a file's id stream; windows never cross a change of split.
+
+    `pad_tail`: each run of one split ends with a padded window (contract.iter_windows).
+    """
     for split, run in itertools.groupby(split_ids, key=lambda pair: pair[0]):
-        for window in contract.iter_windows((token_id for _, token_id in run), length, stride):
+        for window in contract.iter_windows((token_id for _, token_id in run), length, stride, pad_tail):
             yield split, window
+
+
+def predicted_tokens(window: list[int]) -> int:
+    """Tokens a window has the model predict: every id after the first, padding excepted."""
+    return sum(1 for token_id in window[1:] if token_id != contract.PAD_ID)
 
 
 def finish_file_stats(stats: Counter) -> Counter:

@@ -75,7 +75,7 @@ def manifest_dict(
     _, figures = counts
     per_split = {
         name: {split: int(figures[f"{name}.{split}"] + window_figures[f"{name}.{split}"]) for split in contract.SPLITS}
-        for name in ("tokens", "unknown_tokens", "windows")
+        for name in ("tokens", "unknown_tokens", "windows", "targets")
     }
     prefix = output_dir.rstrip("/") + "/"
     return {
@@ -85,7 +85,8 @@ def manifest_dict(
         "text": cfg.text.to_dict(),
         "window_length": cfg.window_length,
         "record_length": cfg.window_length + 1,
-        "stride": cfg.stride,
+        "stride": cfg.window_stride,
+        "pad_id": contract.PAD_ID if cfg.pad_last_window else None,
         "vocab_size": len(vocab_tokens),
         "fingerprint": contract.fingerprint(vocab_tokens, cfg.text),
         "counts": {

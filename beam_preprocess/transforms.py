@@ -115,9 +115,11 @@ class WriteShardPartsFn(_FileStream):
                     figures[f"unknown_tokens.{split}"] += 1
                 yield split, token_id
 
-        windows = core.split_windows(split_ids(), self._cfg.window_length + 1, self._cfg.stride)
-        for split, shard, window in core.assign_shards(windows, corpus_file.key, self._cfg.num_shards):
+        cfg = self._cfg
+        windows = core.split_windows(split_ids(), cfg.window_length + 1, cfg.window_stride, cfg.pad_last_window)
+        for split, shard, window in core.assign_shards(windows, corpus_file.key, cfg.num_shards):
             figures[f"windows.{split}"] += 1
+            figures[f"targets.{split}"] += core.predicted_tokens(window)
             self._part(split, shard).write(core.tfrecord_frame(core.encode_example(window)))
         Metrics.counter(_NAMESPACE, "unknown_tokens").inc(sum(v for k, v in figures.items() if k.startswith("unk")))
         Metrics.counter(_NAMESPACE, "windows").inc(sum(v for k, v in figures.items() if k.startswith("windows")))

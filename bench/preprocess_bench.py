@@ -68,7 +68,7 @@ def reference(glob: str, output_dir: str) -> dict:
     windows = 0
     for corpus_file in files:
         ids = ((split, vocab.id(token)) for split, token in split_tokens(corpus_file))
-        split_windows = core.split_windows(ids, cfg.window_length + 1, cfg.stride)
+        split_windows = core.split_windows(ids, cfg.window_length + 1, cfg.window_stride, cfg.pad_last_window)
         for split, shard, window in core.assign_shards(split_windows, corpus_file.key, cfg.num_shards):
             writers[split, shard].write(core.tfrecord_frame(core.encode_example(window)))
             windows += 1

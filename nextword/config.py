@@ -41,12 +41,21 @@ class PreprocessConfig:
     corpus_glob: str = "./corpus/**/*.txt"
     output_dir: str = "runs/data"
     text: TextSettings = field(default_factory=TextSettings)
-    window_length: int = 5  # context words; each record holds window_length + 1 ids
-    stride: int = 1
+    # Context words per record (each holds window_length + 1 ids). With carried
+    # state (train.carry_state) this is the truncated-BPTT length, not a limit on context.
+    window_length: int = 35
+    stride: int = 0  # 0: window_length, so that every token is predicted exactly once
     num_shards: int = 4
+    # The tokens after a segment's last full window go into one more window,
+    # filled with padding: every token but a segment's first is predicted.
+    pad_last_window: bool = True
     split: SplitConfig = field(default_factory=SplitConfig)
     # Bytes read at a time from a file: bounds memory even for a 20 MB line.
     read_chunk_bytes: int = 1 << 20
+
+    @property
+    def window_stride(self) -> int:
+        return self.stride or self.window_length
 
 
 @dataclass(frozen=True)
@@ -68,6 +77,10 @@ class OptimizerConfig:
     # the learning rate by `decay` every epoch.
     decay: float = 1.0
     decay_after_epochs: int = 0
+    # Validation-driven schedule (used when decay == 1): multiply the learning
+    # rate by this after every epoch whose validation loss is no better than the best (1: off).
+    plateau_factor: float = 0.25
+    weight_decay: float = 0.0  # decoupled (AdamW / SGDW style), on every weight but biases
 
 
 @dataclass(frozen=True)
@@ -91,6 +104,9 @@ class TrainConfig:
     # the trainer checks both.
     carry_state: bool = False
     keep_checkpoints: int = 3
+    # Stop after this many epochs in a row without a better validation loss (0: never). Whatever
+    # stops the run, the weights evaluated and exported are those of the best validation epoch.
+    early_stopping_patience: int = 3
     # multiworker: how long each worker waits for all of them to join at startup
     # before failing (cloud replicas can start minutes apart). A worker lost
     # later is noticed within seconds, whatever this says.
@@ -267,7 +283,6 @@ def _check(config: Config) -> None:
     p = config.preprocess
     positive = {
         "preprocess.window_length": p.window_length,
-        "preprocess.stride": p.stride,
         "preprocess.num_shards": p.num_shards,
         "preprocess.split.block_lines": p.split.block_lines,
         "preprocess.read_chunk_bytes": p.read_chunk_bytes,
@@ -294,6 +309,7 @@ def _check(config: Config) -> None:
             raise ConfigError(f"{path}: must be > 0, got {value!r}")
     non_negative = {
         "preprocess.text.min_count": p.text.min_count,
+        "preprocess.stride": p.stride,
         "preprocess.split.valid_fraction": p.split.valid_fraction,
         "preprocess.split.test_fraction": p.split.test_fraction,
         "train.steps_per_epoch": config.train.steps_per_epoch,
@@ -302,6 +318,8 @@ def _check(config: Config) -> None:
         "train.time_budget_s": config.train.time_budget_s,
         "train.optimizer.clip_global_norm": config.train.optimizer.clip_global_norm,
         "train.optimizer.decay_after_epochs": config.train.optimizer.decay_after_epochs,
+        "train.optimizer.weight_decay": config.train.optimizer.weight_decay,
+        "train.early_stopping_patience": config.train.early_stopping_patience,
         "cloud.max_baseline_ratio": config.cloud.max_baseline_ratio,
     }
     for path, value in non_negative.items():
@@ -325,6 +343,10 @@ def _check(config: Config) -> None:
         raise ConfigError(f"train.model.dropout: must be in [0, 1), got {config.train.model.dropout}")
     if not 0 < config.train.optimizer.decay <= 1:
         raise ConfigError(f"train.optimizer.decay: must be in (0, 1], got {config.train.optimizer.decay}")
+    if not 0 < config.train.optimizer.plateau_factor <= 1:
+        raise ConfigError(
+            f"train.optimizer.plateau_factor: must be in (0, 1], got {config.train.optimizer.plateau_factor}"
+        )
     m = config.train.model
     if m.tie_embeddings and m.embedding_dim != m.lstm_units:
         raise ConfigError(

@@ -85,9 +85,7 @@ def tokenize(text: str, settings: TextSettings) -> list[str]:
         return [w for w in normalize_seed(text).split(" ") if w and not w.startswith("-")]
     if settings.normalization == "whitespace":
         return text.split()
-    raise ValueError(
-        f"text.normalization: unknown value {settings.normalization!r}; use one of {NORMALIZATIONS}"
-    )
+    raise ValueError(f"text.normalization: unknown value {settings.normalization!r}; use one of {NORMALIZATIONS}")
 
 
 def line_tokens(line: str, settings: TextSettings) -> list[str]:
@@ -162,25 +160,38 @@ def fingerprint(tokens: list[str], settings: TextSettings) -> str:
 
 
 # --- Windows ----------------------------------------------------------------
-def iter_windows(ids: Iterable[int], length: int, stride: int) -> Iterator[list[int]]:
+# Fills the end of a segment's last window, so that its last tokens are
+# predicted too; never a vocabulary id. Readers mask it: as a target it is not
+# scored, as an input it comes after every real target of its window.
+PAD_ID = -1
+
+
+def iter_windows(ids: Iterable[int], length: int, stride: int, pad_tail: bool = False) -> Iterator[list[int]]:
     """Windows of `length` consecutive ids every `stride` ids, streaming.
 
+    With `pad_tail`, ids after the last full window (at least two: one to
+    predict from, one to predict) make one more window, filled with PAD_ID.
     Memory is one window, whatever the length of the stream.
     """
     window: list[int] = []
     skip = 0
+    unseen = 0  # ids in `window` that no emitted window has yet
     for token_id in ids:
         if skip:
             skip -= 1
             continue
         window.append(token_id)
+        unseen += 1
         if len(window) == length:
             yield list(window)
+            unseen = 0
             if stride < length:
                 del window[:stride]
             else:
                 window.clear()
                 skip = stride - length
+    if pad_tail and unseen and len(window) >= 2:
+        yield window + [PAD_ID] * (length - len(window))
 
 
 def split_of(key: str, valid_fraction: float, test_fraction: float) -> str:

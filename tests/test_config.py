@@ -9,7 +9,8 @@ from nextword.config import ConfigError
 def test_defaults_follow_the_seed():
     cfg = config_lib.from_dict(None)
     assert cfg.preprocess.corpus_glob == "./corpus/**/*.txt"
-    assert cfg.preprocess.window_length == 5
+    # The seed's 5-word window was a limit, not a contract: 35 ids of truncated BPTT, each token predicted once.
+    assert cfg.preprocess.window_length == 35 and cfg.preprocess.window_stride == 35
     assert cfg.preprocess.text.min_count == 3
     assert cfg.preprocess.text.unknown_token == "<???>"
     assert cfg.train.model.forget_bias == 1.0

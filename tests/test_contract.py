@@ -88,6 +88,19 @@ def test_iter_windows(length, stride, windows):
     assert list(contract.iter_windows(range(6), length, stride)) == windows
 
 
+@pytest.mark.parametrize(
+    ("length", "stride", "ids", "windows"),
+    [
+        (3, 2, 6, [[0, 1, 2], [2, 3, 4], [4, 5, -1]]),  # 5 had no window: one more, padded
+        (3, 2, 5, [[0, 1, 2], [2, 3, 4]]),  # every id is in a window already
+        (4, 3, 2, [[0, 1, -1, -1]]),  # shorter than one window
+        (4, 3, 1, []),  # a single id: nothing to predict
+    ],
+)
+def test_iter_windows_pads_the_tail(length, stride, ids, windows):
+    assert list(contract.iter_windows(range(ids), length, stride, pad_tail=True)) == windows
+
+
 def test_split_of_is_deterministic_and_follows_fractions():
     splits = Counter(contract.split_of(f"file.txt:{i}", 0.1, 0.2) for i in range(5000))
     assert splits["test"] / 5000 == pytest.approx(0.2, abs=0.02)

@@ -89,7 +89,8 @@ def test_assign_shards_keeps_runs_together_and_balances_splits():
 @pytest.fixture
 def cfg():
     return config_lib.from_dict(
-        None, ["preprocess.text.min_count=0", "preprocess.window_length=2", "preprocess.split.valid_fraction=0",
+        None, ["preprocess.text.min_count=0", "preprocess.window_length=2", "preprocess.stride=1",
+               "preprocess.split.valid_fraction=0",
                "preprocess.split.test_fraction=0", "preprocess.num_shards=1"]
     ).preprocess  # fmt: skip
 
@@ -104,7 +105,8 @@ def test_count_and_window_dofns_process_one_file(cfg, write_files):
     vocab = ["<???>", "the", "cat"]  # "dog" unknown
     fn = WriteShardPartsFn(cfg, str(root / "parts"))
     fn.start_bundle()
-    assert list(fn.process(corpus_file, vocab)) == [Counter({"windows.train": 2, "unknown_tokens.train": 1})]
+    figures = Counter({"windows.train": 2, "targets.train": 4, "unknown_tokens.train": 1})
+    assert list(fn.process(corpus_file, vocab)) == [figures]
     ((tag, value),) = [(out.tag, out.value.value) for out in fn.finish_bundle()]
     (key, part_path) = value
     assert tag == "parts" and key == ("train", 0)  # one shard: every window in shard 0

@@ -68,8 +68,10 @@ def test_end_to_end_windows_decode_back_to_the_token_stream(write_files, tmp_pat
     windows = read_windows(out, manifest, "train")
     # stride == window_length: consecutive records share one id; joined they are the stream.
     decoded = windows[0] + [i for w in windows[1:] for i in w[1:]]
-    assert [vocab.tokens[i] for i in decoded] == tokens[: len(decoded)]
-    assert len(tokens) - len(decoded) < 5  # only the incomplete tail is left out
+    assert decoded[-1] == contract.PAD_ID  # the tail's window is filled with padding ...
+    decoded = [i for i in decoded if i != contract.PAD_ID]
+    assert [vocab.tokens[i] for i in decoded] == tokens  # ... so no token is left out
+    assert manifest["counts"]["targets"]["train"] == len(tokens) - 1  # all but the first are predicted
     assert manifest["counts"]["tokens"]["train"] == len(tokens)
     assert manifest["fingerprint"] == contract.fingerprint(vocab.tokens, contract.TextSettings(
         normalization="whitespace", min_count=0))  # fmt: skip
@@ -80,6 +82,7 @@ def test_end_to_end_windows_decode_back_to_the_token_stream(write_files, tmp_pat
 
 def _token_windows(out, manifest, split):
     vocab = contract.parse_vocab_text((out / "vocab.txt").read_text(), "vocab")
+    vocab = {i: word for i, word in enumerate(vocab)} | {contract.PAD_ID: "<pad>"}
     return Counter(tuple(vocab[i] for i in window) for window in read_windows(out, manifest, split))
 
 

@@ -15,9 +15,20 @@ from trainer.strategy import ClusterError, Worker, lost_peers_reported, worker_f
 
 def test_split_window_predicts_every_position():
     ids = tf.constant([[5, 6, 7, 8], [1, 2, 3, 4]])
-    inputs, targets = steps.split_window(ids)
+    inputs, targets, mask = steps.split_window(ids)
     assert inputs.numpy().tolist() == [[5, 6, 7], [1, 2, 3]]
     assert targets.numpy().tolist() == [[6, 7, 8], [2, 3, 4]]
+    assert mask.numpy().tolist() == [[1, 1, 1], [1, 1, 1]]
+
+
+def test_padding_is_never_a_target_and_reads_as_id_zero():
+    inputs, targets, mask = steps.split_window(tf.constant([[5, 6, -1, -1]]))
+    assert inputs.numpy().tolist() == [[5, 6, 0]]
+    assert targets.numpy().tolist() == [[6, 0, 0]]
+    assert mask.numpy().tolist() == [[1, 0, 0]]
+    logits = tf.math.log(tf.constant([[[0.5, 0.5], [0.9, 0.1], [0.9, 0.1]]]))  # [1, 3, 2]
+    sums = steps.eval_sums(logits, tf.constant([[1, 0, 0]]), tf.constant([1.0]), mask).numpy()
+    assert sums[1] == 1 and sums[0] == pytest.approx(math.log(2))  # one token, the padded two left out
 
 
 def test_clip_scale_is_threshold_over_norm_only_above_threshold():
@@ -74,25 +85,31 @@ def test_summarize_gives_perplexity_and_accuracies():
     }
 
 
-def test_stream_layout_rows_continue_their_stream():
-    windows = np.arange(7)[:, None] * np.ones([1, 3], np.int32)  # window i is [i, i, i]
-    ids, weights = streams.stream_layout(windows, streams=2, pad=False)
-    assert ids[:, :, 0].tolist() == [[0, 3], [1, 4], [2, 5]]  # window 6 left out
-    assert weights.tolist() == [[1, 1]] * 3
-    ids, weights = streams.stream_layout(windows, streams=2, pad=True)
-    assert ids[:, :, 0].tolist() == [[0, 4], [1, 5], [2, 6], [3, 0]]
-    assert weights.tolist() == [[1, 1], [1, 1], [1, 1], [1, 0]]
+def _rows(dataset) -> list:
+    return [(i.numpy()[:, 0].tolist(), w.numpy().tolist()) for i, w in dataset]
 
 
-def test_replica_dataset_gives_each_replica_its_own_rows():
-    ids = np.arange(2 * 4).reshape(2, 4, 1).astype(np.int32)  # 2 steps, 4 streams
-    weights = np.ones([2, 4], np.float32)
+def test_streams_rows_continue_their_stream():
+    def windows():  # window i is [i, i, i]
+        return tf.data.Dataset.from_tensor_slices((np.arange(7)[:, None] * np.ones([1, 3])).astype(np.int32))
+
+    context = tf.distribute.InputContext()
+    got = _rows(streams.replica_streams(windows, 7, streams=2, context=context, pad=False))
+    assert got == [([0, 3], [1, 1]), ([1, 4], [1, 1]), ([2, 5], [1, 1])]  # window 6 left out
+    got = _rows(streams.replica_streams(windows, 7, streams=2, context=context, pad=True))
+    assert got == [([0, 4], [1, 1]), ([1, 5], [1, 1]), ([2, 6], [1, 1]), ([3, 0], [1, 0])]
+
+
+def test_streams_give_each_replica_its_own_rows():
+    def windows():  # 8 windows, 4 streams of 2 steps: stream s holds windows 2s and 2s + 1
+        return tf.data.Dataset.from_tensor_slices(np.arange(8, dtype=np.int32)[:, None])
+
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
-    got = [(i.numpy()[:, 0].tolist(), w.numpy().tolist()) for i, w in streams.replica_dataset(ids, weights, context)]
-    # Pipeline 1 serves replicas 2 and 3 (rows 2 and 3), one element per replica per step.
-    assert got == [([2], [1.0]), ([3], [1.0]), ([6], [1.0]), ([7], [1.0])]
-    skipped = streams.replica_dataset(ids, weights, context, skip_steps=1)
-    assert [i.numpy()[:, 0].tolist() for i, _ in skipped] == [[6], [7]]
+    got = _rows(streams.replica_streams(windows, 8, streams=4, context=context))
+    # Pipeline 1 serves replicas 2 and 3 (streams 2 and 3), one element per replica per step.
+    assert got == [([4], [1.0]), ([6], [1.0]), ([5], [1.0]), ([7], [1.0])]
+    skipped = streams.replica_streams(windows, 8, streams=4, context=context, skip_steps=1)
+    assert [ids for ids, _ in _rows(skipped)] == [[5], [7]]
 
 
 def test_continuity_tells_ordered_from_shuffled_windows():

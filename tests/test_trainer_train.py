@@ -29,7 +29,7 @@ def test_one_step_smoke_run_writes_every_output(synthetic, tmp_path):
     metrics = run(train_args(synthetic, model_dir, "train.max_steps=1"))
     assert metrics["train"]["steps"] == 1 and metrics["train"]["stopped_by"] == "max_steps"
     counts = json.loads((synthetic / "manifest.json").read_text())["counts"]
-    assert metrics["valid"]["tokens"] == counts["windows"]["valid"] * 20
+    assert metrics["valid"]["tokens"] == counts["targets"]["valid"]  # every predicted token, the padded window's too
     written = json.loads((model_dir / "metrics.json").read_text())
     assert written["test"] == metrics["test"] and written["weights_sha256"] == metrics["weights_sha256"]
     resolved = yaml.safe_load((model_dir / "config.yaml").read_text())
@@ -120,7 +120,7 @@ def test_carried_state_is_the_same_as_one_long_sequence():
     states = steps.zero_states(model, 2)
     pieces = []
     for start in range(0, 12, 4):  # windows of 4 + 1 ids, stride 4, as preprocessing writes them
-        inputs, _targets = steps.split_window(stream[:, start : start + 5])
+        inputs, _targets, _mask = steps.split_window(stream[:, start : start + 5])
         logits, states = steps.forward(model, inputs, states, training=False)
         pieces.append(logits.numpy())
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole.numpy(), rtol=1e-5, atol=1e-5)
@@ -131,7 +131,7 @@ def test_carry_state_training_on_ordered_data(ordered, tmp_path):
     assert metrics["train"]["carry_state"]
     counts = json.loads((ordered / "manifest.json").read_text())["counts"]
     # Evaluation pads the streams instead of dropping windows: every window's 20 predictions count.
-    assert metrics["valid"]["tokens"] == counts["windows"]["valid"] * 20
+    assert metrics["valid"]["tokens"] == counts["targets"]["valid"]  # every predicted token, the padded window's too
     assert metrics["valid"]["perplexity"] <= 1.10 * GENERATOR["perplexity"]
 
 

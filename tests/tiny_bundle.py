@@ -22,6 +22,7 @@ from nextword import contract, synthetic
 from nextword.config import Config, ModelConfig
 from trainer.export import export_bundle
 from trainer.model import build_model
+from trainer.steps import split_window
 
 TINY_MODEL = ModelConfig(embedding_dim=16, lstm_units=32, num_layers=1, dropout=0.0)
 WINDOW = 4
@@ -41,13 +42,14 @@ class TinyBundle:
 
 
 def windows_dataset(data_dir: str, manifest: dict, batch_size: int) -> tf.data.Dataset:
-    """(inputs [b, W], targets [b, W]) from the train split's windows, repeated."""
+    """(inputs [b, W], targets [b, W], target mask [b, W]) from the train split's windows, repeated."""
     files = [os.path.join(data_dir, shard) for shard in manifest["shards"]["train"]]
     spec = {contract.FEATURE_IDS: tf.io.FixedLenFeature([manifest["record_length"]], tf.int64)}
 
     def split(record):
         ids = tf.cast(tf.io.parse_single_example(record, spec)[contract.FEATURE_IDS], tf.int32)
-        return ids[:-1], ids[1:]
+        inputs, targets, mask = split_window(ids[None])  # padding: never a target
+        return inputs[0], targets[0], mask[0]
 
     dataset = tf.data.TFRecordDataset(files, compression_type="GZIP").map(split)
     return dataset.shuffle(2048, seed=1).repeat().batch(batch_size, drop_remainder=True)

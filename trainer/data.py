@@ -54,6 +54,11 @@ class DataSpec:
     def windows(self, split: str) -> int:
         return int(self.manifest["counts"]["windows"][split])
 
+    def targets(self, split: str) -> int:
+        """Tokens the model predicts in a split (manifests before padded windows: every window position)."""
+        counts = self.manifest["counts"]
+        return int(counts["targets"][split]) if "targets" in counts else self.windows(split) * self.window_length
+
 
 def load_data_spec(data_dir: str) -> DataSpec:
     """The checked manifest and vocabulary of a data directory that has data in every split."""

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from nextword.config import TrainConfig
@@ -27,7 +26,7 @@ class Inputs:
         self.strategy = strategy
         self.worker = worker
         self.global_batch = cfg.per_replica_batch_size * strategy.num_replicas_in_sync
-        self._ordered: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        self._checked: set[str] = set()
         self._zero_states: dict = {}
         available = self._train_steps_available()
         if available < 1:
@@ -48,27 +47,33 @@ class Inputs:
 
     def _train_steps_available(self) -> int:
         if self.cfg.carry_state:
-            return self._layout("train")[0].shape[0]
+            self._check_order("train")
         return self.spec.windows("train") // self.global_batch
 
-    def _layout(self, split: str) -> tuple[np.ndarray, np.ndarray]:
-        """Ordered streams of a split (carry_state), read once: ids [steps, streams, L + 1], weights."""
-        if split not in self._ordered:
-            windows = streams.read_windows(self.spec, split)
-            streams.check_in_order(self.spec, split, windows)
-            self._ordered[split] = streams.stream_layout(windows, self.global_batch, pad=split != "train")
-        return self._ordered[split]
+    def _check_order(self, split: str) -> None:
+        if split not in self._checked:
+            streams.check_in_order(self.spec, split, streams.read_windows(self.spec, split))
+            self._checked.add(split)
+
+    def _streams(self, split: str, skip_steps: int = 0):
+        """Ordered, distributed streams of a split (carry_state): per replica, ids [b, L + 1] (train)
+        or (ids [b, L + 1], weights [b]) (evaluation, padding weighted 0)."""
+        self._check_order(split)
+        train = split == "train"
+
+        def dataset_fn(context):
+            windows = functools.partial(streams.window_records, self.spec, split)
+            ordered = streams.replica_streams(
+                windows, self.spec.windows(split), self.global_batch, context, skip_steps, pad=not train
+            )
+            return ordered.map(lambda ids, _weights: ids) if train else ordered
+
+        return self.strategy.distribute_datasets_from_function(dataset_fn)
 
     def train(self, epoch: int, skip_batches: int):
         """The distributed batches of one epoch, from batch `skip_batches` on."""
         if self.cfg.carry_state:
-            ids, weights = self._layout("train")
-
-            def dataset_fn(context):
-                ordered = streams.replica_dataset(ids, weights, context, skip_batches)
-                return ordered.map(lambda window_ids, _weights: window_ids)
-
-            return self.strategy.distribute_datasets_from_function(dataset_fn)
+            return self._streams("train", skip_batches)
         dataset = data.train_dataset(
             self.spec,
             self.global_batch,
@@ -82,9 +87,8 @@ class Inputs:
     def evaluation(self, split: str) -> tuple[object, int]:
         """(distributed batches covering every window of `split` once, number of steps)."""
         if self.cfg.carry_state:
-            ids, weights = self._layout(split)
-            dataset_fn = functools.partial(streams.replica_dataset, ids, weights)
-            return self.strategy.distribute_datasets_from_function(dataset_fn), ids.shape[0]
+            steps = streams.stream_steps(self.spec.windows(split), self.global_batch, pad=True)
+            return self._streams(split), steps
         dataset = data.eval_dataset(self.spec, split, self.global_batch)
         batches = data.eval_batches(self.spec, split, self.global_batch)
         return self.strategy.experimental_distribute_dataset(dataset), batches

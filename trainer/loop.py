@@ -41,6 +41,7 @@ from trainer.strategy import Worker
 _LOG = logging.getLogger(__name__)
 
 CHECKPOINT_DIR = "checkpoints"
+BEST_DIR = "best"  # the weights of the best validation epoch: what is evaluated and exported
 HISTORY_FILE = "history.json"
 SUMMARY_SPLITS = ("train", "valid")  # TensorBoard runs under <model_dir>/logs/
 # Stop votes, in the order the train step sums them.
@@ -56,9 +57,11 @@ class FitResult:
     steps: int
     epochs: float  # epochs done, fractional when stopped inside one
     train_seconds: float
-    stopped_by: str  # epochs | max_steps | time_budget
+    stopped_by: str  # epochs | max_steps | time_budget | early_stopping
     resumed_from_step: int  # 0 for a fresh start
     history: list[dict]
+    best_epoch: float  # the epoch (fractional if stopped inside one) whose weights the model now holds
+    best_valid_loss: float
 
 
 @contextlib.contextmanager
@@ -77,13 +80,13 @@ def sigterm_flag() -> Iterator[dict]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def checkpoint_dirs(model_dir: str, worker: Worker) -> tuple[str, str]:
+def checkpoint_dirs(model_dir: str, worker: Worker, name: str = CHECKPOINT_DIR) -> tuple[str, str]:
     """(where checkpoints are read from, where this worker writes them).
 
     Every worker takes part in saving, but only the chief's copy is kept.
     """
-    shared = storage.join(model_dir, CHECKPOINT_DIR)
-    return shared, shared if worker.is_chief else storage.join(model_dir, "tmp", f"worker-{worker.task_id}")
+    shared = storage.join(model_dir, name)
+    return shared, shared if worker.is_chief else storage.join(model_dir, "tmp", f"worker-{worker.task_id}-{name}")
 
 
 class TrainLoop:
@@ -109,6 +112,11 @@ class TrainLoop:
         self.batch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
         self.data_fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False, name="data_fingerprint")
+        # The validation-driven schedule's state, checkpointed so that a resumed run decides as the first would.
+        self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_valid_loss")
+        self.best_epoch = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_epoch")
+        self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
+        self.lr_scale = tf.Variable(1.0, dtype=tf.float64, trainable=False, name="learning_rate_scale")
         self.checkpoint = tf.train.Checkpoint(
             model=model,
             optimizer=optimizer,
@@ -116,9 +124,15 @@ class TrainLoop:
             batch=self.batch,
             train_seconds=self.seconds,
             data_fingerprint=self.data_fingerprint,
+            best_valid_loss=self.best_loss,
+            best_epoch=self.best_epoch,
+            epochs_without_improvement=self.bad_epochs,
+            learning_rate_scale=self.lr_scale,
         )
         self.read_dir, self.write_dir = checkpoint_dirs(cfg.model_dir, worker)
         self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir, max_to_keep=cfg.keep_checkpoints)
+        self.best_read_dir, best_write_dir = checkpoint_dirs(cfg.model_dir, worker, BEST_DIR)
+        self.best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), best_write_dir, max_to_keep=1)
         self._train_step = tf.function(self._distributed_train_step)
         self.history_path = storage.join(cfg.model_dir, HISTORY_FILE)
 
@@ -172,9 +186,14 @@ class TrainLoop:
                     f"{path}: trained on data with fingerprint {restored}, but train.data_dir has "
                     f"{self.fingerprint}; use a new train.model_dir"
                 )
+            self._apply_learning_rate()
             _LOG.info(
                 "resumed from %s: step %d, epoch %d, batch %d, %.0f s trained",
-                path, self.step, int(self.epoch.numpy()), int(self.batch.numpy()), float(self.seconds.numpy()),
+                path,
+                self.step,
+                int(self.epoch.numpy()),
+                int(self.batch.numpy()),
+                float(self.seconds.numpy()),
             )
             return self.step
         if candidates:
@@ -188,9 +207,49 @@ class TrainLoop:
         self.epoch.assign(epoch)
         self.batch.assign(batch)
         self.seconds.assign(seconds)
-        self.manager.save(checkpoint_number=self.step)
+        self._save_with(self.manager)
+
+    def _save_with(self, manager: tf.train.CheckpointManager) -> None:
+        manager.save(checkpoint_number=self.step)
         if not self.worker.is_chief:
-            tf.io.gfile.rmtree(self.write_dir)
+            tf.io.gfile.rmtree(manager.directory)
+
+    # --- the validation-driven schedule ------------------------------------------
+    def _apply_learning_rate(self) -> None:
+        """The configured rate times the plateau scale (a fixed decay schedule, decay < 1, runs alone)."""
+        if self.cfg.optimizer.decay == 1:
+            self.optimizer.learning_rate = self.cfg.optimizer.learning_rate * float(self.lr_scale.numpy())
+
+    def _track_best(self, valid_loss: float, done: float) -> bool:
+        """Keeps the best epoch's weights apart, lowers the rate on a plateau; True when patience ran out.
+
+        The best weights are saved before the checkpoint that records them as
+        best, so a kill in between makes the rerun redo the same comparison.
+        """
+        if valid_loss < float(self.best_loss.numpy()):  # NaN is never better
+            self.best_loss.assign(valid_loss)
+            self.best_epoch.assign(done)
+            self.bad_epochs.assign(0)
+            self._save_with(self.best)
+            return False
+        self.bad_epochs.assign_add(1)
+        factor = self.cfg.optimizer.plateau_factor
+        if factor < 1 and self.cfg.optimizer.decay == 1:
+            self.lr_scale.assign(self.lr_scale * factor)
+            self._apply_learning_rate()
+            _LOG.info(
+                "validation did not improve: learning rate x%g -> %.3g",
+                factor,
+                self.cfg.optimizer.learning_rate * float(self.lr_scale.numpy()),
+            )
+        patience = self.cfg.early_stopping_patience
+        return bool(patience) and int(self.bad_epochs.numpy()) >= patience
+
+    def restore_best(self) -> None:
+        """Puts the best validation epoch's weights into the model (kept as they are if none was saved)."""
+        latest = tf.train.latest_checkpoint(self.best_read_dir)
+        if latest:
+            tf.train.Checkpoint(model=self.model).restore(latest).assert_existing_objects_matched()
 
     # --- history ---------------------------------------------------------------
     def _load_history(self, epoch: int) -> list[dict]:
@@ -218,10 +277,15 @@ class TrainLoop:
         elif cfg.time_budget_s and clock() >= cfg.time_budget_s:
             stopped_by = "time_budget"
         with sigterm_flag() as sigterm:
+            if cfg.early_stopping_patience and int(self.bad_epochs.numpy()) >= cfg.early_stopping_patience:
+                stopped_by = "early_stopping"
             while epoch < cfg.epochs and stopped_by == "epochs":
                 batch, train_loss, stopped_by = self._train_epoch(epoch, batch, clock, sigterm, writers)
                 done = epoch + min(batch / steps_per_epoch, 1.0)
                 history.append(self._epoch_record(done, train_loss, clock(), writers))
+                if self._track_best(history[-1]["valid_loss"], done) and stopped_by == "epochs":
+                    stopped_by = "early_stopping"
+                history[-1]["best_epoch"] = float(self.best_epoch.numpy())
                 self._write_history(history)
                 if batch >= steps_per_epoch:
                     epoch, batch = epoch + 1, 0
@@ -229,6 +293,7 @@ class TrainLoop:
                 _LOG.info("epoch %.2f (step %d): %s", done, self.step, json.dumps(history[-1]))
         for writer in writers.values():
             writer.flush()
+        self.restore_best()
         return FitResult(
             steps=self.step,
             epochs=epoch + batch / steps_per_epoch,
@@ -236,6 +301,8 @@ class TrainLoop:
             stopped_by=stopped_by,
             resumed_from_step=resumed_from,
             history=history,
+            best_epoch=float(self.best_epoch.numpy()),
+            best_valid_loss=float(self.best_loss.numpy()),
         )
 
     def _train_epoch(self, epoch: int, batch: int, clock, sigterm: dict, writers: dict) -> tuple[int, float, str]:

@@ -19,7 +19,7 @@ from collections.abc import Iterator
 import keras
 import tensorflow as tf
 
-from nextword import cli_common, contract, storage
+from nextword import baseline_report, cli_common, contract, data_dir, storage
 from nextword import config as config_lib
 from nextword.config import Config
 from trainer import evaluate as evaluate_lib
@@ -69,8 +69,14 @@ def _log_setup(model: keras.Model, strategy: tf.distribute.Strategy, worker: Wor
     )
     _LOG.info(
         "%s on %d replica(s), worker %s/%d%s; global batch %d, %d steps per epoch, %d parameters",
-        type(strategy).__name__, strategy.num_replicas_in_sync, worker.task_id, worker.num_workers,
-        " (chief)" if worker.is_chief else "", inputs.global_batch, inputs.steps_per_epoch, model.count_params(),
+        type(strategy).__name__,
+        strategy.num_replicas_in_sync,
+        worker.task_id,
+        worker.num_workers,
+        " (chief)" if worker.is_chief else "",
+        inputs.global_batch,
+        inputs.steps_per_epoch,
+        model.count_params(),
     )
 
 
@@ -93,6 +99,28 @@ def export(model: keras.Model, spec: DataSpec, config: Config) -> str:
     stateless = build_model(spec.vocab_size, config.train.model)
     stateless.set_weights(model.get_weights())
     return export_bundle(stateless, spec.data_dir, config, storage.join(config.train.model_dir, BUNDLE_DIR))
+
+
+def compare_with_baseline(config: Config, metrics: dict) -> dict:
+    """metrics.json's "baseline" section: the n-gram model on the same tokens, and the ratio (one log line)."""
+    cfg = config.train
+    report = baseline_report.read(baseline_report.output_dir(config.baseline.output_dir, cfg.data_dir))
+    section = baseline_report.compare(report, metrics, cfg.carry_state, data_dir.manifest_sha256(cfg.data_dir))
+    if section["status"] != "ok":
+        _LOG.warning("no n-gram baseline to compare with (%s): %s", section["status"], section["hint"])
+        return section
+    lstm, ngram = metrics["test"]["perplexity"], section["test"]["perplexity"]
+    verdict = "better" if lstm < ngram else "NOT better"
+    _LOG.info(
+        "test perplexity: LSTM %.2f vs %d-gram Kneser-Ney %.2f on the same %d tokens: ratio %.3f (%s)",
+        lstm,
+        section["order"],
+        ngram,
+        section["test"]["tokens"],
+        section["test"]["ratio"],
+        verdict,
+    )
+    return section
 
 
 def train(config: Config) -> dict:
@@ -123,6 +151,8 @@ def train(config: Config) -> dict:
                 "replicas": strategy.num_replicas_in_sync,
                 "workers": worker.num_workers,
                 "carry_state": cfg.carry_state,
+                "best_epoch": fit.best_epoch,
+                "best_valid_loss": fit.best_valid_loss,
             },
             "data": {
                 "fingerprint": spec.fingerprint,
@@ -131,6 +161,7 @@ def train(config: Config) -> dict:
             },
             "weights_sha256": weights_sha256(model),
         }
+    metrics["baseline"] = compare_with_baseline(config, metrics)
     _LOG.info("valid %s", metrics["valid"])
     _LOG.info("test %s", metrics["test"])
     if worker.is_chief:

@@ -43,6 +43,12 @@ def make_optimizer(cfg: OptimizerConfig, steps_per_epoch: int) -> keras.optimize
         if cfg.decay < 1
         else cfg.learning_rate
     )
-    if cfg.name == "sgd":
-        return keras.optimizers.SGD(rate)
-    return keras.optimizers.Adam(rate)
+    decay = cfg.weight_decay or None
+    optimizer = (
+        keras.optimizers.SGD(rate, weight_decay=decay)
+        if cfg.name == "sgd"
+        else keras.optimizers.Adam(rate, weight_decay=decay)
+    )
+    if decay:
+        optimizer.exclude_from_weight_decay(var_names=["bias"])
+    return optimizer

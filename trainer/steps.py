@@ -16,9 +16,16 @@ SUM = tf.distribute.ReduceOp.SUM
 EVAL_FIGURES = ("loss_sum", "tokens", "top1", "top5")
 
 
-def split_window(ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """ids [b, L + 1] -> inputs [b, L], targets [b, L]."""
-    return ids[:, :-1], ids[:, 1:]
+def split_window(ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """ids [b, L + 1] -> inputs [b, L], targets [b, L], target mask [b, L] float32.
+
+    Padding (contract.PAD_ID, negative) ends a segment's last window: it is
+    never a target (mask 0), and as an input (read as id 0) it only follows
+    the window's real targets, so it changes none of their predictions.
+    """
+    real = ids >= 0
+    safe = tf.where(real, ids, tf.zeros_like(ids))
+    return safe[:, :-1], safe[:, 1:], tf.cast(real[:, 1:], tf.float32)
 
 
 def token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -43,12 +50,15 @@ def scale_gradients(grads: list, scale: tf.Tensor) -> list:
     return scaled
 
 
-def eval_sums(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor) -> tf.Tensor:
+def eval_sums(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, mask: tf.Tensor | None = None) -> tf.Tensor:
     """[loss_sum, tokens, top1 hits, top5 hits] float64 over windows weighted 1 (real) or 0 (padding).
 
-    logits [b, L, V], targets [b, L], weights [b]. Ties at the k-th logit count as hits (tf.nn.in_top_k).
+    logits [b, L, V], targets [b, L], weights [b], mask [b, L] (1: a real target; None: all are).
+    Ties at the k-th logit count as hits (tf.nn.in_top_k).
     """
     token_weights = tf.broadcast_to(weights[:, None], tf.shape(targets))  # [b, L]
+    if mask is not None:
+        token_weights = token_weights * mask
     flat_logits = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])  # [b*L, V]
     flat_targets = tf.reshape(targets, [-1])
     flat_weights = tf.reshape(token_weights, [-1])
@@ -98,11 +108,12 @@ def replica_train_step(
     [n] float32 are this replica's reasons to stop; returns the all-reduced
     [global mean loss, *stop votes] and the states after the window.
     """
-    inputs, targets = split_window(ids)
+    inputs, targets, mask = split_window(ids)
+    # A constant denominator (every position of the global batch) keeps replicas independent of each other's padding.
     tokens = tf.cast(global_batch * tf.shape(targets)[1], tf.float32)
     with tf.GradientTape() as tape:
         logits, new_states = forward(model, inputs, states, training=True)
-        loss = tf.reduce_sum(token_losses(logits, targets)) / tokens
+        loss = tf.reduce_sum(token_losses(logits, targets) * mask) / tokens
     variables = model.trainable_variables
     grads = tape.gradient(loss, variables)
     context = tf.distribute.get_replica_context()
@@ -114,11 +125,9 @@ def replica_train_step(
     return figures, new_states
 
 
-def replica_eval_step(
-    model: keras.Model, ids: tf.Tensor, weights: tf.Tensor, states: tuple
-) -> tuple[tf.Tensor, tuple]:
+def replica_eval_step(model: keras.Model, ids: tf.Tensor, weights: tf.Tensor, states: tuple) -> tuple[tf.Tensor, tuple]:
     """EVAL_FIGURES summed over all replicas, and this replica's states after the window."""
-    inputs, targets = split_window(ids)
+    inputs, targets, mask = split_window(ids)
     logits, new_states = forward(model, inputs, states, training=False)
-    sums = tf.distribute.get_replica_context().all_reduce(SUM, eval_sums(logits, targets, weights))
+    sums = tf.distribute.get_replica_context().all_reduce(SUM, eval_sums(logits, targets, weights, mask))
     return sums, new_states

@@ -1,13 +1,16 @@
-"""Ordered input for train.carry_state (stateful truncated BPTT, as in Zaremba et al. 2014).
+"""Ordered input for train.carry_state (stateful truncated BPTT, as in Zaremba et al. 2014), streamed.
 
-A split's windows, in corpus order, are cut into `streams` contiguous runs;
+A split's windows, in shard order, are cut into `streams` contiguous runs;
 batch row s of step j is window j of run s, so the LSTM state a row ends one
-step with is the right starting state for the row's next window. The split is
-held in memory as int32 ids (4 bytes a token): a research mode for corpora of
-Penn Treebank size, not for the streaming production path.
+step with is the right starting state for the row's next window. Each row
+reads its run straight from the shards (a TFRecord reader that skips to the
+run's start), so memory stays flat whatever the corpus size: one reader and
+one window per row.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 import tensorflow as tf
@@ -18,11 +21,19 @@ from trainer.data import DataSpec, parse_windows
 MIN_CONTINUITY = 0.5
 
 
-def read_windows(spec: DataSpec, split: str) -> np.ndarray:
-    """All windows of a split in shard order: ids [windows, record_length] int32."""
+# Windows read to check that a split is in corpus order: enough to tell, and bounded memory (~9 MB at 35 ids).
+ORDER_SAMPLE = 1 << 16
+
+
+def window_records(spec: DataSpec, split: str) -> tf.data.Dataset:
+    """A split's windows in shard order, one at a time: ids [record_length] int32."""
     records = tf.data.TFRecordDataset(spec.shard_paths(split), compression_type="GZIP")
-    batches = records.batch(4096).map(lambda s: parse_windows(s, spec.record_length))
-    parts = [ids.numpy() for ids in batches]
+    return records.map(lambda s: parse_windows(s[None], spec.record_length)[0])
+
+
+def read_windows(spec: DataSpec, split: str, limit: int = ORDER_SAMPLE) -> np.ndarray:
+    """The first `limit` windows of a split in shard order: ids [windows, record_length] int32."""
+    parts = [ids.numpy() for ids in window_records(spec, split).take(limit).batch(1024)]
     return np.concatenate(parts) if parts else np.zeros([0, spec.record_length], np.int32)
 
 
@@ -51,40 +62,43 @@ def check_in_order(spec: DataSpec, split: str, windows: np.ndarray) -> None:
         )
 
 
-def stream_layout(windows: np.ndarray, streams: int, pad: bool) -> tuple[np.ndarray, np.ndarray]:
-    """windows [n, L] -> (ids [steps, streams, L], weights [steps, streams]).
-
-    Stream s is the contiguous run of windows [s * steps, (s + 1) * steps).
-    Without `pad` the last n mod streams windows are left out (training);
-    with it, every window is kept and the rest is zero-weight padding (evaluation).
-    """
-    count, length = windows.shape
-    steps = -(-count // streams) if pad else count // streams
-    ids = np.zeros([streams * steps, length], np.int32)
-    weights = np.zeros([streams * steps], np.float32)
-    kept = min(count, streams * steps)
-    ids[:kept] = windows[:kept]
-    weights[:kept] = 1.0
-    # [streams, steps, L] -> [steps, streams, L]: row s of step j is window s * steps + j.
-    ids = ids.reshape(streams, steps, length).transpose(1, 0, 2)
-    weights = weights.reshape(streams, steps).T
-    return np.ascontiguousarray(ids), np.ascontiguousarray(weights)
+def stream_steps(count: int, streams: int, pad: bool) -> int:
+    """Steps to cover `count` windows in `streams` rows: all of them (pad) or only whole steps."""
+    return -(-count // streams) if pad else count // streams
 
 
-def replica_dataset(
-    ids: np.ndarray, weights: np.ndarray, context: tf.distribute.InputContext, skip_steps: int = 0
+def replica_streams(
+    windows_fn: Callable[[], tf.data.Dataset],
+    count: int,
+    streams: int,
+    context: tf.distribute.InputContext,
+    skip_steps: int = 0,
+    pad: bool = False,
 ) -> tf.data.Dataset:
-    """The batches of one input pipeline: for each step, one (ids [b, L], weights [b]) per local replica.
+    """The batches of one input pipeline: per step, one (ids [b, L], weights [b]) per local replica.
 
-    Replica r of all replicas always gets rows [r * b, (r + 1) * b) of each
-    step, so its carried state stays with its streams. A strategy hands a
-    pipeline's consecutive elements to its local replicas in order.
+    `windows_fn()` gives the split's `count` windows in order. Stream s is
+    the run of windows [s * steps, (s + 1) * steps); without `pad` the last
+    count mod streams windows are left out (training), with it every window is
+    kept and the rest is zero-weight padding (evaluation). Replica r of all
+    replicas always gets rows [r * b, (r + 1) * b), so its carried state stays
+    with its streams; a strategy hands a pipeline's consecutive elements to its
+    local replicas in order.
     """
-    steps, streams, length = ids.shape
+    steps = stream_steps(count, streams, pad)
     replicas = context.num_replicas_in_sync
     local = replicas // context.num_input_pipelines
     per_replica = streams // replicas
-    rows = slice(context.input_pipeline_id * local * per_replica, (context.input_pipeline_id + 1) * local * per_replica)
-    mine_ids = ids[skip_steps:, rows].reshape(steps - skip_steps, local, per_replica, length)
-    mine_weights = weights[skip_steps:, rows].reshape(steps - skip_steps, local, per_replica)
-    return tf.data.Dataset.from_tensor_slices((mine_ids, mine_weights)).unbatch().prefetch(tf.data.AUTOTUNE)
+    first = context.input_pipeline_id * local * per_replica
+    length = windows_fn().element_spec.shape[0]
+    padding = tf.data.Dataset.from_tensors((tf.zeros([length], tf.int32), tf.constant(0.0)))
+    rows = []
+    for stream in range(first, first + local * per_replica):
+        real = max(0, min(steps, count - stream * steps))
+        row = windows_fn().skip(stream * steps).take(real).map(lambda ids: (ids, tf.constant(1.0)))
+        if real < steps:
+            row = row.concatenate(padding.repeat(steps - real))
+        rows.append(row.skip(skip_steps))
+    order = tf.data.Dataset.range(len(rows)).repeat(max(steps - skip_steps, 0))
+    batches = tf.data.Dataset.choose_from_datasets(rows, order).batch(per_replica)
+    return batches.prefetch(tf.data.AUTOTUNE)
