@@ -107,4 +107,7 @@ def launch_only(options: PipelineOptions) -> bool:
 
 def promotion_bar(config: Config) -> dict[str, float]:
     """The bar a run's metrics must pass before LATEST points at it (nextword/runs.py)."""
-    return {"max_test_perplexity": config.cloud.max_test_perplexity}
+    bar = {"max_test_perplexity": config.cloud.max_test_perplexity}
+    if config.cloud.max_baseline_ratio > 0:  # checked only when set: runs without a baseline still promote
+        bar["max_baseline_ratio"] = config.cloud.max_baseline_ratio
+    return bar

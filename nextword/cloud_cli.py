@@ -24,13 +24,22 @@ COMMANDS = tuple(cli_parsers.CLOUD_SUMMARIES)
 
 
 def _flat_metrics(metrics: dict) -> dict[str, float]:
-    """metrics.json {"test": {"perplexity": ...}, ...} -> {"test_perplexity": ...}, the bar's names."""
-    return {
+    """metrics.json {"test": {"perplexity": ...}, ...} -> {"test_perplexity": ...}, the bar's names.
+
+    With an n-gram baseline on the same tokens: baseline_test_perplexity and
+    baseline_ratio (the run's test perplexity / the baseline's).
+    """
+    flat = {
         f"{split}_{name}": float(value)
         for split in ("valid", "test")
         for name, value in metrics.get(split, {}).items()
         if isinstance(value, int | float)
     }
+    baseline = metrics.get("baseline", {})
+    if baseline.get("status") == "ok":
+        flat["baseline_test_perplexity"] = float(baseline["test"]["perplexity"])
+        flat["baseline_ratio"] = float(baseline["test"]["ratio"])
+    return flat
 
 
 def latest_path(config: Config) -> str:
@@ -73,8 +82,9 @@ def _print_runs(config: Config) -> None:
         path = storage.join(run_dir, METRICS_FILE)
         metrics = _flat_metrics(json.loads(storage.read_text(path))) if storage.exists(path) else {}
         perplexity = f"{metrics['test_perplexity']:.4g}" if "test_perplexity" in metrics else "-"
+        ratio = f"{metrics['baseline_ratio']:.3f}" if "baseline_ratio" in metrics else "-"
         mark = "  LATEST" if latest.get("run_dir") == run_dir else ""
-        print(f"{run_dir}\ttest_perplexity={perplexity}{mark}")
+        print(f"{run_dir}\ttest_perplexity={perplexity}\tbaseline_ratio={ratio}{mark}")
 
 
 def _latest_bundle(config: Config) -> str:

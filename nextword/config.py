@@ -64,6 +64,9 @@ class ModelConfig:
     lstm_units: int = 256
     num_layers: int = 1
     dropout: float = 0.3
+    # One dropout mask per sequence, the same at every time step (Gal & Ghahramani 2016), on the
+    # embeddings, between layers and before the output; outside the LSTM, so cuDNN stays eligible.
+    locked_dropout: bool = False
     tie_embeddings: bool = False
     forget_bias: float = 1.0
 

@@ -117,7 +117,13 @@ def passes_bar(metrics: Mapping[str, float], bar: Mapping[str, float]) -> tuple[
             return False, f"the run has no {name} to compare with {key} {limit:g}"
         value = metrics[name]
         if (value > limit) if kind == "max" else (value < limit):
-            return False, f"{name} {value:.4g} {'>' if kind == 'max' else '<'} {key} {limit:g}"
+            why = f"{name} {value:.4g} {'>' if kind == 'max' else '<'} {key} {limit:g}"
+            if name == "baseline_ratio":
+                why += (
+                    f" (test perplexity {metrics.get('test_perplexity', float('nan')):.4g} against "
+                    f"{metrics.get('baseline_test_perplexity', float('nan')):.4g} for the n-gram baseline)"
+                )
+            return False, why
         passed.append(f"{name} {value:.4g} {'<=' if kind == 'max' else '>='} {limit:g}")
     return True, ", ".join(passed)
 

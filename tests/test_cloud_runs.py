@@ -23,6 +23,37 @@ def test_run_name_and_the_bar():
         runs.passes_bar({"x": 1.0}, {"below_x": 2.0})
 
 
+def test_the_baseline_gate_needs_the_ratio_and_names_both_perplexities():
+    from nextword import cloud, cloud_cli
+    from nextword import config as config_lib
+
+    assert "max_baseline_ratio" not in cloud.promotion_bar(config_lib.from_dict(None))  # off unless set
+    bar = cloud.promotion_bar(
+        config_lib.from_dict(None, ["cloud.max_test_perplexity=200", "cloud.max_baseline_ratio=0.85"])
+    )
+    metrics = {
+        "test": {"perplexity": 150.0, "tokens": 100},
+        "baseline": {"status": "ok", "test": {"perplexity": 160.0, "ratio": 150.0 / 160.0}},
+    }
+    flat = cloud_cli._flat_metrics(metrics)
+    assert flat["baseline_ratio"] == pytest.approx(0.9375) and flat["baseline_test_perplexity"] == 160.0
+    refused, why = runs.passes_bar(flat, bar)
+    assert not refused
+    assert (
+        why
+        == "baseline_ratio 0.9375 > max_baseline_ratio 0.85 (test perplexity 150 against 160 for the n-gram baseline)"
+    )
+    better = cloud_cli._flat_metrics(
+        metrics | {"baseline": {"status": "ok", "test": {"perplexity": 200.0, "ratio": 0.75}}}
+    )
+    assert runs.passes_bar(better, bar)[0]
+    missing = cloud_cli._flat_metrics(metrics | {"baseline": {"status": "missing"}})
+    assert runs.passes_bar(missing, bar) == (
+        False,
+        "the run has no baseline_ratio to compare with max_baseline_ratio 0.85",
+    )
+
+
 def test_chief_creates_the_dated_run_and_workers_and_restarts_find_it(gcs_bucket):
     runs_dir = f"{gcs_bucket}/nextword/runs"
     found = []

@@ -9,7 +9,7 @@ import numpy as np
 
 from nextword import synthetic
 from nextword.config import ModelConfig
-from trainer.model import build_model
+from trainer.model import build_model, cudnn_eligible
 
 WINDOW = 20
 
@@ -42,3 +42,16 @@ def test_tied_embeddings_learn_about_as_fast_as_untied():
     tied = valid_perplexity(True, train, valid, spec.vocab_size)
     # Measured: untied 5.5, tied 6.7; with Keras' default embedding init the tied model was at 28.9.
     assert untied < 8 and tied < 1.5 * untied, (untied, tied)
+
+
+def test_locked_dropout_uses_one_mask_per_sequence_and_keeps_cudnn_eligibility():
+    cfg = ModelConfig(embedding_dim=8, lstm_units=8, dropout=0.5, locked_dropout=True)
+    model = build_model(50, cfg)
+    ones = np.ones((4, 6, 8), "float32")
+    dropped = model.get_layer("embedding_dropout")(ones, training=True).numpy()
+    assert (dropped == dropped[:, :1]).all()  # the same units dropped at every time step
+    assert 0 < (dropped == 0).mean() < 1
+    free = build_model(50, ModelConfig(embedding_dim=8, lstm_units=8, dropout=0.5))
+    varied = free.get_layer("embedding_dropout")(ones, training=True).numpy()
+    assert not (varied == varied[:, :1]).all()
+    assert cudnn_eligible(model) == []

@@ -47,6 +47,12 @@ def _embedding_init(cfg: ModelConfig) -> keras.initializers.Initializer | str:
     return "uniform"
 
 
+def _dropout(cfg: ModelConfig, name: str, units: int) -> keras.layers.Dropout:
+    """Dropout on [batch, time, units]: a fresh mask per position, or one per sequence (locked_dropout)."""
+    noise_shape = (None, 1, units) if cfg.locked_dropout else None
+    return keras.layers.Dropout(cfg.dropout, noise_shape=noise_shape, name=name)
+
+
 def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> keras.Model:
     """ids [batch, time] int32 -> logits [batch, time, vocab_size] float32.
 
@@ -69,7 +75,7 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> 
         vocab_size, cfg.embedding_dim, embeddings_initializer=_embedding_init(cfg), name="embedding"
     )
     x = embedding(ids)  # [batch, time, embedding_dim]
-    x = keras.layers.Dropout(cfg.dropout, name="embedding_dropout")(x)
+    x = _dropout(cfg, "embedding_dropout", cfg.embedding_dim)(x)
     lstms = []
     for i in range(cfg.num_layers):
         lstm = keras.layers.LSTM(cfg.lstm_units, return_sequences=True, return_state=with_state, name=f"lstm_{i}")
@@ -79,7 +85,7 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> 
             final_states += [h, c]
         else:
             x = lstm(x)  # [batch, time, lstm_units]
-        x = keras.layers.Dropout(cfg.dropout, name=f"lstm_{i}_dropout")(x)
+        x = _dropout(cfg, f"lstm_{i}_dropout", cfg.lstm_units)(x)
     if cfg.tie_embeddings:
         logits = TiedOutput(embedding, name="logits", dtype="float32")(x)
     else:
