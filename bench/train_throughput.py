@@ -49,7 +49,7 @@ def preprocess_shipped_corpus(out: str, window: int) -> str:
 
     pipeline.run(
         [
-            "--set", f"preprocess.corpus_glob={REPO}/corpus/**/*.txt",
+            "--set", f"preprocess.corpus_glob={REPO}/tests/data/synthetic/**/*.txt",
             "--set", f"preprocess.output_dir={out}",
             "--set", f"preprocess.window_length={window}",
             "--set", f"preprocess.stride={window}",
@@ -61,7 +61,7 @@ def preprocess_shipped_corpus(out: str, window: int) -> str:
 def reference_tokens_per_second(config: config_lib.Config, spec: data.DataSpec, warmup: int, steps: int) -> float:
     cfg = config.train
     batch = cfg.per_replica_batch_size
-    windows = streams.read_windows(spec, "train")
+    windows = streams.read_windows(spec, "train", limit=spec.windows("train"))
     needed = (warmup + steps) * batch
     repeats = -(-needed // len(windows))
     windows = np.tile(windows, [repeats, 1])[:needed]

@@ -11,7 +11,7 @@ Lines are capitalised and end with a full stop, so the seed normalization has
 work to do; the chain runs on across line breaks within a file, as the
 preprocessing stream does.
 
-    python -m nextword.synthetic --out corpus   # regenerates the shipped corpus
+    python -m nextword.synthetic --out tests/data/synthetic   # regenerates the tests' corpus
 """
 
 from __future__ import annotations
@@ -120,7 +120,7 @@ def write_corpus(out_dir: str, spec: ChainSpec, num_files: int, tokens_per_file:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", default="corpus")
+    parser.add_argument("--out", default="tests/data/synthetic")
     parser.add_argument("--files", type=int, default=6)
     parser.add_argument("--tokens-per-file", type=int, default=25000)
     args = parser.parse_args(argv)

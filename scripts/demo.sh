@@ -1,11 +1,23 @@
 #!/usr/bin/env bash
-# The main job end to end on the shipped synthetic corpus, all under runs/demo/:
-# preprocess -> train (+ evaluate, export) -> batch prediction -> one-line prediction.
+# The main job end to end on the shipped Shakespeare corpus, all under runs/demo/:
+# preprocess -> n-gram baseline -> train (+ evaluate against the baseline, export) -> batch prediction
+# -> one-line predictions.
 source "$(dirname "$0")/venv.sh"
 rm -rf runs/demo
 nextword preprocess --config configs/demo.yaml
+nextword baseline --config configs/demo.yaml
 nextword train --config configs/demo.yaml
 nextword predict --config configs/demo.yaml
-head -n 3 runs/demo/predictions/predictions-*.jsonl
-nextword predict "Gu nai goufo" --config configs/demo.yaml
-echo "demo done: see runs/demo/ (data/, model/metrics.json, model/curves.png, model/bundle/, predictions/)"
+head -n 2 runs/demo/predictions/predictions-*.jsonl
+for prompt in "some of them looks like" "To be, or not to be, that is the" "My lord, I will" "O Romeo, Romeo! wherefore art"; do
+  nextword predict "$prompt" --config configs/demo.yaml
+done
+python - <<'PY'
+import json
+m = json.load(open("runs/demo/model/metrics.json"))
+b = m["baseline"]
+if b.get("status") == "ok":
+    print(f"test perplexity: LSTM {m['test']['perplexity']:.1f}, {b['order']}-gram Kneser-Ney {b['test']['perplexity']:.1f} "
+          f"on the same {b['test']['tokens']} tokens (ratio {b['test']['ratio']:.3f}; below 1: the LSTM is better)")
+PY
+echo "demo done: see runs/demo/ (data/, data/baseline/, model/metrics.json, model/curves.png, model/bundle/, predictions/)"

@@ -88,7 +88,8 @@ def test_kill_9_then_rerun_resumes_and_ends_with_the_uninterrupted_weights(synth
     assert resumed["weights_sha256"] == reference["weights_sha256"]
 
 
-def test_sigterm_writes_a_checkpoint_and_exits_143(synthetic, tmp_path):
+@pytest.mark.parametrize(("stop", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)], ids=["sigterm", "ctrl-c"])
+def test_sigterm_or_ctrl_c_writes_a_checkpoint_and_exits_128_plus_signal(synthetic, tmp_path, stop, code):
     model_dir = tmp_path / "model"
     args = train_args(
         synthetic, model_dir, "train.epochs=3", "train.per_replica_batch_size=8", "train.checkpoint_every_steps=40"
@@ -105,11 +106,11 @@ def test_sigterm_writes_a_checkpoint_and_exits_143(synthetic, tmp_path):
     while (seen := latest_checkpoint_step(model_dir)) == 0:
         assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
         time.sleep(0.01)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=60) == 143, log.read_text()[-2000:]
+    proc.send_signal(stop)
+    assert proc.wait(timeout=60) == code, log.read_text()[-2000:]
     saved = latest_checkpoint_step(model_dir)
     assert saved > seen
-    assert f"preempted: stopped at step {saved} for SIGTERM" in log.read_text()
+    assert f"preempted: stopped at step {saved} for {stop.name}" in log.read_text()
     assert not (model_dir / "metrics.json").exists()  # stopped, not finished
 
 

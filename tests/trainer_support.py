@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-CORPUS = REPO / "corpus"
+CORPUS = REPO / "tests" / "data" / "synthetic"  # the synthetic Markov corpus (known entropy rate)
 GENERATOR = json.loads((CORPUS / "GENERATOR.json").read_text())
 
 _PREPROCESSED: dict[tuple, Path] = {}

@@ -4,8 +4,9 @@ import sys
 
 from nextword import cli, console
 
-# The shell's code for "terminated by SIGTERM": the job did not finish and may be rerun.
-EXIT_PREEMPTED = 143
+# The shell's codes for "terminated by a signal" (128 + its number): 143 for SIGTERM, 130 for Ctrl-C.
+# The job did not finish and may be rerun.
+SIGNAL_EXIT_BASE = 128
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
         return cli.guarded(run, argv)
     except TrainingPreempted as stop:
         print(f"preempted: {stop}", file=sys.stderr)
-        return EXIT_PREEMPTED
+        return SIGNAL_EXIT_BASE + stop.signum
 
 
 if __name__ == "__main__":

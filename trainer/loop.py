@@ -49,7 +49,11 @@ _BUDGET, _PREEMPTED = 0, 1
 
 
 class TrainingPreempted(Exception):
-    """SIGTERM arrived (here or on another worker); a checkpoint was written."""
+    """SIGTERM or Ctrl-C arrived (here or on another worker); a checkpoint was written."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.signum = signum
 
 
 @dataclass(frozen=True)
@@ -66,18 +70,27 @@ class FitResult:
 
 @contextlib.contextmanager
 def sigterm_flag() -> Iterator[dict]:
-    """{"raised": bool}, set when SIGTERM arrives while the block runs."""
-    flag = {"raised": False}
+    """{"raised": bool, "signum": int}, set when SIGTERM or Ctrl-C (SIGINT) arrives while the block runs.
+
+    Ctrl-C is treated as SIGTERM: the step finishes and a checkpoint is written. A
+    second Ctrl-C gets Python's default handling back, for a user who cannot wait.
+    """
+    flag = {"raised": False, "signum": signal.SIGTERM}
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handler(signum, frame):
-        flag["raised"] = True
-        _LOG.warning("SIGTERM: stopping after this step with a checkpoint")
+        flag.update(raised=True, signum=signum)
+        _LOG.warning("%s: stopping after this step with a checkpoint", signal.Signals(signum).name)
+        if signum == signal.SIGINT:
+            signal.signal(signal.SIGINT, previous[signal.SIGINT])
 
-    previous = signal.signal(signal.SIGTERM, handler)
+    for sig in previous:
+        signal.signal(sig, handler)
     try:
         yield flag
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def checkpoint_dirs(model_dir: str, worker: Worker, name: str = CHECKPOINT_DIR) -> tuple[str, str]:
@@ -330,8 +343,9 @@ class TrainLoop:
             if summed_votes[_PREEMPTED]:
                 self.save(epoch, batch, clock())
                 raise TrainingPreempted(
-                    f"stopped at step {step} for SIGTERM; checkpoint written to {self.read_dir}: "
-                    "rerun the same command to resume"
+                    f"stopped at step {step} for {signal.Signals(sigterm['signum']).name}; checkpoint written "
+                    f"to {self.read_dir}: rerun the same command to resume",
+                    sigterm["signum"],
                 )
             if summed_votes[_BUDGET]:
                 return batch, mean_loss, "time_budget"
