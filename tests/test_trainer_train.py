@@ -170,3 +170,48 @@ def test_model_dir_of_another_model_shape_is_refused(synthetic, tmp_path, capsys
     assert cli.main(["train", *other_shape]) == 1
     error = capsys.readouterr().err.strip()
     assert "ckpt-1: does not fit this model" in error and "use a new train.model_dir" in error and "\n" not in error
+
+
+def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get_worse(write_files, tmp_path):
+    from beam_preprocess import pipeline
+
+    # Uniform random words: nothing to learn beyond the unigram rates, so a big model at a high learning
+    # rate memorizes the training lines and validation gets worse after the first epochs.
+    rng = np.random.default_rng(0)
+    words = [a + b for a in "bcdfghjklm" for b in "aeio"]  # 40 words that survive the seed normalization
+    text = "\n".join(" ".join(rng.choice(words, 12)) for _ in range(600))
+    root = write_files({"random.txt": text})
+    data_dir = tmp_path / "data"
+    settings = [
+        f"preprocess.corpus_glob={root}/*.txt",
+        f"preprocess.output_dir={data_dir}",
+        "preprocess.window_length=10",
+        "preprocess.text.min_count=0",
+        "preprocess.split.valid_fraction=0.3",
+    ]
+    pipeline.run([arg for item in settings for arg in ("--set", item)])
+    model_dir = tmp_path / "model"
+    metrics = run(train_args(
+        data_dir, model_dir, "train.epochs=6", "train.model.lstm_units=128", "train.model.embedding_dim=64",
+        "train.optimizer.learning_rate=0.02", "train.optimizer.plateau_factor=1", "train.early_stopping_patience=0",
+    ))  # fmt: skip
+    history = json.loads((model_dir / "history.json").read_text())
+    losses = [h["valid_loss"] for h in history]
+    best = int(np.argmin(losses))
+    assert best < len(losses) - 1 and losses[-1] > losses[best] + 0.01  # later epochs did get worse
+    assert metrics["train"]["best_epoch"] == history[best]["epoch"]
+    # The final evaluation ran on the best epoch's weights (evaluation is deterministic) ...
+    assert metrics["valid"]["loss"] == pytest.approx(losses[best], rel=1e-6)
+    # ... which are the weights of the best/ checkpoint, not those of the last epoch; export copies them.
+    from trainer.main import weights_sha256
+
+    def checkpoint_sha(folder):
+        cfg = ModelConfig(embedding_dim=64, lstm_units=128, dropout=0.0)
+        model = build_model(metrics["data"]["vocab_size"], cfg, with_state=metrics["train"]["carry_state"])
+        tf.train.Checkpoint(model=model).restore(
+            tf.train.latest_checkpoint(str(folder))
+        ).assert_existing_objects_matched()
+        return weights_sha256(model)
+
+    assert checkpoint_sha(model_dir / "best") == metrics["weights_sha256"]
+    assert checkpoint_sha(model_dir / "checkpoints") != metrics["weights_sha256"]

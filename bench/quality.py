@@ -1,0 +1,127 @@
+"""Quality against the n-gram baseline on several English corpora: the table the README quotes.
+
+    .venv/bin/python bench/quality.py                          # every corpus, the defaults (only paths set)
+    .venv/bin/python bench/quality.py --corpus shakespeare --recipe tuned
+
+For each corpus: preprocess (the corpus's text settings, everything else
+default), the Kneser-Ney baseline (`nextword baseline`), then `nextword train`
+with the recipe's settings. Both models are scored on exactly the same tokens
+(the trainer's metrics.json "baseline" section checks the counts). One JSON per
+(corpus, recipe) in bench/results/quality/, and a table on stdout.
+
+Corpora (none shipped with the project; they are read where they lie):
+- shakespeare: ../shared/data/shakespeare/tinyshakespeare.txt, seed normalization,
+  min count 3, the default hash split of 20-line blocks;
+- ptb-seed: the Penn Treebank's own train/valid/test files read as raw text with
+  the seed normalization and min count 3 (`<unk>` becomes `unk`, no `<eos>`);
+- vim-manual: the Vim user manual (/usr/share/vim/vim90/doc/usr_*.txt, 36
+  files of technical English prose), seed normalization, min count 3, default split.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from nextword import cli_common  # noqa: E402
+from nextword import config as config_lib  # noqa: E402
+
+PTB = "../shared/data/ptb"
+CORPORA = {
+    "shakespeare": ["preprocess.corpus_glob=../shared/data/shakespeare/tinyshakespeare.txt"],
+    "ptb-seed": [
+        f"preprocess.split.train_glob={PTB}/ptb.train.txt",
+        f"preprocess.split.valid_glob={PTB}/ptb.valid.txt",
+        f"preprocess.split.test_glob={PTB}/ptb.test.txt",
+    ],
+    "vim-manual": ["preprocess.corpus_glob=/usr/share/vim/vim90/doc/usr_*.txt"],
+}
+# Settings beyond the paths. "defaults": none, what a new user gets.
+RECIPES: dict[str, list[str]] = {"defaults": []}
+RESULTS = REPO / "bench" / "results" / "quality"
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [arg for item in overrides for arg in ("--set", item)]
+
+
+def run_one(corpus: str, recipe: str, work: Path, fresh: bool) -> dict:
+    data_dir, model_dir = work / corpus / "data", work / corpus / recipe
+    paths = [f"preprocess.output_dir={data_dir}", f"train.data_dir={data_dir}", f"train.model_dir={model_dir}"]
+    overrides = CORPORA[corpus] + paths + RECIPES[recipe]
+    started = time.monotonic()
+    if fresh or not (data_dir / "manifest.json").exists():
+        from beam_preprocess import pipeline
+
+        pipeline.run(_sets(overrides))
+    if fresh or not (data_dir / "baseline" / "baseline.json").exists():
+        from baseline import pipeline as baseline_pipeline
+
+        baseline_pipeline.run(_sets(overrides))
+    prepared = time.monotonic()
+    if fresh and model_dir.exists():
+        shutil.rmtree(model_dir)
+    from trainer.main import train
+
+    metrics = train(config_lib.load(None, overrides))
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    baseline = metrics["baseline"]
+    trained = metrics["train"]
+    train_tokens = manifest["counts"]["targets"]["train"]
+    return {
+        "corpus": corpus,
+        "recipe": recipe,
+        "overrides": RECIPES[recipe],
+        "vocab_size": manifest["vocab_size"],
+        "train_tokens": train_tokens,
+        "test_tokens": metrics["test"]["tokens"],
+        "baseline_test_perplexity": baseline["test"]["perplexity"],
+        "baseline_valid_perplexity": baseline["valid"]["perplexity"],
+        "lstm_test_perplexity": metrics["test"]["perplexity"],
+        "lstm_valid_perplexity": metrics["valid"]["perplexity"],
+        "ratio": baseline["test"]["ratio"],
+        "beats_baseline_by_15pct": baseline["test"]["ratio"] <= 0.85,
+        "epochs": trained["epochs"],
+        "best_epoch": trained["best_epoch"],
+        "stopped_by": trained["stopped_by"],
+        "train_seconds": trained["train_seconds"],
+        "train_seconds_per_1m_tokens": round(trained["train_seconds"] / train_tokens * 1e6, 1),
+        "tokens_per_second": round(train_tokens * trained["epochs"] / trained["train_seconds"], 1),
+        "prepare_seconds": round(prepared - started, 1),
+        "cpu_cores": len(os.sched_getaffinity(0)),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--corpus", action="append", choices=sorted(CORPORA), help="default: all")
+    p.add_argument("--recipe", default="defaults", choices=sorted(RECIPES))
+    p.add_argument("--work", default="runs/quality", help="data and models go here")
+    p.add_argument("--fresh", action="store_true", help="preprocess, count and train again")
+    args = p.parse_args()
+    os.chdir(REPO)
+    cli_common.setup_logging()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for corpus in args.corpus or list(CORPORA):
+        row = run_one(corpus, args.recipe, Path(args.work), args.fresh)
+        (RESULTS / f"{corpus}-{args.recipe}.json").write_text(json.dumps(row, indent=2) + "\n")
+        rows.append(row)
+    print(f"{'corpus':12} {'recipe':9} {'KN-5 test':>9} {'LSTM test':>9} {'ratio':>6} {'epochs':>6} {'s/1M tok':>9}")
+    for r in rows:
+        print(
+            f"{r['corpus']:12} {r['recipe']:9} {r['baseline_test_perplexity']:9.2f} {r['lstm_test_perplexity']:9.2f} "
+            f"{r['ratio']:6.3f} {r['epochs']:6.1f} {r['train_seconds_per_1m_tokens']:9.0f}"
+        )
+
+
+if __name__ == "__main__":
+    main()
