@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -227,6 +228,10 @@ _CHOICES = {
 }
 
 
+# Numbers in exponent form without a dot, which PyYAML (YAML 1.1) leaves as strings.
+_YAML11_MISSED_FLOAT = re.compile(r"[-+]?[0-9]+(\.[0-9]*)?[eE][-+]?[0-9]+")
+
+
 def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
@@ -243,6 +248,8 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         return _build(tp, value, path)
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
+    if tp is float and isinstance(value, str) and _YAML11_MISSED_FLOAT.fullmatch(value.strip()):
+        value = float(value)  # YAML 1.1 reads `1e-3` (no dot) as a string; every user means the number
     if tp is float and isinstance(value, float) and not math.isfinite(value):
         # NaN passes every range check (NaN <= 0 is False) and ends up as invalid JSON in outputs.
         raise ConfigError(f"{path}: must be a finite number, got {value!r}")
@@ -393,6 +400,21 @@ def from_dict(data: dict | None, overrides: list[str] = ()) -> Config:
     return config
 
 
+def _refuse_duplicate_keys(node: yaml.Node | None, path: str) -> None:
+    """A key given twice in one mapping is an error (PyYAML would silently keep the last value)."""
+    if isinstance(node, yaml.MappingNode):
+        seen = set()
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise ConfigError(f"{path} line {key.start_mark.line + 1}: key {key.value!r} is given twice")
+                seen.add(key.value)
+            _refuse_duplicate_keys(value, path)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, path)
+
+
 def load(path: str | None = None, overrides: list[str] = ()) -> Config:
     """Loads a YAML config file (or the defaults when `path` is None)."""
     data = None
@@ -400,7 +422,11 @@ def load(path: str | None = None, overrides: list[str] = ()) -> Config:
         from nextword import storage
 
         try:
-            data = yaml.safe_load(storage.read_text(path))
+            text = storage.read_text(path)
+            _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+            data = yaml.safe_load(text)
+        except UnicodeDecodeError as err:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the config file as UTF-8") from None
         except yaml.YAMLError as err:
             mark = getattr(err, "problem_mark", None)
             where = f" line {mark.line + 1}" if mark else ""

@@ -64,3 +64,21 @@ def test_yaml_round_trip_and_file_errors(tmp_path):
         config_lib.load(str(tmp_path / "bad.yaml"))
     with pytest.raises(ConfigError, match="missing.yaml: config file not found"):
         config_lib.load(str(tmp_path / "missing.yaml"))
+
+
+def test_exponent_floats_duplicate_keys_and_non_utf8_files(tmp_path):
+    # YAML 1.1 reads 1e-3 as a string; in a float key, on the command line or in a file, it is the number.
+    assert config_lib.from_dict(None, ["train.optimizer.learning_rate=1e-3"]).train.optimizer.learning_rate == 0.001
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  optimizer:\n    learning_rate: 2E-4\n")
+    assert config_lib.load(str(path)).train.optimizer.learning_rate == 0.0002
+    with pytest.raises(ConfigError, match="train.epochs: expected int"):
+        config_lib.from_dict(None, ["train.epochs=1e3"])  # an int key stays strict
+    path.write_text("train:\n  epochs: 3\n  epochs: 4\n")
+    with pytest.raises(ConfigError, match=r"c.yaml line 3: key 'epochs' is given twice"):
+        config_lib.load(str(path))
+    path.write_bytes("train:\n  model_dir: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"c.yaml: not UTF-8 text .*save the config file as UTF-8"):
+        config_lib.load(str(path))
+    with pytest.raises(ConfigError, match="train.optimizer.learning_rate: must be a finite number"):
+        config_lib.from_dict(None, ["train.optimizer.learning_rate=.nan"])

@@ -100,3 +100,15 @@ def test_overlapping_windows_are_refused_for_carry_state(ordered):
     overlapping = dataclasses.replace(spec, manifest={**spec.manifest, "stride": 1})
     with pytest.raises(ValueError, match="carried state needs preprocess.stride == window_length"):
         streams.check_in_order(overlapping, "train", streams.read_windows(spec, "train"))
+
+
+def test_a_split_without_tokens_is_one_line_at_startup_not_a_crash_after_an_epoch(write_files, tmp_path):
+    from beam_preprocess import pipeline
+
+    root = write_files({"a.txt": "the cat sat on the mat\n" * 200})
+    out = tmp_path / "data"
+    settings = [f"preprocess.corpus_glob={root}/*.txt", f"preprocess.output_dir={out}", "preprocess.text.min_count=0",
+                "preprocess.split.valid_fraction=0", "preprocess.window_length=4"]  # fmt: skip
+    pipeline.run([arg for item in settings for arg in ("--set", item)])
+    with pytest.raises(ValueError, match=r"manifest.json: the valid split has no token to predict; .*valid_fraction"):
+        data.load_data_spec(str(out))

@@ -64,13 +64,15 @@ def load_data_spec(data_dir: str) -> DataSpec:
     """The checked manifest and vocabulary of a data directory that has data in every split."""
     manifest, vocab = read_manifest_and_vocab(data_dir)
     manifest_path = storage.join(data_dir, contract.MANIFEST_FILE)
+    spec = DataSpec(data_dir=data_dir, manifest=manifest, vocab=vocab)
     for split in contract.SPLITS:
-        if not manifest["shards"][split]:
+        # Without a token to predict, validation (the schedule, early stopping) and the test figures have no meaning.
+        if not manifest["shards"][split] or not spec.windows(split) or not spec.targets(split):
             raise ValueError(
-                f"{manifest_path}: the {split} split has no shard; "
-                "give it text (preprocess.split.*) and rerun preprocessing"
+                f"{manifest_path}: the {split} split has no token to predict; give it text "
+                f"(preprocess.split.{split}_fraction or {split}_glob, or a larger corpus) and rerun preprocessing"
             )
-    return DataSpec(data_dir=data_dir, manifest=manifest, vocab=vocab)
+    return spec
 
 
 def auto_shard_policy(num_files: int, num_workers: int) -> tf.data.experimental.AutoShardPolicy:
