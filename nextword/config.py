@@ -254,9 +254,7 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         # NaN passes every range check (NaN <= 0 is False) and ends up as invalid JSON in outputs.
         raise ConfigError(f"{path}: must be a finite number, got {value!r}")
     if tp in (int, float) and isinstance(value, bool) or not isinstance(value, tp):
-        raise ConfigError(
-            f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}"
-        )
+        raise ConfigError(f"{path}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
     return value
 
 
@@ -342,9 +340,7 @@ def _check(config: Config) -> None:
         )
     explicit = [p.split.train_glob, p.split.valid_glob, p.split.test_glob]
     if any(explicit) and not all(explicit):
-        raise ConfigError(
-            "preprocess.split.train_glob: set all of train_glob, valid_glob and test_glob, or none"
-        )
+        raise ConfigError("preprocess.split.train_glob: set all of train_glob, valid_glob and test_glob, or none")
     if p.text.max_size is not None and p.text.max_size < 2:
         raise ConfigError(f"preprocess.text.max_size: must be >= 2 or null, got {p.text.max_size}")
     if p.text.normalization == "seed" and not p.text.unknown_token.strip():
@@ -415,6 +411,17 @@ def _refuse_duplicate_keys(node: yaml.Node | None, path: str) -> None:
             _refuse_duplicate_keys(item, path)
 
 
+def yaml_to_dict(text: str, path: str) -> Any:
+    """YAML text -> plain data, with one-line errors naming the file (duplicate keys refused)."""
+    try:
+        _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+
+
 def load(path: str | None = None, overrides: list[str] = ()) -> Config:
     """Loads a YAML config file (or the defaults when `path` is None)."""
     data = None
@@ -422,15 +429,9 @@ def load(path: str | None = None, overrides: list[str] = ()) -> Config:
         from nextword import storage
 
         try:
-            text = storage.read_text(path)
-            _refuse_duplicate_keys(yaml.compose(text, Loader=yaml.SafeLoader), path)
-            data = yaml.safe_load(text)
+            data = yaml_to_dict(storage.read_text(path), path)
         except UnicodeDecodeError as err:
             raise ConfigError(f"{path}: not UTF-8 text (byte {err.start}); save the config file as UTF-8") from None
-        except yaml.YAMLError as err:
-            mark = getattr(err, "problem_mark", None)
-            where = f" line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
         except FileNotFoundError:
             raise ConfigError(f"{path}: config file not found") from None
     return from_dict(data, overrides)

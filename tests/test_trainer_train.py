@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import signal
 import subprocess
 import sys
@@ -215,3 +216,30 @@ def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get
 
     assert checkpoint_sha(model_dir / "best") == metrics["weights_sha256"]
     assert checkpoint_sha(model_dir / "checkpoints") != metrics["weights_sha256"]
+
+
+def test_one_trainer_per_model_dir_a_dead_holder_is_taken_over_and_resume_keeps_its_settings(synthetic, tmp_path):
+    from trainer.run_lock import LOCK_FILE
+
+    model_dir = tmp_path / "model"
+    model_dir.mkdir()
+    lock = model_dir / LOCK_FILE
+    # Held by a live process on this host (ours, under another nonce): refused with one line.
+    lock.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": os.getpid(), "nonce": "x",
+                                "refreshed_unix": time.time()}))  # fmt: skip
+    with pytest.raises(ValueError, match=rf"LOCK.json: train.model_dir is in use by pid {os.getpid()} on "):
+        run(train_args(synthetic, model_dir, "train.max_steps=2"))
+    # Held by a process that has exited: taken over; released at the end.
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    held = json.loads(lock.read_text()) | {"pid": int(gone.stdout)}
+    lock.write_text(json.dumps(held))
+    run(train_args(synthetic, model_dir, "train.max_steps=2", "train.epochs=1"))
+    assert not lock.exists()
+    # Resuming with another optimizer setting is refused; more epochs are fine.
+    with pytest.raises(
+        ValueError, match=r"config.yaml: resuming with other train.optimizer than the run being resumed"
+    ):
+        run(train_args(synthetic, model_dir, "train.max_steps=4", "train.optimizer.learning_rate=0.5"))
+    assert (
+        run(train_args(synthetic, model_dir, "train.max_steps=4", "train.epochs=2"))["train"]["resumed_from_step"] == 2
+    )

@@ -24,7 +24,7 @@ import math
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import keras
@@ -115,6 +115,7 @@ class TrainLoop:
         inputs: Inputs,
         cfg: TrainConfig,
         fingerprint: str,
+        heartbeat: Callable[[], None] | None = None,
     ):
         self.model = model
         self.optimizer = optimizer
@@ -124,6 +125,7 @@ class TrainLoop:
         self.cfg = cfg
         self.evaluator = Evaluator(model, strategy, inputs)
         self.fingerprint = fingerprint
+        self.heartbeat = heartbeat  # called at every checkpoint (the chief refreshes its model_dir lock)
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.batch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
@@ -224,6 +226,8 @@ class TrainLoop:
         self.batch.assign(batch)
         self.seconds.assign(seconds)
         self._save_with(self.manager)
+        if self.heartbeat:
+            self.heartbeat()
 
     def _save_with(self, manager: tf.train.CheckpointManager) -> None:
         manager.save(checkpoint_number=self.step)

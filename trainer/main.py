@@ -28,6 +28,7 @@ from trainer.inputs import Inputs
 from trainer.loop import TrainLoop, checkpoint_dirs
 from trainer.model import build_model, cudnn_eligible
 from trainer.optim import make_optimizer
+from trainer.run_lock import RunLock, check_resume_settings
 from trainer.strategy import Worker, lost_peers_reported, make_strategy
 
 _LOG = logging.getLogger(__name__)
@@ -129,14 +130,32 @@ def train(config: Config) -> dict:
     strategy, worker = make_strategy(cfg)  # first: multi-worker collectives start before any op
     spec = load_data_spec(cfg.data_dir)
     checkpoints, _ = checkpoint_dirs(cfg.model_dir, worker)
+    lock = RunLock(cfg.model_dir)
+    if worker.is_chief:
+        storage.makedirs(cfg.model_dir)
+        lock.acquire()  # one trainer per model_dir
+    try:
+        return _train_locked(config, spec, strategy, worker, checkpoints, lock)
+    finally:
+        if worker.is_chief:
+            lock.release()
+
+
+def _train_locked(
+    config: Config, spec: DataSpec, strategy: tf.distribute.Strategy, worker: Worker, checkpoints: str, lock: RunLock
+) -> dict:
+    cfg = config.train
     with precision(cfg.mixed_precision), lost_peers_reported(worker, checkpoints):
         inputs, model, optimizer = _build(config, spec, strategy, worker)
         _log_setup(model, strategy, worker, inputs)
-        loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint)
+        heartbeat = lock.refresh if worker.is_chief else None
+        loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint, heartbeat)
         resumed_from = loop.restore()  # refuses a model_dir of another model or other data
+        config_path = storage.join(cfg.model_dir, contract.CONFIG_FILE)
+        if resumed_from and storage.exists(config_path):
+            check_resume_settings(storage.read_text(config_path), config, config_path)
         if worker.is_chief:
-            storage.makedirs(cfg.model_dir)
-            storage.write_text(storage.join(cfg.model_dir, contract.CONFIG_FILE), cli_common.config_yaml(config))
+            storage.write_text(config_path, cli_common.config_yaml(config))
         fit = loop.fit(resumed_from)
         metrics = {
             "valid": loop.evaluator("valid"),
