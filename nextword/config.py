@@ -353,12 +353,6 @@ def _check(config: Config) -> None:
         raise ConfigError(
             f"train.optimizer.plateau_factor: must be in (0, 1], got {config.train.optimizer.plateau_factor}"
         )
-    m = config.train.model
-    if m.tie_embeddings and m.embedding_dim != m.lstm_units:
-        raise ConfigError(
-            "train.model.tie_embeddings: needs train.model.embedding_dim == train.model.lstm_units, "
-            f"got {m.embedding_dim} and {m.lstm_units}"
-        )
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:

@@ -29,7 +29,6 @@ def test_defaults_follow_the_seed():
         ({"preprocess": {"window_length": 0}}, "preprocess.window_length: must be > 0"),
         ({"preprocess": {"split": {"valid_fraction": 0.6, "test_fraction": 0.5}}}, "preprocess.split.valid_fraction"),
         ({"preprocess": {"split": {"train_glob": "a"}}}, "preprocess.split.train_glob: set all"),
-        ({"train": {"model": {"tie_embeddings": True, "embedding_dim": 8}}}, "train.model.tie_embeddings"),
         ([1, 2], "config: expected a mapping"),
     ],
 )

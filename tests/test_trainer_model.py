@@ -55,3 +55,11 @@ def test_locked_dropout_uses_one_mask_per_sequence_and_keeps_cudnn_eligibility()
     varied = free.get_layer("embedding_dropout")(ones, training=True).numpy()
     assert not (varied == varied[:, :1]).all()
     assert cudnn_eligible(model) == []
+
+
+def test_tied_output_with_other_lstm_units_projects_to_the_embedding_size():
+    model = build_model(50, ModelConfig(embedding_dim=8, lstm_units=12, tie_embeddings=True))
+    assert model.get_layer("tied_projection").kernel.shape == (12, 8)
+    assert model(np.zeros((2, 5), "int32")).shape == (2, 5, 50)
+    names = [w.path for w in model.weights]
+    assert not any("logits" in n and "kernel" in n for n in names)  # the output reuses the embedding

@@ -87,6 +87,8 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> 
             x = lstm(x)  # [batch, time, lstm_units]
         x = _dropout(cfg, f"lstm_{i}_dropout", cfg.lstm_units)(x)
     if cfg.tie_embeddings:
+        if cfg.lstm_units != cfg.embedding_dim:  # project to the embedding's size first (Press & Wolf 2017)
+            x = keras.layers.Dense(cfg.embedding_dim, use_bias=False, name="tied_projection")(x)
         logits = TiedOutput(embedding, name="logits", dtype="float32")(x)
     else:
         logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
