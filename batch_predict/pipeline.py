@@ -16,10 +16,11 @@ an https_proxy setting without no_proxy=localhost breaks).
 
 from __future__ import annotations
 
-import json
 import logging
+import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 import apache_beam as beam
 
@@ -33,6 +34,13 @@ _LOG = logging.getLogger(__name__)
 SUMMARY_FILE = "summary.json"
 OUTPUT_PREFIX = "predictions"
 OUTPUT_SUFFIX = ".jsonl"
+# The names this job gives its files (Beam's WriteToText shards and its temporary folder, our summary's
+# temporary file): all that its clearing deletes, besides the shards the previous summary lists.
+OWNED = (
+    storage.Owned("", re.escape(OUTPUT_PREFIX) + r"-\d{5,}-of-\d{5,}" + re.escape(OUTPUT_SUFFIX)),
+    storage.Owned("", "beam-temp-" + re.escape(OUTPUT_PREFIX) + "-[0-9a-f]{32}"),
+    storage.Owned("", storage.temp_names(SUMMARY_FILE)),
+)
 
 
 def list_inputs(input_glob: str) -> list[tuple[str, int]]:
@@ -48,12 +56,15 @@ def list_inputs(input_glob: str) -> list[tuple[str, int]]:
     return sorted(files.items())
 
 
-def clear_output(output_dir: str) -> None:
-    """Removes the commit marker and old shards first, so a failed rerun never looks complete."""
+def clear_output(output_dir: str, inputs: Iterable[str] = ()) -> None:
+    """Removes summary.json first (a failed rerun never looks complete), then this job's old files.
+
+    Only the shards the old summary lists and files with this job's own names
+    (OWNED) go, never through a symbolic link (refused with one line), never one
+    of `inputs` (nextword/storage.py: clear_owned).
+    """
     storage.makedirs(output_dir)
-    storage.delete(storage.join(output_dir, SUMMARY_FILE))
-    for path, _ in storage.match(storage.join(output_dir, OUTPUT_PREFIX + "*")):
-        storage.delete(path)
+    storage.clear_owned(output_dir, OWNED, marker=SUMMARY_FILE, listed_key="output_shards", keep=inputs)
 
 
 def summary_dict(
@@ -77,18 +88,22 @@ def summary_dict(
         "scored_tokens": stats["scored_tokens"],
         "seconds": round(seconds, 3),
         "lines_per_second": round(input_lines / seconds, 1) if seconds > 0 else None,
-        "output_shards": sorted(path[len(prefix):] if path.startswith(prefix) else path for path in shards),
+        "output_shards": sorted(path[len(prefix) :] if path.startswith(prefix) else path for path in shards),
     }
 
 
 def _write_summary(_, cfg, bundle, files, started, line_counts, stats, shards) -> dict:
+    """Writes summary.json, the commit marker, only for a complete job: one record per input line."""
     summary = summary_dict(cfg, bundle, files, line_counts, stats, shards, time.time() - started)
     path = storage.join(cfg.output_dir, SUMMARY_FILE)
-    storage.write_text(path, json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    if not summary["complete"]:
+        raise OSError(
+            f"{cfg.input_glob}: {summary['input_lines']} input lines but {summary['output_records']} records "
+            f"(an input file changed while the job ran), so no {path}; rerun once the input files stay unchanged"
+        )
+    storage.write_marker(path, summary)
     _LOG.info("wrote %s: %d input lines, %d records, %s lines/s", path, summary["input_lines"],
               summary["output_records"], summary["lines_per_second"])  # fmt: skip
-    if not summary["complete"]:
-        raise RuntimeError(f"{path}: {summary['input_lines']} input lines but {summary['output_records']} records")
     return summary
 
 
@@ -101,7 +116,9 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     _LOG.info("predicting %s for %d files (%d ranges) with bundle %s into %s",
               cfg.mode, len(files), len(ranges), bundle.path, cfg.output_dir)  # fmt: skip
     if not cloud.launch_only(p.options):  # building a template leaves the last run's output alone
-        clear_output(cfg.output_dir)
+        inputs = [path for path, _ in files]
+        storage.check_readable(inputs)  # before anything is cleared, as the bundle above
+        clear_output(cfg.output_dir, inputs)
     started = time.time()
 
     range_pcoll = p | "PlanRanges" >> beam.Create(ranges) | "SpreadRanges" >> beam.Reshuffle()

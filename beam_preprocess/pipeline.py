@@ -10,9 +10,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
+import re
 import time
 from collections import Counter
+from collections.abc import Iterable
 
 import apache_beam as beam
 
@@ -23,6 +24,15 @@ from nextword.config import Config, PreprocessConfig
 
 _LOG = logging.getLogger(__name__)
 TEMP_DIR = "_parts"  # per-bundle shard parts, deleted before the manifest is written
+# The names this stage gives its files (beam_preprocess/transforms.py): all that its clearing deletes.
+SHARD_NAMES = re.escape(contract.SHARD_PREFIX) + r"-\d{5,}-of-\d{5,}" + re.escape(contract.SHARD_SUFFIX)
+TEMP_PARTS = storage.Owned(TEMP_DIR, "(?:" + "|".join(contract.SPLITS) + r")-\d{5,}-[0-9a-f]{32}\.tfrecord", True)
+OWNED = (
+    storage.Owned("", storage.temp_names(contract.MANIFEST_FILE, contract.VOCAB_FILE, contract.VOCAB_COUNTS_FILE,
+                                         contract.CONFIG_FILE)),
+    *(storage.Owned(split, SHARD_NAMES) for split in contract.SPLITS),
+    TEMP_PARTS,
+)  # fmt: skip
 
 
 def _glob_folder(glob: str) -> str:
@@ -35,7 +45,7 @@ def _glob_folder(glob: str) -> str:
 
 def _relative_key(path: str, folder: str) -> str:
     if storage.is_remote(path):
-        return path[len(folder):] if path.startswith(folder) else path
+        return path[len(folder) :] if path.startswith(folder) else path
     return os.path.relpath(path, os.path.abspath(folder or "."))
 
 
@@ -95,7 +105,7 @@ def manifest_dict(
             **per_split,
         },
         "shards": {
-            split: sorted(path[len(prefix):] if path.startswith(prefix) else path for path in shards.get(split, []))
+            split: sorted(path[len(prefix) :] if path.startswith(prefix) else path for path in shards.get(split, []))
             for split in contract.SPLITS
         },
     }
@@ -112,7 +122,6 @@ def _write_vocab(vocab_tokens: list[str], counts: tuple[Counter, Counter], outpu
 def _write_manifest(
     _,
     output_dir: str,
-    temp_dir: str,
     config_text: str,
     split_shards: list[tuple[str, str]],
     vocab_written: int,
@@ -120,31 +129,25 @@ def _write_manifest(
 ) -> str:
     del vocab_written  # a side input only so that the manifest comes after the vocabulary
     shards = {split: [path for s, path in split_shards if s == split] for split in contract.SPLITS}
-    _delete_tree(temp_dir)
+    storage.clear_owned(output_dir, [TEMP_PARTS])
     # Written by the job, not its builder: a template built now and launched later writes it when it runs.
     storage.write_text(storage.join(output_dir, contract.CONFIG_FILE), config_text)
     manifest = manifest_dict(output_dir=output_dir, shards=shards, **parts)
     path = storage.join(output_dir, contract.MANIFEST_FILE)
-    storage.write_text(path, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    storage.write_marker(path, manifest)
     _LOG.info("wrote %s: %s", path, json.dumps(manifest["counts"]))
     return path
 
 
-def _delete_tree(folder: str) -> None:
-    for path, _ in storage.match(storage.join(folder, "**")):
-        storage.delete(path)
-    if not storage.is_remote(folder) and os.path.isdir(folder):
-        shutil.rmtree(folder)
+def clear_output(output_dir: str, inputs: Iterable[str] = ()) -> None:
+    """Removes the manifest first (a failed rerun never looks complete), then this stage's old files.
 
-
-def clear_output(output_dir: str) -> None:
-    """Removes the commit marker, old shards and old temp parts first, so a failed rerun never looks complete."""
+    Only the shards the old manifest lists and files with this stage's own names
+    (OWNED) go, never through a symbolic link (refused with one line), never one
+    of `inputs` (nextword/storage.py: clear_owned).
+    """
     storage.makedirs(output_dir)
-    storage.delete(storage.join(output_dir, contract.MANIFEST_FILE))
-    for split in contract.SPLITS:
-        for path, _ in storage.match(storage.join(output_dir, split, contract.SHARD_PREFIX + "*")):
-            storage.delete(path)
-    _delete_tree(storage.join(output_dir, TEMP_DIR))
+    storage.clear_owned(output_dir, OWNED, marker=contract.MANIFEST_FILE, listed_key="shards", keep=inputs)
 
 
 def build(p: beam.Pipeline, config: Config) -> None:
@@ -154,7 +157,9 @@ def build(p: beam.Pipeline, config: Config) -> None:
     files, ignored, glob = list_corpus(cfg)
     _LOG.info("preprocessing %d files from %s into %s", len(files), glob, output_dir)
     if not cloud.launch_only(p.options):  # building a template leaves the last run's data alone
-        clear_output(output_dir)
+        inputs = [corpus_file.path for corpus_file in files]
+        storage.check_readable(inputs)  # before anything is cleared
+        clear_output(output_dir, inputs)
 
     file_pcoll = p | "ListFiles" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
     vocab, counts = file_pcoll | "CountVocabulary" >> CountVocabulary(cfg, glob)
@@ -173,7 +178,6 @@ def build(p: beam.Pipeline, config: Config) -> None:
         vocab_tokens=beam.pvalue.AsSingleton(vocab),
         counts=beam.pvalue.AsSingleton(counts),
         window_figures=beam.pvalue.AsSingleton(window_figures),
-        temp_dir=temp_dir,
         split_shards=beam.pvalue.AsList(shards),
         vocab_written=beam.pvalue.AsSingleton(vocab_written),
     )

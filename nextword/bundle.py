@@ -12,11 +12,16 @@ from dataclasses import dataclass
 from nextword import contract, storage
 from nextword.contract import TextSettings
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: bundle.json holds the CRC32C of the SavedModel files
 SAVED_MODEL_FILE = "saved_model.pb"
+VARIABLES_DIR = "variables"
+VARIABLES_INDEX = f"{VARIABLES_DIR}/variables.index"
+_VARIABLES_DATA = f"{VARIABLES_DIR}/variables.data-"
 # Files a complete bundle has, relative to its directory; bundle.json is written last.
 META_FILES = (contract.VOCAB_FILE, contract.MANIFEST_FILE, contract.CONFIG_FILE, contract.BUNDLE_INFO_FILE)
-REQUIRED_FILES = (SAVED_MODEL_FILE,) + tuple(f"{contract.BUNDLE_META_DIR}/{name}" for name in META_FILES)
+REQUIRED_FILES = (SAVED_MODEL_FILE, VARIABLES_INDEX) + tuple(
+    f"{contract.BUNDLE_META_DIR}/{name}" for name in META_FILES
+)
 _HOW_TO_FIX = "point predict.bundle_dir at the bundle that `nextword train` exported"
 
 
@@ -40,9 +45,11 @@ def bundle_info(
     context_tokens: int,
     vocab_size: int,
     created_unix: int,
+    checksums: dict[str, str],
 ) -> dict:
     """bundle.json content."""
     return {
+        "checksums": checksums,
         "format_version": FORMAT_VERSION,
         "fingerprint": fingerprint,
         "text": settings.to_dict(),
@@ -52,6 +59,42 @@ def bundle_info(
         "signatures": [contract.SIGNATURE_NEXT_WORDS, contract.SIGNATURE_SCORE],
         "created_unix": created_unix,
     }
+
+
+def savedmodel_checksums(path: str) -> dict[str, str]:
+    """CRC32C of saved_model.pb and of every file in variables/, by path relative to the bundle.
+
+    CRC32C, not a cryptographic hash: it proves a file whole (not truncated, not
+    half-copied), and on gs:// it is the object's metadata, so a worker checks a
+    large bundle without downloading it once more.
+    """
+    path = path.rstrip("/")
+    variables = [found.rsplit("/", 1)[1] for found, _ in storage.match(storage.join(path, VARIABLES_DIR, "*"))]
+    files = [SAVED_MODEL_FILE] + [f"{VARIABLES_DIR}/{name}" for name in variables]
+    return {rel: storage.crc32c(storage.join(path, rel)) for rel in files}
+
+
+def _check_savedmodel(path: str, info_path: str, checksums: object) -> None:
+    """The SavedModel files are whole: a truncated one crashes TensorFlow (even with a segfault) when loaded."""
+    if (
+        not isinstance(checksums, dict)
+        or not {SAVED_MODEL_FILE, VARIABLES_INDEX} <= set(checksums)
+        or not any(str(rel).startswith(_VARIABLES_DATA) for rel in checksums)
+    ):
+        raise ValueError(
+            f"{info_path}: no checksums of {SAVED_MODEL_FILE} and {VARIABLES_DIR}/ "
+            "(exported by an older nextword, or edited); re-export the bundle"
+        )
+    for rel, expected in sorted(checksums.items()):
+        file = storage.join(path, rel)
+        if not storage.exists(file):
+            raise FileNotFoundError(f"{path}: not a nextword bundle: missing {rel}; {_HOW_TO_FIX}")
+        actual = storage.crc32c(file)
+        if actual != expected:
+            raise ValueError(
+                f"{file}: checksum mismatch (CRC32C {actual}, {contract.BUNDLE_INFO_FILE} says {expected}): "
+                "the file is truncated or modified; re-export the bundle"
+            )
 
 
 def _read_json(path: str) -> dict:
@@ -65,7 +108,12 @@ def _read_json(path: str) -> dict:
 
 
 def load_bundle(path: str) -> Bundle:
-    """Checks that `path` holds a complete bundle whose vocabulary matches its fingerprint."""
+    """Checks that `path` holds a complete bundle whose vocabulary matches its fingerprint.
+
+    Complete: every file is there, and the SavedModel's files have the checksums
+    the export recorded (a bundle copied halfway or truncated is refused here,
+    before a job clears anything).
+    """
     path = path.rstrip("/")
     for rel in REQUIRED_FILES:
         if not storage.exists(storage.join(path, rel)):
@@ -82,6 +130,7 @@ def load_bundle(path: str) -> Bundle:
         window_length, context_tokens = int(info["window_length"]), int(info["context_tokens"])
     except (KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{info_path}: incomplete or invalid ({err!r}); re-export the bundle") from None
+    _check_savedmodel(path, info_path, info.get("checksums"))
     recomputed = contract.fingerprint(tokens, settings)
     if recomputed != fingerprint:
         raise ValueError(

@@ -67,7 +67,7 @@ def test_missing_bucket_for_corpus_or_output_is_one_line(gcs_bucket, capsys):
     assert _one_error_line(capsys) == f"error: {gcs_bucket}/nothing/*.txt: the corpus glob matches no file"
 
 
-def test_unreadable_corpus_object_fails_the_run_and_leaves_no_complete_output(gcs_bucket, gcs_emulator, capsys):
+def test_unreadable_corpus_object_fails_the_run_before_the_previous_output_is_cleared(gcs_bucket, gcs_emulator, capsys):
     glob, out = _upload(gcs_bucket), f"{gcs_bucket}/data"
     pipeline.run(_args(glob, out))
     assert storage.exists(f"{out}/{contract.MANIFEST_FILE}")
@@ -76,9 +76,10 @@ def test_unreadable_corpus_object_fails_the_run_and_leaves_no_complete_output(gc
     assert preprocess_cli.main(_args(glob, out)) == 1
     line = _one_error_line(capsys)
     assert line.startswith(f"error: {gcs_bucket}/corpus/a/two.txt: permission denied to read (HTTP 403);"), line
-    # The rerun removed the old commit marker first: the output is not taken for complete.
+    # The inputs are read before anything is cleared: the previous complete output is left as it was.
     gcs_emulator.proxy.clear()
-    assert not storage.exists(f"{out}/{contract.MANIFEST_FILE}")
+    manifest = json.loads(storage.read_text(f"{out}/{contract.MANIFEST_FILE}"))
+    assert all(storage.exists(f"{out}/{shard}") for shards in manifest["shards"].values() for shard in shards)
 
 
 def test_transient_503s_are_retried_and_the_output_is_complete(gcs_bucket, gcs_emulator):

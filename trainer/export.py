@@ -58,6 +58,13 @@ _LOG = logging.getLogger(__name__)
 
 # Floats of logits `score` computes at once (64 MiB): bounds memory for any line length.
 DEFAULT_LOGIT_BUDGET = 1 << 24
+# What an export killed midway leaves in the bundle directory, which the next export removes:
+# TensorFlow's atomic writes (<name>.tmp<hex>), its sharded variables save, and our own writes.
+_LEFTOVERS = (
+    storage.Owned("", r"(?:saved_model|fingerprint)\.pb\.tmp[0-9a-f]{32}"),
+    storage.Owned(bundle_lib.VARIABLES_DIR, r"variables_temp"),
+    storage.Owned(contract.BUNDLE_META_DIR, storage.temp_names(*bundle_lib.META_FILES)),
+)
 
 
 class BundleGraph:
@@ -229,7 +236,8 @@ def export_bundle(
     context_tokens = context_tokens or window_length
     meta_dir = storage.join(bundle_dir, contract.BUNDLE_META_DIR)
     info_path = storage.join(meta_dir, contract.BUNDLE_INFO_FILE)
-    storage.delete(info_path)  # the commit marker goes first, so a failed export never looks complete
+    # The commit marker goes first, so a failed export never looks complete; then a killed export's leftovers.
+    storage.clear_owned(bundle_dir, _LEFTOVERS, marker=f"{contract.BUNDLE_META_DIR}/{contract.BUNDLE_INFO_FILE}")
     graph = BundleGraph(model, tokens, settings, context_tokens, logit_budget)
     build_archive(graph).write_out(bundle_dir, verbose=False)
     storage.makedirs(meta_dir)
@@ -243,7 +251,8 @@ def export_bundle(
         context_tokens=context_tokens,
         vocab_size=len(tokens),
         created_unix=int(time.time()),
+        checksums=bundle_lib.savedmodel_checksums(bundle_dir),
     )
-    storage.write_text(info_path, json.dumps(info, indent=2, sort_keys=True) + "\n")
+    storage.write_marker(info_path, info)
     _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info["fingerprint"], len(tokens))
     return bundle_dir
