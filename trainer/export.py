@@ -5,7 +5,8 @@ Layout of `<bundle>/`:
     nextword/vocab.txt                the vocabulary, line number = id
     nextword/manifest.json            the preprocessing manifest the model was trained on
     nextword/config.yaml              the resolved config of the run
-    nextword/bundle.json              fingerprint, text settings, window length; written last
+    nextword/bundle.json              fingerprint, text settings, window length, the CRC32C of
+                                      saved_model.pb and variables/*; written last
 
 Signatures (batch = any number of lines; right padding never changes a result):
 
