@@ -150,7 +150,7 @@ def decode_line(raw: bytes, at_file_start: bool) -> tuple[str, tuple[str, ...]]:
     """Line bytes -> (text, flags): a BOM and a CR ending are removed, bad bytes become U+FFFD."""
     flags = []
     if at_file_start and raw.startswith(BOM):
-        raw = raw[len(BOM):]
+        raw = raw[len(BOM) :]
         flags.append(FLAG_BOM)
     if raw.endswith(b"\r"):
         raw = raw[:-1]

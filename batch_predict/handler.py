@@ -40,6 +40,16 @@ class LoadedBundle:
         out = self._score(text=self._tf.constant(list(texts), dtype=self._tf.string))
         return {name: value.numpy() for name, value in out.items()}
 
+    def generate(
+        self, text: str, words: int, temperature: float, top_k: int, seed: int, allow_unknown: bool
+    ) -> list[str]:
+        tf = self._tf
+        out = self._saved_model.signatures[contract.SIGNATURE_GENERATE](
+            text=tf.constant(text), words=tf.constant(words), temperature=tf.constant(temperature, tf.float32),
+            top_k=tf.constant(top_k), seed=tf.constant(seed), allow_unknown=tf.constant(allow_unknown),
+        )  # fmt: skip
+        return [w.decode("utf-8") for w in out["words"].numpy()]
+
 
 # Model calls' worth of lines gathered per batch: more lines to sort by length, fuller calls.
 GATHER_BUDGETS = 16
@@ -123,8 +133,13 @@ class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
                 line_score = (score["log_prob"][i], score["tokens"][i], score["unknown_tokens"][i])
             records.append(
                 core.prediction_record(
-                    line.flags, counts["word_count"][i], counts["unknown_count"][i],
-                    self._window, self._eos, next_words, line_score,
+                    line.flags,
+                    counts["word_count"][i],
+                    counts["unknown_count"][i],
+                    self._window,
+                    self._eos,
+                    next_words,
+                    line_score,
                 )  # fmt: skip
             )
         return records

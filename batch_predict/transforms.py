@@ -62,11 +62,7 @@ class ReadKeyedLines(beam.PTransform):
         self._bundle = bundle
 
     def expand(self, ranges):
-        line_counts = (
-            ranges
-            | "CountLines" >> beam.ParDo(CountLinesFn())
-            | "CollectCounts" >> beam.combiners.ToDict()
-        )
+        line_counts = ranges | "CountLines" >> beam.ParDo(CountLinesFn()) | "CollectCounts" >> beam.combiners.ToDict()
         first_lines = line_counts | "FirstLineNumbers" >> beam.Map(core.first_line_numbers)
         lines = ranges | "Read" >> beam.ParDo(
             ReadLinesFn(self._cfg, self._bundle.context_tokens, self._bundle.settings.eos),
@@ -81,16 +77,11 @@ class Predict(beam.PTransform):
     def __init__(self, cfg: PredictConfig, bundle: Bundle):
         super().__init__()
         self._handler = KeyedBundleModelHandler(
-            BundleModelHandler(
-                bundle, cfg.mode, cfg.top_k, cfg.max_batch_tokens, cfg.share_model_across_processes
-            )
+            BundleModelHandler(bundle, cfg.mode, cfg.top_k, cfg.max_batch_tokens, cfg.share_model_across_processes)
         )
 
     def expand(self, keyed_lines):
-        return (
-            keyed_lines
-            | "RunInference" >> RunInference(self._handler)
-        )
+        return keyed_lines | "RunInference" >> RunInference(self._handler)
 
 
 class FormatRecordsFn(beam.DoFn):
@@ -131,5 +122,3 @@ class FormatRecordsFn(beam.DoFn):
             records = self._stats["records"]
             rate = records / (now - self._started)
             _LOG.info("batch_predict: %d records in this bundle so far, %.0f lines/s", records, rate)
-
-

@@ -26,6 +26,7 @@ SUBCOMMANDS = {
     "evaluate": "trainer.evaluate",
     "predict": "batch_predict.__main__",
     "baseline": "baseline.__main__",
+    "generate": "batch_predict.generate",
     "cloud": "nextword.cloud_cli",
 }
 

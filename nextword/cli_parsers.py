@@ -17,6 +17,7 @@ SUMMARIES = {
     "evaluate": "the latest checkpoint on the valid and test splits, merged into metrics.json",
     "predict": "next words for texts given as arguments, or the Beam job over predict.input_glob",
     "baseline": "the n-gram baseline on the same data, for comparison (a Beam job)",
+    "generate": "continue a text word by word with the bundle (greedy or sampled)",
     "cloud": "launch files, the scheduled training run, and the runs on Cloud Storage",
 }
 
@@ -27,6 +28,7 @@ SET_EXAMPLES = {
     "evaluate": "train.model_dir=runs/demo/model",
     "predict": "predict.top_k=10",
     "baseline": "baseline.order=3",
+    "generate": "predict.bundle_dir=runs/demo/model/bundle",
     "cloud": "cloud.runs_dir=gs://BUCKET/nextword/runs",
 }
 
@@ -107,6 +109,14 @@ def stage(command: str) -> argparse.ArgumentParser:
             'from predict.bundle_dir, e.g. nextword predict "some of them looks like";\n'
             "Beam options need no TEXT. Without TEXT, runs the Beam job over predict.input_glob."
         )
+    if command == "generate":
+        p.usage = "nextword generate TEXT [--words N] [--temperature T] [--top-k K] [--seed S] [options]"
+        p.add_argument("text", help="the text to continue (normalized as in training)")
+        p.add_argument("--words", type=int, default=20, help="words to add at most (default 20)")
+        p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampled")
+        p.add_argument("--top-k", type=int, default=0, help="sample only among the K most likely words (0: all)")
+        p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text (default 0)")
+        p.add_argument("--allow-unknown", action="store_true", help="let the unknown-word symbol be generated")
     return p
 
 

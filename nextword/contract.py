@@ -214,5 +214,6 @@ def split_of(key: str, valid_fraction: float, test_fraction: float) -> str:
 # config.yaml and bundle.json (fingerprint, text settings, window length).
 SIGNATURE_NEXT_WORDS = "next_words"
 SIGNATURE_SCORE = "score"
+SIGNATURE_GENERATE = "generate"
 BUNDLE_META_DIR = "nextword"
 BUNDLE_INFO_FILE = "bundle.json"

@@ -223,3 +223,64 @@ def test_export_refuses_mismatched_data_and_model(tiny_bundle, tmp_path):
     with pytest.raises(ValueError, match=mismatch):
         export_bundle(tiny_bundle.model, str(data), tiny_bundle.config, str(tmp_path / "b2"))
     assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()
+
+
+def _generate(bundle, text, words=12, temperature=0.0, top_k=0, seed=0, allow_unknown=False) -> list[str]:
+    out = bundle.signatures["generate"](
+        text=tf.constant(text), words=tf.constant(words), temperature=tf.constant(temperature),
+        top_k=tf.constant(top_k), seed=tf.constant(seed), allow_unknown=tf.constant(allow_unknown),
+    )  # fmt: skip
+    return [w.decode() for w in out["words"].numpy()]
+
+
+def test_generate_is_greedy_at_temperature_zero_and_reproducible_by_seed(tiny_bundle):
+    bundle = tf.saved_model.load(tiny_bundle.bundle_dir)
+    text = " ".join(corpus_lines(tiny_bundle)[0].split()[:4])
+    greedy = _generate(bundle, text)
+    assert len(greedy) == 12
+    # Greedy: each word is next_words' top-1 for the text so far.
+    so_far = text
+    for word in greedy[:3]:
+        top = bundle.signatures["next_words"](text=tf.constant([so_far]), k=tf.constant(1))["words"].numpy()[0, 0]
+        assert top.decode() == word
+        so_far += " " + word
+    sampled = _generate(bundle, text, temperature=1.0, seed=7)
+    assert sampled == _generate(bundle, text, temperature=1.0, seed=7)  # same seed, same words
+    assert any(_generate(bundle, text, temperature=1.0, seed=s) != sampled for s in range(1, 4))
+    top_two = _generate(bundle, text, words=1, temperature=5.0, top_k=2, seed=3)
+    best = bundle.signatures["next_words"](text=tf.constant([text]), k=tf.constant(2))["words"].numpy()[0]
+    assert top_two[0] in {w.decode() for w in best}
+    assert _generate(bundle, "") == []  # nothing to continue from
+
+
+def test_generate_never_emits_the_unknown_symbol_unless_asked(tiny_bundle):
+    bundle = tf.saved_model.load(tiny_bundle.bundle_dir)
+    unknown = tiny_bundle.vocab.tokens[0]
+    text = "zzqx unknownword"  # every word unknown: the model's favourite next id is the unknown symbol
+    hot = {"words": 300, "temperature": 50.0, "seed": 11}  # nearly uniform sampling over the vocabulary
+    assert unknown not in _generate(bundle, text, **hot)
+    assert unknown not in _generate(bundle, text)
+    assert unknown in _generate(bundle, text, **hot, allow_unknown=True)
+
+
+def test_generate_command_prints_the_continued_text(tiny_bundle, capsys):
+    from batch_predict import generate
+
+    text = " ".join(corpus_lines(tiny_bundle)[0].split()[:3])
+    args = [
+        text,
+        "--words",
+        "5",
+        "--seed",
+        "2",
+        "--temperature",
+        "0.7",
+        "--set",
+        f"predict.bundle_dir={tiny_bundle.bundle_dir}",
+    ]
+    assert generate.main(args) == 0
+    first = capsys.readouterr().out.strip()
+    assert first.startswith(text + " ") and len(first.split()) == len(text.split()) + 5
+    assert generate.main(args) == 0 and capsys.readouterr().out.strip() == first  # same seed, same text
+    assert generate.main(["", "--set", f"predict.bundle_dir={tiny_bundle.bundle_dir}"]) == 1
+    assert "no word left after normalization" in capsys.readouterr().err

@@ -90,8 +90,9 @@ def _rows(dataset) -> list:
 
 
 def test_streams_rows_continue_their_stream():
-    def windows():  # window i is [i, i, i]
-        return tf.data.Dataset.from_tensor_slices((np.arange(7)[:, None] * np.ones([1, 3])).astype(np.int32))
+    def windows(start, count):  # window i is [i, i, i]
+        ids = (np.arange(7)[:, None] * np.ones([1, 3])).astype(np.int32)
+        return tf.data.Dataset.from_tensor_slices(ids).skip(start).take(count)
 
     context = tf.distribute.InputContext()
     got = _rows(streams.replica_streams(windows, 7, streams=2, context=context, pad=False))
@@ -101,8 +102,8 @@ def test_streams_rows_continue_their_stream():
 
 
 def test_streams_give_each_replica_its_own_rows():
-    def windows():  # 8 windows, 4 streams of 2 steps: stream s holds windows 2s and 2s + 1
-        return tf.data.Dataset.from_tensor_slices(np.arange(8, dtype=np.int32)[:, None])
+    def windows(start, count):  # 8 windows, 4 streams of 2 steps: stream s holds windows 2s and 2s + 1
+        return tf.data.Dataset.from_tensor_slices(np.arange(8, dtype=np.int32)[:, None]).skip(start).take(count)
 
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1, num_replicas_in_sync=4)
     got = _rows(streams.replica_streams(windows, 8, streams=4, context=context))

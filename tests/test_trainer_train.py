@@ -243,3 +243,16 @@ def test_one_trainer_per_model_dir_a_dead_holder_is_taken_over_and_resume_keeps_
     assert (
         run(train_args(synthetic, model_dir, "train.max_steps=4", "train.epochs=2"))["train"]["resumed_from_step"] == 2
     )
+
+
+def test_an_orphaned_checkpoint_link_is_removed_without_touching_its_target(synthetic, tmp_path):
+    victim = tmp_path / "victim"
+    (victim / "sub").mkdir(parents=True)
+    (victim / "precious.txt").write_text("keep me")
+    (victim / "sub" / "more.txt").write_text("me too")
+    checkpoints = tmp_path / "model" / "checkpoints"
+    checkpoints.mkdir(parents=True)
+    (checkpoints / "ckpt-5_temp").symlink_to(victim, target_is_directory=True)
+    run(train_args(synthetic, tmp_path / "model", "train.max_steps=1"))
+    assert not (checkpoints / "ckpt-5_temp").exists() and not (checkpoints / "ckpt-5_temp").is_symlink()
+    assert (victim / "precious.txt").read_text() == "keep me" and (victim / "sub" / "more.txt").read_text() == "me too"

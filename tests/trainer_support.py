@@ -22,7 +22,7 @@ _PREPROCESSED: dict[tuple, Path] = {}
 # A tiny model: each test run takes seconds on one CPU core.
 TINY = [
     "--set", "train.per_replica_batch_size=32",
-    "--set", "train.model.embedding_dim=16",
+    "--set", "train.model.embedding_dim=32",
     "--set", "train.model.lstm_units=32",
     "--set", "train.model.dropout=0.0",
     "--set", "train.optimizer.learning_rate=0.01",

@@ -16,6 +16,8 @@ Signatures (batch = any number of lines; right padding never changes a result):
     score(text: string [batch]) ->
         log_prob: float32 [batch], tokens: int32 [batch], unknown_tokens: int32 [batch],
         word_count: int32 [batch], unknown_count: int32 [batch]
+    generate(text: string [], words: int32 [], temperature: float32 [], top_k: int32 [], seed: int32 [],
+             allow_unknown: bool []) -> words: string [n], n <= words
 
 Semantics (the model is stateless: every line starts from a zero state).
 C = `context_tokens`, by default the training `window_length` (training saw
@@ -38,6 +40,13 @@ train.carry_state saw longer contexts and may be exported with a larger C).
   predicted, so a 100,000-word line needs no more memory than a batch.
 - word_count / unknown_count: words of the text after normalization, and how
   many of them are not in the vocabulary (for flags such as "all unknown").
+- generate: continues one text word by word, each from the softmax after the
+  last C ids (as next_words). temperature 0: the most likely word (greedy);
+  otherwise sampled from softmax(logits / temperature), restricted to the
+  top_k most likely words when top_k > 0, with a stateless generator seeded by
+  (seed, step): the same seed gives the same words. The unknown symbol is never
+  emitted unless allow_unknown; generation stops after `<eos>` where the text
+  settings have it. A text with no context id generates nothing.
 """
 
 from __future__ import annotations
@@ -194,6 +203,47 @@ class BundleGraph:
             "unknown_count": unknown_count,
         }
 
+    # --- generate ----------------------------------------------------------
+    def generate(
+        self,
+        text: tf.Tensor,
+        words: tf.Tensor,
+        temperature: tf.Tensor,
+        top_k: tf.Tensor,
+        seed: tf.Tensor,
+        allow_unknown: tf.Tensor,
+    ) -> dict[str, tf.Tensor]:
+        word_ids, _, _ = self._words(text[tf.newaxis])
+        context = self._line_ids(word_ids, trailing_eos=False).flat_values  # [c] int32
+        is_unknown = tf.equal(tf.range(self.vocab_size), contract.UNK_ID)  # [V]
+        k = tf.where(top_k > 0, tf.minimum(top_k, self.vocab_size), self.vocab_size)
+
+        def next_id(ids: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
+            window = ids[tf.maximum(tf.size(ids) - self.window, 0) :][tf.newaxis]  # [1, w]
+            hidden = self.hidden_model(window, training=False)[:, -1:, :]  # [1, 1, units]
+            logits = tf.cast(self.output_layer(hidden)[0, 0], tf.float32)  # [V]
+            logits = tf.where(is_unknown & ~allow_unknown, tf.float32.min, logits)
+            kth = tf.math.top_k(logits, k=k).values[-1]
+            logits = tf.where(logits < kth, tf.float32.min, logits)
+            greedy = tf.argmax(logits, output_type=tf.int32)
+            scaled = logits / tf.maximum(temperature, 1e-6)
+            sampled = tf.random.stateless_categorical(scaled[tf.newaxis], 1, seed=tf.stack([seed, step]))[0, 0]
+            return tf.where(temperature > 0, tf.cast(sampled, tf.int32), greedy)
+
+        def body(step, ids, out, stopped):
+            chosen = next_id(ids, step)
+            stopped = tf.logical_and(tf.constant(self.settings.eos), tf.equal(chosen, contract.EOS_ID))
+            return step + 1, tf.concat([ids, chosen[tf.newaxis]], 0), out.write(step, chosen), stopped
+
+        def more(step, ids, out, stopped):
+            return (step < words) & ~stopped & (tf.size(ids) > 0)
+
+        initial = (tf.constant(0), context, tf.TensorArray(tf.int32, size=0, dynamic_size=True), tf.constant(False))
+        _, _, out, _ = tf.while_loop(
+            more, body, initial, shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), None, tf.TensorShape([]))
+        )
+        return {"words": tf.gather(self.vocab, out.stack())}
+
 
 def _widest(lengths: tf.Tensor, window: int) -> tf.Tensor:
     """max(lengths) clipped to [1, window]: the padded width a call needs (lengths may be empty)."""
@@ -209,6 +259,15 @@ def build_archive(graph: BundleGraph) -> keras.export.ExportArchive:
     k_spec = tf.TensorSpec([], tf.int32, name="k")
     archive.add_endpoint(contract.SIGNATURE_NEXT_WORDS, graph.next_words, input_signature=[text_spec, k_spec])
     archive.add_endpoint(contract.SIGNATURE_SCORE, graph.score, input_signature=[text_spec])
+    scalar = [
+        tf.TensorSpec([], tf.string, name="text"),
+        tf.TensorSpec([], tf.int32, name="words"),
+        tf.TensorSpec([], tf.float32, name="temperature"),
+        tf.TensorSpec([], tf.int32, name="top_k"),
+        tf.TensorSpec([], tf.int32, name="seed"),
+        tf.TensorSpec([], tf.bool, name="allow_unknown"),
+    ]
+    archive.add_endpoint(contract.SIGNATURE_GENERATE, graph.generate, input_signature=scalar)
     return archive
 
 

@@ -21,6 +21,7 @@ import functools
 import json
 import logging
 import math
+import re
 import signal
 import sys
 import time
@@ -47,6 +48,8 @@ SUMMARY_SPLITS = ("train", "valid")  # TensorBoard runs under <model_dir>/logs/
 # Validation loss (nats/token) an epoch must gain to count as progress: 0.2% of perplexity. Smaller
 # gains, as a decayed learning rate gives epoch after epoch, would keep early stopping from ever stopping.
 MIN_IMPROVEMENT = 0.002
+# What an unfinished tf.train.CheckpointManager save leaves behind (and all a restart may delete).
+_ORPHAN = re.compile(r"ckpt-[0-9]+_temp")
 # Stop votes, in the order the train step sums them.
 _BUDGET, _PREEMPTED = 0, 1
 
@@ -182,9 +185,12 @@ class TrainLoop:
         warning for the one before it: a resumable job loses one interval, not the run.
         """
         if self.worker.is_chief:
-            for orphan in tf.io.gfile.glob(storage.join(self.read_dir, "*_temp")):
-                _LOG.warning("%s: removing the leftovers of a checkpoint write that did not finish", orphan)
-                tf.io.gfile.rmtree(orphan)
+            for folder in (self.read_dir, self.best_read_dir):
+                for orphan in tf.io.gfile.glob(storage.join(folder, "ckpt-*_temp")):
+                    if not _ORPHAN.fullmatch(orphan.rstrip("/").rsplit("/", 1)[-1]):
+                        continue
+                    _LOG.warning("%s: removing the leftovers of a checkpoint write that did not finish", orphan)
+                    storage.remove_tree(orphan)  # never through a link: only the link itself goes
         state = tf.train.get_checkpoint_state(self.read_dir)
         candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
         for path in candidates:

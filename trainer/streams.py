@@ -25,15 +25,17 @@ MIN_CONTINUITY = 0.5
 ORDER_SAMPLE = 1 << 16
 
 
-def window_records(spec: DataSpec, split: str) -> tf.data.Dataset:
-    """A split's windows in shard order, one at a time: ids [record_length] int32."""
-    records = tf.data.TFRecordDataset(spec.shard_paths(split), compression_type="GZIP")
-    return records.map(lambda s: parse_windows(s[None], spec.record_length)[0])
+def window_records(spec: DataSpec, split: str, start: int = 0, count: int = -1) -> tf.data.Dataset:
+    """Windows [start, start + count) of a split in shard order (count -1: to the end), one at a time:
+    ids [record_length] int32."""
+    records = tf.data.TFRecordDataset(spec.shard_paths(split), compression_type="GZIP").skip(start).take(count)
+    # Parsed a block at a time: one parse per record costs more than the model step on small models.
+    return records.batch(256).map(lambda s: parse_windows(s, spec.record_length)).unbatch()
 
 
 def read_windows(spec: DataSpec, split: str, limit: int = ORDER_SAMPLE) -> np.ndarray:
     """The first `limit` windows of a split in shard order: ids [windows, record_length] int32."""
-    parts = [ids.numpy() for ids in window_records(spec, split).take(limit).batch(1024)]
+    parts = [ids.numpy() for ids in window_records(spec, split, count=limit).batch(1024)]
     return np.concatenate(parts) if parts else np.zeros([0, spec.record_length], np.int32)
 
 
@@ -68,7 +70,7 @@ def stream_steps(count: int, streams: int, pad: bool) -> int:
 
 
 def replica_streams(
-    windows_fn: Callable[[], tf.data.Dataset],
+    windows_fn: Callable[[int, int], tf.data.Dataset],
     count: int,
     streams: int,
     context: tf.distribute.InputContext,
@@ -77,7 +79,7 @@ def replica_streams(
 ) -> tf.data.Dataset:
     """The batches of one input pipeline: per step, one (ids [b, L], weights [b]) per local replica.
 
-    `windows_fn()` gives the split's `count` windows in order. Stream s is
+    `windows_fn(start, n)` gives windows [start, start + n) of the split's `count`, in order. Stream s is
     the run of windows [s * steps, (s + 1) * steps); without `pad` the last
     count mod streams windows are left out (training), with it every window is
     kept and the rest is zero-weight padding (evaluation). Replica r of all
@@ -90,12 +92,12 @@ def replica_streams(
     local = replicas // context.num_input_pipelines
     per_replica = streams // replicas
     first = context.input_pipeline_id * local * per_replica
-    length = windows_fn().element_spec.shape[0]
+    length = windows_fn(0, 1).element_spec.shape[0]
     padding = tf.data.Dataset.from_tensors((tf.zeros([length], tf.int32), tf.constant(0.0)))
     rows = []
     for stream in range(first, first + local * per_replica):
         real = max(0, min(steps, count - stream * steps))
-        row = windows_fn().skip(stream * steps).take(real).map(lambda ids: (ids, tf.constant(1.0)))
+        row = windows_fn(stream * steps, real).map(lambda ids: (ids, tf.constant(1.0)))
         if real < steps:
             row = row.concatenate(padding.repeat(steps - real))
         rows.append(row.skip(skip_steps))
