@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -133,10 +134,52 @@ def _write_manifest(
     # Written by the job, not its builder: a template built now and launched later writes it when it runs.
     storage.write_text(storage.join(output_dir, contract.CONFIG_FILE), config_text)
     manifest = manifest_dict(output_dir=output_dir, shards=shards, **parts)
+    for warning in degenerate_data(manifest, parts["cfg"]):
+        _LOG.warning("%s: %s", output_dir, warning)
     path = storage.join(output_dir, contract.MANIFEST_FILE)
     storage.write_marker(path, manifest)
     _LOG.info("wrote %s: %s", path, json.dumps(manifest["counts"]))
     return path
+
+
+def degenerate_data(manifest: dict, cfg: PreprocessConfig) -> list[str]:
+    """One line per way the data is committed but barely usable, with what to do about it."""
+    found = []
+    if manifest["vocab_size"] <= len(contract.special_tokens(cfg.text)):
+        found.append(
+            f"the vocabulary holds only {', '.join(contract.special_tokens(cfg.text))}: no word occurs more than "
+            f"preprocess.text.min_count={cfg.text.min_count} times; lower it or add text"
+        )
+    windows = manifest["counts"]["windows"]
+    for split in contract.SPLITS:
+        if not windows[split]:
+            found.append(f"the {split} split has no window: training will refuse it; give it text or a larger fraction")
+    if windows["train"] and cfg.num_shards > windows["train"]:
+        found.append(
+            f"preprocess.num_shards={cfg.num_shards} but only {windows['train']} training windows: most shards are "
+            "empty; lower num_shards"
+        )
+    return found
+
+
+def refuse_output_in_corpus(output_dir: str, files: list[core.CorpusFile], glob: str) -> None:
+    """A rerun would read the previous run's own outputs (vocab.txt, config.yaml ...) as corpus."""
+    local = not storage.is_remote(output_dir)
+    inside = os.path.abspath(output_dir) + os.sep if local else storage.join(output_dir, "")
+    ours = storage.join(inside, contract.VOCAB_FILE)
+    for pattern in glob.split():  # fnmatch's * also crosses "/", as ** does
+        if fnmatch.fnmatch(ours, os.path.abspath(pattern) if local and not storage.is_remote(pattern) else pattern):
+            raise ValueError(
+                f"preprocess.output_dir: {output_dir} is inside the corpus: {pattern} would read its "
+                f"{contract.VOCAB_FILE}; choose an output_dir outside the corpus folder"
+            )
+    for corpus_file in files:
+        path = corpus_file.path if storage.is_remote(corpus_file.path) else os.path.abspath(corpus_file.path)
+        if path.startswith(inside):
+            raise ValueError(
+                f"preprocess.output_dir: {output_dir} is inside the corpus: {glob} matches {corpus_file.path}; "
+                "choose an output_dir outside the corpus folder"
+            )
 
 
 def clear_output(output_dir: str, inputs: Iterable[str] = ()) -> None:
@@ -155,6 +198,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
     cfg = config.preprocess
     output_dir = cfg.output_dir
     files, ignored, glob = list_corpus(cfg)
+    refuse_output_in_corpus(output_dir, files, glob)
     _LOG.info("preprocessing %d files from %s into %s", len(files), glob, output_dir)
     if not cloud.launch_only(p.options):  # building a template leaves the last run's data alone
         inputs = [corpus_file.path for corpus_file in files]

@@ -14,7 +14,7 @@ import argparse
 SUMMARIES = {
     "preprocess": "text corpus -> vocabulary and TFRecord windows (a Beam job)",
     "train": "windows -> checkpoints, metrics.json, curves.png and the model bundle",
-    "evaluate": "the latest checkpoint on the valid and test splits, merged into metrics.json",
+    "evaluate": "the best validation epoch's weights on the valid and test splits, merged into metrics.json",
     "predict": "next words for texts given as arguments, or the Beam job over predict.input_glob",
     "baseline": "the n-gram baseline on the same data, for comparison (a Beam job)",
     "generate": "continue a text word by word with the bundle (greedy or sampled)",

@@ -111,7 +111,7 @@ def plot_curves(history: list[dict], path: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`nextword evaluate`: the latest checkpoint on valid and test; writes metrics.json."""
+    """`nextword evaluate`: the best validation epoch's weights on valid and test; writes metrics.json."""
     from nextword import cli, console
     from trainer import main as trainer_main
 

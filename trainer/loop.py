@@ -34,6 +34,7 @@ import tensorflow as tf
 
 from nextword import cli_common, storage
 from nextword.config import TrainConfig
+from trainer import carried_state
 from trainer.evaluate import Evaluator
 from trainer.inputs import Inputs
 from trainer.steps import replica_train_step
@@ -129,6 +130,7 @@ class TrainLoop:
         self.evaluator = Evaluator(model, strategy, inputs)
         self.fingerprint = fingerprint
         self.heartbeat = heartbeat  # called at every checkpoint (the chief refreshes its model_dir lock)
+        self._resumed_states = None  # the carried states of a checkpoint taken inside an epoch
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.batch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
@@ -211,6 +213,8 @@ class TrainLoop:
                     f"{self.fingerprint}; use a new train.model_dir"
                 )
             self._apply_learning_rate()
+            if self.cfg.carry_state and int(self.batch.numpy()) > 0:
+                self._resumed_states = carried_state.load(self.read_dir, self.worker, self.step, self.strategy)
             _LOG.info(
                 "resumed from %s: step %d, epoch %d, batch %d, %.0f s trained",
                 path,
@@ -227,11 +231,16 @@ class TrainLoop:
             )
         return 0
 
-    def save(self, epoch: int, batch: int, seconds: float) -> None:
+    def save(self, epoch: int, batch: int, seconds: float, states: tuple = ()) -> None:
+        """A checkpoint at this position; inside an epoch, the carried states too (before it, see carried_state)."""
         self.epoch.assign(epoch)
         self.batch.assign(batch)
         self.seconds.assign(seconds)
+        if states and 0 < batch < self.inputs.steps_per_epoch:
+            carried_state.save(self.read_dir, self.worker, self.step, states, self.strategy)
         self._save_with(self.manager)
+        if self.worker.is_chief:
+            carried_state.prune(self.read_dir, {int(p.rsplit("-", 1)[-1]) for p in self.manager.checkpoints})
         if self.heartbeat:
             self.heartbeat()
 
@@ -310,7 +319,7 @@ class TrainLoop:
             if cfg.early_stopping_patience and int(self.bad_epochs.numpy()) >= cfg.early_stopping_patience:
                 stopped_by = "early_stopping"
             while epoch < cfg.epochs and stopped_by == "epochs":
-                batch, train_loss, stopped_by = self._train_epoch(epoch, batch, clock, sigterm, writers)
+                batch, train_loss, stopped_by, states = self._train_epoch(epoch, batch, clock, sigterm, writers)
                 done = epoch + min(batch / steps_per_epoch, 1.0)
                 history.append(self._epoch_record(done, train_loss, clock(), writers))
                 if self._track_best(history[-1]["valid_loss"], done) and stopped_by == "epochs":
@@ -319,7 +328,7 @@ class TrainLoop:
                 self._write_history(history)
                 if batch >= steps_per_epoch:
                     epoch, batch = epoch + 1, 0
-                self.save(epoch, batch, clock())
+                self.save(epoch, batch, clock(), states)
                 _LOG.info("epoch %.2f (step %d): %s", done, self.step, json.dumps(history[-1]))
         for writer in writers.values():
             writer.flush()
@@ -335,12 +344,15 @@ class TrainLoop:
             best_valid_loss=float(self.best_loss.numpy()),
         )
 
-    def _train_epoch(self, epoch: int, batch: int, clock, sigterm: dict, writers: dict) -> tuple[int, float, str]:
-        """Steps from `batch` to the end of the epoch or a stop: (batch reached, mean loss, stopped_by)."""
+    def _train_epoch(
+        self, epoch: int, batch: int, clock, sigterm: dict, writers: dict
+    ) -> tuple[int, float, str, tuple]:
+        """Steps from `batch` to the end of the epoch or a stop: (batch reached, mean loss, stopped_by, states)."""
         cfg = self.cfg
         steps_per_epoch = self.inputs.steps_per_epoch
         iterator = iter(self.inputs.train(epoch, batch))
-        states = self.inputs.initial_states(self.model)
+        resumed, self._resumed_states = self._resumed_states, None
+        states = resumed if resumed is not None and batch > 0 else self.inputs.initial_states(self.model)
         progbar = keras.utils.Progbar(steps_per_epoch, verbose=_progbar_verbosity(self.worker), unit_name="step")
         progbar.update(batch)
         loss_sum, loss_steps = 0.0, 0
@@ -358,20 +370,20 @@ class TrainLoop:
                 tf.summary.scalar("loss", loss)
                 tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate.numpy()))
             if summed_votes[_PREEMPTED]:
-                self.save(epoch, batch, clock())
+                self.save(epoch, batch, clock(), states)
                 raise TrainingPreempted(
                     f"stopped at step {step} for {signal.Signals(sigterm['signum']).name}; checkpoint written "
                     f"to {self.read_dir}: rerun the same command to resume",
                     sigterm["signum"],
                 )
             if summed_votes[_BUDGET]:
-                return batch, mean_loss, "time_budget"
+                return batch, mean_loss, "time_budget", states
             if cfg.max_steps and step >= cfg.max_steps:
-                return batch, mean_loss, "max_steps"
+                return batch, mean_loss, "max_steps", states
             if batch < steps_per_epoch and step % cfg.checkpoint_every_steps == 0:
-                self.save(epoch, batch, clock())
+                self.save(epoch, batch, clock(), states)
                 _LOG.info("step %d: checkpoint, mean loss %.4f in this epoch", step, mean_loss)
-        return batch, loss_sum / loss_steps if loss_steps else float("nan"), "epochs"
+        return batch, loss_sum / loss_steps if loss_steps else float("nan"), "epochs", states
 
     def _epoch_record(self, done: float, train_loss: float, seconds: float, writers: dict) -> dict:
         """Validation after an epoch (or part of one), with the mean training loss of its steps run here."""

@@ -197,7 +197,7 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 def run_evaluate(argv: list[str] | None = None) -> dict:
-    """`nextword evaluate`: the latest checkpoint on valid and test, merged into metrics.json."""
+    """`nextword evaluate`: the best validation epoch's weights (the exported ones) on valid and test."""
     config = parse("evaluate", argv)
     cfg = config.train
     strategy, worker = make_strategy(cfg)
@@ -208,6 +208,7 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint)
         if not loop.restore():
             raise FileNotFoundError(f"{loop.read_dir}: no checkpoint to evaluate; train first (nextword train)")
+        loop.restore_best()  # the weights training exported: those of the best validation epoch
         found = {split: loop.evaluator(split) for split in ("valid", "test")}
         found["weights_sha256"] = weights_sha256(model)
     metrics = evaluate_lib.read_metrics(cfg.model_dir) | found

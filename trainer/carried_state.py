@@ -1,0 +1,75 @@
+"""The carried LSTM states saved beside each checkpoint, so a resumed run continues its streams exactly.
+
+With train.carry_state every batch row carries its LSTM state from one step
+to the next. A checkpoint holds weights and the input position; this sidecar
+holds the states at that position: `carried_state-worker<N>-<step>.npz` in the
+checkpoint folder, one per worker (each has its own rows), arrays
+`layer<i>` [local replicas, 2 (h, c), rows per replica, units] float32. It is
+written before the checkpoint that uses it, read with allow_pickle=False, and
+pruned with the checkpoints it belongs to.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+
+import numpy as np
+import tensorflow as tf
+
+from nextword import storage
+from trainer.strategy import Worker
+
+_LOG = logging.getLogger(__name__)
+
+
+def _path(folder: str, worker: Worker, step: int) -> str:
+    return storage.join(folder, f"carried_state-worker{worker.task_id}-{step}.npz")
+
+
+def save(folder: str, worker: Worker, step: int, states: tuple, strategy: tf.distribute.Strategy) -> None:
+    """Writes this worker's states (h, c per layer; each [rows, units] per local replica)."""
+    local = [strategy.experimental_local_results(s) for s in states]  # [2 * layers][local replicas]
+    arrays = {}
+    for i in range(len(states) // 2):
+        pairs = zip(local[2 * i], local[2 * i + 1], strict=True)
+        arrays[f"layer{i}"] = np.stack([np.stack([h.numpy(), c.numpy()]) for h, c in pairs])
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    tf.io.gfile.makedirs(folder)  # the first checkpoint has not created it yet
+    with tf.io.gfile.GFile(_path(folder, worker, step), "wb") as f:
+        f.write(buffer.getvalue())
+
+
+def load(folder: str, worker: Worker, step: int, strategy: tf.distribute.Strategy):
+    """The states saved at `step`, distributed as the train step takes them; None if there are none."""
+    path = _path(folder, worker, step)
+    if not tf.io.gfile.exists(path):
+        _LOG.warning("%s: missing; the resumed streams start from a zero state (the result differs slightly)", path)
+        return None
+    with tf.io.gfile.GFile(path, "rb") as f:
+        arrays = np.load(io.BytesIO(f.read()), allow_pickle=False)
+        layers = [arrays[f"layer{i}"] for i in range(len(arrays.files))]
+    local_replicas = layers[0].shape[0] if layers else 1
+
+    def replica_values(index: int) -> tuple:
+        return tuple(tf.constant(layer[index, kind]) for layer in layers for kind in (0, 1))
+
+    if strategy.num_replicas_in_sync == 1:
+        return replica_values(0)
+    # Global replica ids run worker by worker, so id mod local replicas is the index among this worker's.
+    return strategy.experimental_distribute_values_from_function(
+        lambda context: replica_values(context.replica_id_in_sync_group % local_replicas)
+    )
+
+
+_STEP = re.compile(r"carried_state-worker[0-9]+-([0-9]+)\.npz")
+
+
+def prune(folder: str, keep_steps: set[int]) -> None:
+    """Removes sidecars whose checkpoint is gone (the manager keeps only the newest few)."""
+    for path in tf.io.gfile.glob(storage.join(folder, "carried_state-worker*-*.npz")):
+        found = _STEP.fullmatch(path.rsplit("/", 1)[-1])
+        if found and int(found.group(1)) not in keep_steps:
+            tf.io.gfile.remove(path)
