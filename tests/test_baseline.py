@@ -19,6 +19,7 @@ def tiny_model(order: int = 2) -> kneser_ney.NgramModel:
     return kneser_ney.estimate(ngrams.count_ngrams([[A, B, A, B]], order, overlap=1), order, vocab_size=3)
 
 
+@pytest.mark.unit
 def test_counts_of_the_tiny_stream_written_out():
     raw = ngrams.count_ngrams([[A, B, A, B]], 2, overlap=1)
     assert raw == {(A,): 2, (B,): 2, (BOS, A): 1, (A, B): 2, (B, A): 1}
@@ -27,6 +28,7 @@ def test_counts_of_the_tiny_stream_written_out():
     assert adjusted == {(A,): 2, (B,): 1, (BOS, A): 1, (A, B): 2, (B, A): 1}
 
 
+@pytest.mark.unit
 def test_hand_computed_probabilities_with_discount_fallback():
     model = tiny_model()
     # Both orders lack n3 (count-of-counts), so D is undefined: KenLM's fallback 0.5, 1, 1.5.
@@ -46,6 +48,7 @@ def test_hand_computed_probabilities_with_discount_fallback():
     assert math.exp(model.log_prob((0,), A)) == pytest.approx(0.5)
 
 
+@pytest.mark.unit
 def test_discounts_from_count_of_counts():
     adjusted = [1] * 10 + [2] * 5 + [3] * 3 + [4] * 2 + [7]
     d, fallback = kneser_ney.discounts(adjusted)
@@ -54,6 +57,7 @@ def test_discounts_from_count_of_counts():
     assert not fallback
 
 
+@pytest.mark.unit
 def test_evaluation_follows_the_trainer_protocols():
     model = tiny_model()
     windows = [[A, B, A, B], [B, A, B, A]]  # the second continues the first (overlap 1)
@@ -78,6 +82,7 @@ def _markov_windows(seed: int, tokens: int, vocab: int, length: int) -> list[lis
     return [stream[i : i + length + 1] for i in range(0, len(stream) - length, length)]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("order", [1, 3, 5])
 def test_probabilities_sum_to_one_at_every_order(order):
     vocab = 30
@@ -93,6 +98,7 @@ def test_probabilities_sum_to_one_at_every_order(order):
         assert total == pytest.approx(1.0, abs=1e-9), context
 
 
+@pytest.mark.unit
 def test_kenlm_loads_the_arpa_and_agrees(tmp_path):
     kenlm = pytest.importorskip("kenlm", reason="the kenlm package (test extra) did not build")
     vocab_size = 40
@@ -122,16 +128,18 @@ def _log_probs_along(model, stream):
         history = (*history, token)[-(model.order - 1) :]
 
 
+@pytest.mark.unit
 def test_arpa_refuses_reserved_words():
     with pytest.raises(ValueError, match="'</s>'"):
         arpa.arpa_words(["<???>", "</s>"])
 
 
+@pytest.mark.beam
 def test_beam_stage_matches_the_pure_core_and_learns_the_chain(synthetic, tmp_path):
     from baseline import pipeline
     from nextword import data_dir
-    from tests.conftest import local_test_pipeline
-    from tests.trainer_support import GENERATOR
+    from tests.support.beam import local_test_pipeline
+    from tests.support.trainer import GENERATOR
 
     out = tmp_path / "baseline"
     args = ["--set", f"train.data_dir={synthetic}", "--set", f"baseline.output_dir={out}", "--set", "baseline.order=3"]
@@ -154,6 +162,7 @@ def test_beam_stage_matches_the_pure_core_and_learns_the_chain(synthetic, tmp_pa
     assert (out / "model.arpa").read_text().startswith("\\data\\\nngram 1=")
 
 
+@pytest.mark.unit
 def test_records_round_trip_and_damage_is_named(tmp_path):
     import io
 

@@ -20,18 +20,10 @@ from batch_predict import handler as handler_lib
 from batch_predict.handler import BundleModelHandler, LoadedBundle
 from batch_predict.transforms import ReadLinesFn
 from nextword import bundle as bundle_lib
-from nextword import config as config_lib
-from tests.conftest import local_test_pipeline
-from tests.test_batch_predict_core import expected_lines
+from tests.support.beam import local_test_pipeline
+from tests.support.predict import chain_words, expected_lines, job_config, predict_argv, read_records
 
-
-def chain_words(tiny_bundle, start: int, count: int) -> str:
-    """`count` words the tiny model knows, following its chain from word `start`."""
-    chain, words, state = tiny_bundle.chain, [], start
-    for _ in range(count):
-        words.append(chain.words[state])
-        state = int(chain.successors[state, 0])
-    return " ".join(words)
+pytestmark = pytest.mark.beam
 
 
 def bad_lines_file(tiny_bundle) -> tuple[bytes, dict[int, tuple]]:
@@ -56,18 +48,6 @@ def bad_lines_file(tiny_bundle) -> tuple[bytes, dict[int, tuple]]:
     return data, {i + 1: expected for i, (_, expected) in enumerate(lines)}
 
 
-def job_config(tiny_bundle, tmp_path, input_glob: str, *overrides: str) -> config_lib.Config:
-    return config_lib.from_dict(None, [
-        f"predict.bundle_dir={tiny_bundle.bundle_dir}", f"predict.input_glob={input_glob}",
-        f"predict.output_dir={tmp_path / 'out'}", "predict.max_line_tokens=150000", *overrides,
-    ])  # fmt: skip
-
-
-def read_records(output_dir) -> list[dict]:
-    paths = sorted(glob.glob(f"{output_dir}/predictions-*.jsonl"))
-    return [json.loads(line) for path in paths for line in Path(path).read_text(encoding="utf-8").splitlines()]
-
-
 def test_bad_lines_each_get_exactly_one_record(tiny_bundle, tmp_path):
     data, expected = bad_lines_file(tiny_bundle)
     (tmp_path / "in.txt").write_bytes(data)
@@ -75,9 +55,7 @@ def test_bad_lines_each_get_exactly_one_record(tiny_bundle, tmp_path):
 
     def check(lines):
         records = [json.loads(line) for line in lines]
-        got = {
-            r["line"]: (r["error"], r["flags"], r["next"] is not None, r["log_prob"] is not None) for r in records
-        }
+        got = {r["line"]: (r["error"], r["flags"], r["next"] is not None, r["log_prob"] is not None) for r in records}
         if got != expected or len(records) != len(expected):
             raise BeamAssertException(f"records {got} != expected {expected}")
 
@@ -104,7 +82,7 @@ def test_records_equal_the_bundle_signatures(tiny_bundle, tmp_path):
     texts = [chain_words(tiny_bundle, i, 3 + i) for i in range(6)] + ["", "unknownword"]
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
     config = job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.top_k=4")
-    pipeline.run(_argv(config))
+    pipeline.run(predict_argv(config))
     model = LoadedBundle(tiny_bundle.bundle_dir)
     nxt, score = model.next_words(texts, 4), model.score(texts)
     records = sorted(read_records(tmp_path / "out"), key=lambda r: r["line"])
@@ -118,10 +96,6 @@ def test_records_equal_the_bundle_signatures(tiny_bundle, tmp_path):
             assert record["log_prob"] == pytest.approx(float(score["log_prob"][i]), rel=1e-5)
             perplexity = math.exp(-float(score["log_prob"][i]) / int(score["tokens"][i]))
             assert record["perplexity"] == pytest.approx(perplexity, rel=1e-5)
-
-
-def _argv(config: config_lib.Config) -> list[str]:
-    return [arg for k, v in config_lib.section_to_dict(config.predict).items() for arg in ("--set", f"predict.{k}={v}")]
 
 
 def test_multi_file_glob_input_lines_equal_output_records(tiny_bundle, tmp_path):
@@ -138,7 +112,7 @@ def test_multi_file_glob_input_lines_equal_output_records(tiny_bundle, tmp_path)
         (inputs / rel).write_bytes(data)
     config = job_config(tiny_bundle, tmp_path, f"{inputs}/a/*.txt,{inputs}/b/*.txt", "predict.mode=score",
                         "predict.split_bytes=700", "predict.num_shards=3", "predict.max_batch_tokens=64")  # fmt: skip
-    summary = pipeline.run(_argv(config))
+    summary = pipeline.run(predict_argv(config))
     records = read_records(tmp_path / "out")
     expected = {(str(inputs / rel), n, offset) for rel, data in files.items() for n, offset, _ in expected_lines(data)}
     assert {(r["file"], r["line"], r["offset"]) for r in records} == expected
@@ -186,15 +160,15 @@ def test_handler_loads_once_and_answers_in_batch_order(tiny_bundle):
 def test_shared_model_across_processes_gives_the_same_records(tiny_bundle, tmp_path):
     (tmp_path / "in.txt").write_text("\n".join(chain_words(tiny_bundle, i, 6) for i in range(5)))
     config = job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=next")
-    pipeline.run(_argv(config))
+    pipeline.run(predict_argv(config))
     plain = sorted(read_records(tmp_path / "out"), key=lambda r: r["line"])
-    pipeline.run(_argv(config) + ["--set", "predict.share_model_across_processes=true"])
+    pipeline.run(predict_argv(config) + ["--set", "predict.share_model_across_processes=true"])
     assert sorted(read_records(tmp_path / "out"), key=lambda r: r["line"]) == plain
 
 
 def test_missing_or_modified_bundle_is_one_line_error_before_any_work(tiny_bundle, tmp_path, capsys):
     (tmp_path / "in.txt").write_text("a b c\n")
-    argv = _argv(job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt")))
+    argv = predict_argv(job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt")))
     missing = argv + ["--set", f"predict.bundle_dir={tmp_path / 'nowhere'}"]
     assert predict_main.main(missing) == 1
     err = capsys.readouterr().err.strip()
@@ -213,6 +187,7 @@ def test_missing_or_modified_bundle_is_one_line_error_before_any_work(tiny_bundl
     assert not (tmp_path / "out").exists()  # nothing started
 
 
+@pytest.mark.e2e
 def test_cli_one_liner_prints_top_k_and_the_prediction(tiny_bundle):
     context = chain_words(tiny_bundle, 0, 4)
     done = subprocess.run(
@@ -252,13 +227,13 @@ def test_bundle_input_and_output_on_gcs(tiny_bundle, gcs_bucket, tmp_path):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     settings = ["--set", "predict.split_bytes=200", "--set", "predict.max_batch_tokens=50"]
-    summary = pipeline.run(_argv(job_config(tiny_bundle, tmp_path, f"{gcs_bucket}/in/*.txt",
+    summary = pipeline.run(predict_argv(job_config(tiny_bundle, tmp_path, f"{gcs_bucket}/in/*.txt",
                                             f"predict.bundle_dir={bundle_dir}",
                                             f"predict.output_dir={gcs_bucket}/out")) + settings)  # fmt: skip
     assert summary["input_lines"] == summary["output_records"] == 33 and summary["bundle_dir"] == bundle_dir
     remote = [json.loads(line) for shard in summary["output_shards"]
               for line in storage.read_text(f"{gcs_bucket}/out/{shard}").splitlines()]  # fmt: skip
-    pipeline.run(_argv(job_config(tiny_bundle, tmp_path, f"{tmp_path}/in/*.txt")) + settings)
+    pipeline.run(predict_argv(job_config(tiny_bundle, tmp_path, f"{tmp_path}/in/*.txt")) + settings)
     local = read_records(tmp_path / "out")
     key = lambda r: (r["file"].rsplit("/", 1)[1], r["line"])  # noqa: E731
     strip = lambda r: {k: v for k, v in r.items() if k != "file"}  # noqa: E731
@@ -272,7 +247,7 @@ def test_denied_gcs_input_read_fails_the_job_with_one_line(tiny_bundle, gcs_buck
         storage.write_text(f"{gcs_bucket}/in/{name}.txt", chain_words(tiny_bundle, 0, 7) + "\n")
     # Listing and opening work; downloading b.txt is refused (e.g. an object with a stricter ACL).
     gcs_emulator.proxy.fail(("GET", "^/download/.*/o/in/b.txt", 403, None))
-    argv = _argv(job_config(tiny_bundle, tmp_path, f"{gcs_bucket}/in/*.txt"))
+    argv = predict_argv(job_config(tiny_bundle, tmp_path, f"{gcs_bucket}/in/*.txt"))
     assert predict_main.main(argv) == 1
     lines = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(lines) == 1 and lines[0].startswith(

@@ -13,6 +13,9 @@ from hypothesis import strategies as st
 from batch_predict import core
 from batch_predict.__main__ import split_texts
 from batch_predict.handler import element_cost
+from tests.support.predict import expected_lines
+
+pytestmark = pytest.mark.unit
 
 
 def read_all(data: bytes, split_bytes: int, max_line_bytes: int = 1 << 20) -> list[tuple[int, int, bytes | None]]:
@@ -26,17 +29,6 @@ def read_all(data: bytes, split_bytes: int, max_line_bytes: int = 1 << 20) -> li
         assert len(lines) == counts[(r.path, r.start)]  # the count pass and the read pass agree per range
         out += [(first[(r.path, r.start)] + i, offset, raw) for i, (offset, raw) in enumerate(lines)]
     return out
-
-
-def expected_lines(data: bytes) -> list[tuple[int, int, bytes]]:
-    pieces = data.split(b"\n")
-    if pieces[-1] == b"":
-        pieces.pop()  # a final newline ends the last line, it starts none
-    offsets, position = [], 0
-    for piece in pieces:
-        offsets.append(position)
-        position += len(piece) + 1
-    return [(i + 1, offset, piece) for i, (offset, piece) in enumerate(zip(offsets, pieces, strict=True))]
 
 
 def test_plan_ranges_tiles_each_file_and_skips_empty_files():

@@ -9,8 +9,12 @@ import sys
 import time
 from collections import Counter
 
+import pytest
+
 from batch_predict.pipeline import SUMMARY_FILE
-from tests.test_batch_predict import chain_words, read_records
+from tests.support.predict import chain_words, read_records
+
+pytestmark = pytest.mark.e2e
 
 
 def test_kill_9_midway_then_rerun_gives_one_record_per_line(tiny_bundle, tmp_path):

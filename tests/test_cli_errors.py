@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nextword import cli
-from tests import trainer_support
+from tests.support import trainer as trainer_support
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -28,6 +28,7 @@ def _raiser(err: BaseException):
     return run
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "err, expected",
     [
@@ -44,6 +45,7 @@ def test_errors_raised_outside_our_checks_are_one_line_with_their_type(err, expe
     assert stderr.startswith(expected) and stderr.count("\n") == 1, stderr
 
 
+@pytest.mark.unit
 def test_our_own_checks_keep_their_message_as_it_is(capsys):
     from nextword import config as config_lib
 
@@ -53,6 +55,7 @@ def test_our_own_checks_keep_their_message_as_it_is(capsys):
     assert stderr.count("\n") == 1
 
 
+@pytest.mark.unit
 def test_debug_flag_and_environment_add_the_traceback(capsys, monkeypatch):
     monkeypatch.delenv("NEXTWORD_DEBUG", raising=False)
     assert cli.guarded(_raiser(ZeroDivisionError("division by zero")), ["--debug"]) == 1
@@ -68,12 +71,14 @@ def test_debug_flag_and_environment_add_the_traceback(capsys, monkeypatch):
     assert "Traceback" not in capsys.readouterr().err
 
 
+@pytest.mark.unit
 def test_ctrl_c_is_one_line_and_exit_130(capsys):
     assert cli.guarded(_raiser(KeyboardInterrupt()), []) == 130
     stderr = capsys.readouterr().err
     assert stderr.startswith("error: interrupted (Ctrl-C)") and stderr.count("\n") == 1
 
 
+@pytest.mark.unit
 def test_a_bug_keeps_its_traceback():
     with pytest.raises(KeyError):
         cli.guarded(_raiser(KeyError("a bug, not the user's")), [])
@@ -91,6 +96,7 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
+@pytest.mark.e2e
 @pytest.mark.parametrize("debug", [False, True])
 def test_an_error_inside_a_beam_worker_is_one_line_without_beams_wrapping_or_log(write_files, tmp_path, debug):
     corpus = write_files({"a.txt": "the cat sat\n" * 50})
@@ -115,6 +121,7 @@ def test_an_error_inside_a_beam_worker_is_one_line_without_beams_wrapping_or_log
         assert "Traceback" not in done.stderr and "ERROR" not in done.stderr, done.stderr
 
 
+@pytest.mark.e2e
 def test_a_corrupt_training_shard_is_one_line_naming_the_kind_and_the_fix(synthetic, tmp_path):
     data = Path(shutil.copytree(synthetic, tmp_path / "data"))
     for shard in (data / "train").iterdir():  # every shard: whichever the input reads first fails

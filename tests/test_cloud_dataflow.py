@@ -13,11 +13,14 @@ import os
 import tarfile
 
 import apache_beam as beam
+import pytest
 from apache_beam.portability.api import beam_runner_api_pb2
 
 from batch_predict import pipeline as predict_pipeline
 from beam_preprocess import pipeline as preprocess_pipeline
 from nextword import cli_common, storage
+
+pytestmark = pytest.mark.beam
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOUD_YAML = os.path.join(REPO, "configs", "cloud.yaml")

@@ -9,9 +9,13 @@ prediction reading its input and writing its output on gs://.
 import json
 import os
 
+import pytest
+
 from batch_predict import pipeline as predict_pipeline
 from beam_preprocess import pipeline as preprocess_pipeline
 from nextword import cli, contract, runs, storage, synthetic
+
+pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOUD_YAML = os.path.join(REPO, "configs", "cloud.yaml")

@@ -4,6 +4,10 @@ import ast
 import os
 import re
 
+import pytest
+
+pytestmark = pytest.mark.unit
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

@@ -12,6 +12,8 @@ from nextword import cli, cli_common, cloud, cloud_specs
 from nextword import config as config_lib
 from nextword.config import ConfigError
 
+pytestmark = pytest.mark.unit
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOUD_YAML = os.path.join(REPO, "configs", "cloud.yaml")
 

@@ -11,6 +11,7 @@ DAY = datetime.date(2025, 6, 2)
 BAR = {"max_test_perplexity": 10.0}
 
 
+@pytest.mark.unit
 def test_run_name_and_the_bar():
     assert runs.run_name(DAY, "8123/45 6") == "2025-06-02-8123-45-6"
     assert runs.passes_bar({"test_perplexity": 9.5}, BAR) == (True, "test_perplexity 9.5 <= 10")
@@ -23,6 +24,7 @@ def test_run_name_and_the_bar():
         runs.passes_bar({"x": 1.0}, {"below_x": 2.0})
 
 
+@pytest.mark.unit
 def test_the_baseline_gate_needs_the_ratio_and_names_both_perplexities():
     from nextword import cloud, cloud_cli
     from nextword import config as config_lib
@@ -107,6 +109,7 @@ def test_latest_moves_only_to_runs_that_pass_the_bar(gcs_bucket):
     assert runs.list_runs(runs_dir) == [good, worse, unfinished]  # LATEST.json is a file, not a run
 
 
+@pytest.mark.unit
 def test_runs_need_a_gcs_path():
     with pytest.raises(ValueError, match=r"^runs/local: not a gs:// path; runs live on Cloud Storage"):
         runs.list_runs("runs/local")

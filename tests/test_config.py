@@ -5,6 +5,8 @@ import pytest
 from nextword import config as config_lib
 from nextword.config import ConfigError
 
+pytestmark = pytest.mark.unit
+
 
 def test_defaults_follow_the_seed():
     cfg = config_lib.from_dict(None)

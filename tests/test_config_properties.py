@@ -3,12 +3,15 @@
 import dataclasses
 import typing
 
+import pytest
 import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nextword import config as config_lib
 from nextword.config import Config, ConfigError
+
+pytestmark = pytest.mark.unit
 
 
 def _leaves(cls, prefix=""):

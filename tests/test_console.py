@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from nextword import cli, cli_common, cli_parsers
-from tests import trainer_support
+from tests.support import trainer as trainer_support
 
 REPO = Path(__file__).resolve().parent.parent
 NEXTWORD = [sys.executable, "-m", "nextword.cli"]
@@ -74,6 +74,7 @@ def helps() -> dict[str, str]:
     return {key: text for key, (_, text) in found["helps"].items()}
 
 
+@pytest.mark.e2e
 def test_help_of_every_command_lists_its_options_and_imports_neither_tensorflow_nor_beam(helps):
     for command in cli.SUBCOMMANDS:
         assert command in helps["--help"]
@@ -89,6 +90,7 @@ def test_help_of_every_command_lists_its_options_and_imports_neither_tensorflow_
     assert "TEXT" in helps["predict --help"]
 
 
+@pytest.mark.e2e
 def test_beam_options_are_named_only_for_the_commands_that_pass_them_on(helps):
     for command in ("preprocess", "predict", "baseline"):
         assert "--runner DataflowRunner" in helps[f"{command} --help"], command
@@ -98,6 +100,7 @@ def test_beam_options_are_named_only_for_the_commands_that_pass_them_on(helps):
         assert "--runner" not in helps[key], key
 
 
+@pytest.mark.unit
 def test_train_refuses_an_option_its_help_does_not_list_and_preprocess_passes_it_to_beam():
     with pytest.raises(SystemExit):
         cli_common.parser("train").parse_args(["--runner", "DataflowRunner"])
@@ -105,6 +108,7 @@ def test_train_refuses_an_option_its_help_does_not_list_and_preprocess_passes_it
     assert rest == ["--runner", "DataflowRunner"] and args.verbose
 
 
+@pytest.mark.e2e
 def test_train_help_takes_under_a_second():
     def once() -> float:
         start = time.perf_counter()
@@ -116,6 +120,7 @@ def test_train_help_takes_under_a_second():
     assert min(once() for _ in range(3)) < 1.0
 
 
+@pytest.mark.unit
 def test_baseline_is_a_command_whose_module_parses_with_the_baseline_parser():
     if not (REPO / "baseline" / "__main__.py").exists():
         pytest.skip("baseline/__main__.py is not written yet (it is added with the n-gram baseline)")
@@ -141,6 +146,7 @@ def _noise_in(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if any(noise in line for noise in NOISE)]
 
 
+@pytest.mark.e2e
 def test_preprocess_and_train_show_only_our_lines_and_verbose_brings_the_rest_back(tmp_path):
     corpus = _tiny_corpus(tmp_path)
     data, model = tmp_path / "data", tmp_path / "model"

@@ -9,6 +9,8 @@ from hypothesis import strategies as st
 from nextword import contract
 from nextword.contract import TextSettings
 
+pytestmark = pytest.mark.unit
+
 SEED = TextSettings()
 
 

@@ -21,7 +21,7 @@ from batch_predict import pipeline as predict_pipeline
 from beam_preprocess import __main__ as preprocess_main
 from nextword import bundle as bundle_lib
 from nextword import contract, storage
-from tests.test_batch_predict import _argv, chain_words, job_config, read_records
+from tests.support.predict import chain_words, job_config, predict_argv, read_records
 
 
 def snapshot(root: Path) -> dict[str, object]:
@@ -64,6 +64,7 @@ def error_lines(capsys) -> list[str]:
 
 
 # --- the shared routine -------------------------------------------------------
+@pytest.mark.unit
 def test_remove_tree_never_follows_a_link(tmp_path, victim):
     before = snapshot(victim)
     tree = tmp_path / "ckpt-3_temp"
@@ -113,6 +114,7 @@ def _preprocess_argv(corpus: Path, out: Path) -> list[str]:
     return [arg for item in settings for arg in ("--set", item)]
 
 
+@pytest.mark.beam
 def test_preprocess_refuses_a_symlinked_parts_or_split_folder_and_the_victim_survives(
     write_files, tmp_path, victim, capsys
 ):
@@ -146,6 +148,7 @@ def test_preprocess_refuses_a_symlinked_parts_or_split_folder_and_the_victim_sur
 
 
 # --- item 3: batch prediction deletes only its own shards ---------------------------
+@pytest.mark.beam
 def test_predict_deletes_only_its_own_shards_never_notes_or_its_input(tiny_bundle, tmp_path, victim, capsys):
     out = tmp_path / "out"
     out.mkdir()
@@ -154,7 +157,7 @@ def test_predict_deletes_only_its_own_shards_never_notes_or_its_input(tiny_bundl
     own_input.write_text("\n".join(chain_words(tiny_bundle, i, 6) for i in range(12)) + "\n")
     stale = out / "predictions-00003-of-00004.jsonl"  # a previous run's shard, with another shard count
     stale.write_text("{}\n")
-    argv = _argv(job_config(tiny_bundle, tmp_path, str(own_input), "predict.mode=next"))
+    argv = predict_argv(job_config(tiny_bundle, tmp_path, str(own_input), "predict.mode=next"))
     kept = {notes.name: notes.read_bytes(), own_input.name: own_input.read_bytes()}
     for _ in range(2):  # the second run clears the first run's output
         summary = predict_pipeline.run(argv)
@@ -207,11 +210,12 @@ def _broken_bundles(tiny_bundle, root: Path) -> dict[str, tuple[Path, str]]:
     }  # fmt: skip
 
 
+@pytest.mark.beam
 def test_broken_bundle_is_refused_in_one_line_before_the_previous_output_is_cleared(
     tiny_bundle, tmp_path, victim, capsys
 ):
     (tmp_path / "in.txt").write_text("\n".join(chain_words(tiny_bundle, i, 6) for i in range(8)) + "\n")
-    argv = _argv(job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=next"))
+    argv = predict_argv(job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=next"))
     assert predict_main.main(argv) == 0
     capsys.readouterr()
     good, before = snapshot(tmp_path / "out"), snapshot(victim)
@@ -227,12 +231,13 @@ def test_broken_bundle_is_refused_in_one_line_before_the_previous_output_is_clea
     }  # fmt: skip
 
 
+@pytest.mark.beam
 def test_unreadable_input_is_refused_before_the_previous_output_is_cleared(
     tiny_bundle, gcs_bucket, gcs_emulator, tmp_path, capsys
 ):
     for name in ("a", "b"):
         storage.write_text(f"{gcs_bucket}/in/{name}.txt", chain_words(tiny_bundle, 0, 7) + "\n")
-    argv = _argv(job_config(tiny_bundle, tmp_path, f"{gcs_bucket}/in/*.txt", "predict.mode=next"))
+    argv = predict_argv(job_config(tiny_bundle, tmp_path, f"{gcs_bucket}/in/*.txt", "predict.mode=next"))
     assert predict_main.main(argv) == 0
     capsys.readouterr()
     good = snapshot(tmp_path / "out")
@@ -244,11 +249,12 @@ def test_unreadable_input_is_refused_before_the_previous_output_is_cleared(
 
 
 # --- item 5: summary.json only for a job that succeeded -----------------------------
+@pytest.mark.beam
 def test_summary_is_written_only_for_a_complete_job(tiny_bundle, tmp_path, monkeypatch, capsys):
     source = tmp_path / "in.txt"
     text = "\n".join(chain_words(tiny_bundle, i % 10, 6) for i in range(40)) + "\n"
     source.write_text(text)
-    argv = _argv(job_config(tiny_bundle, tmp_path, str(source), "predict.mode=next"))
+    argv = predict_argv(job_config(tiny_bundle, tmp_path, str(source), "predict.mode=next"))
     summary_path = tmp_path / "out" / predict_pipeline.SUMMARY_FILE
     assert predict_main.main(argv) == 0 and json.loads(summary_path.read_text())["complete"]
 
@@ -272,6 +278,7 @@ def test_summary_is_written_only_for_a_complete_job(tiny_bundle, tmp_path, monke
     assert predict_main.main(argv) == 0 and json.loads(summary_path.read_text())["output_records"] == 40
 
 
+@pytest.mark.unit
 def test_commit_marker_is_atomic(tmp_path, monkeypatch):
     marker = tmp_path / "manifest.json"
     storage.write_marker(str(marker), {"run": 1})
@@ -286,6 +293,7 @@ def test_commit_marker_is_atomic(tmp_path, monkeypatch):
 
 
 # --- item 11: a successful rerun removes a failed run's leftovers --------------------
+@pytest.mark.beam
 def test_rerun_removes_beam_temp_and_saved_model_tmp_leftovers(tiny_bundle, tmp_path, victim):
     from trainer.export import export_bundle
 
@@ -301,7 +309,7 @@ def test_rerun_removes_beam_temp_and_saved_model_tmp_leftovers(tiny_bundle, tmp_
     near_misses = [out / "beam-temp-predictions-notes.txt", out / "summary.json.tmp-mine"]
     for path in near_misses:
         path.write_text("the user's\n")
-    predict_pipeline.run(_argv(job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=next")))
+    predict_pipeline.run(predict_argv(job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=next")))
     assert not beam_temp.exists() and not summary_tmp.exists() and all(p.exists() for p in near_misses)
 
     bundle_dir = tmp_path / "bundle"

@@ -17,9 +17,11 @@ import tensorflow as tf
 from nextword import bundle as bundle_lib
 from nextword import config as config_lib
 from nextword import contract
-from tests.tiny_bundle import TINY_MODEL, corpus_lines, line_ids, reference_next, reference_score
+from tests.support.tiny_bundle import TINY_MODEL, corpus_lines, line_ids, reference_next, reference_score
 from trainer.export import export_bundle
 from trainer.model import build_model
+
+pytestmark = pytest.mark.train
 
 K = 5
 

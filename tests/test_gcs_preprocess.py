@@ -2,9 +2,13 @@
 
 import json
 
+import pytest
+
 from beam_preprocess import __main__ as preprocess_cli
 from beam_preprocess import pipeline
 from nextword import contract, storage
+
+pytestmark = pytest.mark.beam
 
 CORPUS = {
     "a/one.txt": "the cat sat on the mat .\nthe dog sat on the log .\n" * 40,

@@ -11,6 +11,7 @@ from nextword import gcs_errors, storage
 
 
 # --- describe(): the one-line messages, exactly --------------------------------
+@pytest.mark.unit
 def test_describe_names_the_path_and_the_fix_for_each_status():
     missing_bucket = gcs_errors.describe(api_exceptions.NotFound("x"), "gs://b/d/f.txt", "read", bucket_exists=False)
     assert isinstance(missing_bucket, FileNotFoundError)
@@ -34,6 +35,7 @@ def test_describe_names_the_path_and_the_fix_for_each_status():
     assert isinstance(other, gcs_errors.StorageError) and str(other) == "gs://b/f: could not read (ValueError: odd)"
 
 
+@pytest.mark.unit
 def test_guard_names_the_path_of_transport_errors_and_leaves_other_errors_alone(tmp_path):
     with pytest.raises(gcs_errors.StorageError, match=r"^gs://b/f: could not read \(ConnectionError: refused\)$"):
         with storage.guard("gs://b/f", "read"):

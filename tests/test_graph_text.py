@@ -12,6 +12,8 @@ from hypothesis import strategies as st
 from nextword import contract, graph_text
 from nextword.contract import TextSettings
 
+pytestmark = pytest.mark.unit
+
 SEED = TextSettings(normalization="seed", eos=False)
 SEED_EOS = TextSettings(normalization="seed", eos=True)
 WHITESPACE = TextSettings(normalization="whitespace", eos=False)

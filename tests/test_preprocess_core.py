@@ -10,6 +10,8 @@ from beam_preprocess.transforms import CorpusCountsFn, CountFileWordsFn, WriteSh
 from nextword import config as config_lib
 from nextword.contract import TextSettings
 
+pytestmark = pytest.mark.unit
+
 
 def read_all(data: bytes, chunk: int = 1 << 20):
     stats = Counter()

@@ -7,8 +7,12 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from nextword import contract, synthetic
-from tests.test_preprocess_pipeline import read_windows
+from tests.support.preprocess import read_windows
+
+pytestmark = pytest.mark.e2e
 
 
 def _command(corpus, out):

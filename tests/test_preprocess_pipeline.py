@@ -7,7 +7,6 @@ import sys
 from collections import Counter
 
 import pytest
-import tensorflow as tf
 import yaml
 from apache_beam.testing.util import assert_that, equal_to
 
@@ -15,7 +14,10 @@ from beam_preprocess import core, pipeline
 from beam_preprocess.transforms import CountVocabulary
 from nextword import config as config_lib
 from nextword import contract
-from tests.conftest import local_test_pipeline
+from tests.support.beam import local_test_pipeline
+from tests.support.preprocess import read_windows
+
+pytestmark = pytest.mark.beam
 
 TINY = {
     "docs/a.txt": "the cat sat. the cat ran.\nthe dog sat!\n",
@@ -44,14 +46,6 @@ def _run(root, out, *overrides, beam_args=()):
         *beam_args,
     ]  # fmt: skip
     return pipeline.run(argv)
-
-
-def read_windows(out, manifest, split):
-    """Every window of a split, read with TensorFlow's own TFRecord reader and Example parser."""
-    paths = [os.path.join(out, shard) for shard in manifest["shards"][split]]
-    spec = {"ids": tf.io.FixedLenFeature([manifest["record_length"]], tf.int64)}
-    records = tf.data.TFRecordDataset(paths, compression_type="GZIP").batch(4096)
-    return [w for batch in records.map(lambda r: tf.io.parse_example(r, spec)["ids"]) for w in batch.numpy().tolist()]
 
 
 def test_end_to_end_windows_decode_back_to_the_token_stream(write_files, tmp_path):
@@ -125,6 +119,7 @@ def test_bad_inputs_complete_and_are_counted(write_files, tmp_path):
     assert (tmp_path / "out" / "manifest.json").exists()
 
 
+@pytest.mark.e2e
 def test_glob_matching_nothing_and_no_tokens_are_one_line_errors(write_files, tmp_path):
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     missing = subprocess.run(
@@ -157,6 +152,7 @@ def test_failed_rerun_never_leaves_an_old_manifest(write_files, tmp_path):
     assert not (out / "manifest.json").exists()
 
 
+@pytest.mark.multiprocess
 def test_multi_processing_mode_matches_in_memory(write_files, tmp_path):
     root = write_files({f"c/{i}.txt": f"tok{i} common words here and there\n" * 30 for i in range(4)})
     base = ["preprocess.text.min_count=0", "preprocess.num_shards=2"]
@@ -170,3 +166,14 @@ def test_multi_processing_mode_matches_in_memory(write_files, tmp_path):
     shard = tmp_path / "b" / multi["shards"]["train"][0]
     assert shard.read_bytes()[:2] == b"\x1f\x8b"  # shards are gzip files
     assert json.loads((tmp_path / "b" / "manifest.json").read_text()) == multi
+
+
+def test_an_output_dir_inside_the_corpus_is_refused_and_degenerate_data_is_named(write_files, tmp_path, caplog):
+    root = write_files({"c/one.txt": "alpha beta gamma\n" * 50})
+    with pytest.raises(ValueError, match=r"preprocess.output_dir: .* is inside the corpus: .*vocab.txt"):
+        _run(root, root / "c" / "out")
+    caplog.set_level("WARNING")
+    _run(root, tmp_path / "out", "preprocess.text.min_count=1000", "preprocess.num_shards=64")
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("the vocabulary holds only <???>" in w and "min_count=1000" in w for w in warnings), warnings
+    assert any("preprocess.num_shards=64 but only" in w for w in warnings), warnings

@@ -46,6 +46,7 @@ def project_files():
     yield ROOT / "setup.py"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "snippet",
     [
@@ -61,11 +62,13 @@ def test_the_scanner_catches_each_rule(snippet):
     assert violations(snippet, "snippet.py")
 
 
+@pytest.mark.unit
 def test_project_source_follows_the_rules():
     found = [v for path in project_files() for v in violations(path.read_text(), str(path.relative_to(ROOT)))]
     assert found == []
 
 
+@pytest.mark.unit
 def test_no_pickle_files_are_tracked():
     assert not [p for p in ROOT.rglob("*") if p.suffix in {".pkl", ".pickle"} and ".venv" not in p.parts]
 

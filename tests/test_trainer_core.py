@@ -12,6 +12,8 @@ import tensorflow as tf
 from trainer import data, evaluate, optim, steps, streams
 from trainer.strategy import ClusterError, Worker, lost_peers_reported, worker_from_tf_config
 
+pytestmark = pytest.mark.unit
+
 
 def test_split_window_predicts_every_position():
     ids = tf.constant([[5, 6, 7, 8], [1, 2, 3, 4]])

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 
-from tests import trainer_support
+from tests.support import trainer as trainer_support
 from trainer import data, streams
 
 
@@ -23,6 +23,7 @@ def test_spec_comes_from_the_manifest(synthetic):
     assert len(spec.shard_paths("train")) == 4
 
 
+@pytest.mark.unit
 def test_missing_manifest_is_one_line_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="manifest.json: not found; preprocessing has not finished") as err:
         data.load_data_spec(str(tmp_path))
@@ -70,6 +71,7 @@ def test_eval_batches_cover_every_window_once_then_padding(synthetic):
     assert (ids[windows:] == 0).all() and (ids[:windows].max(axis=1) > 0).all()
 
 
+@pytest.mark.train  # its data fixture comes from request.getfixturevalue
 @pytest.mark.parametrize("data_dir", ["ordered", "synthetic"])
 def test_preprocessed_data_passes_the_carry_state_check(data_dir, request):
     """One shard per split is in order; several shards are too, shard after shard (but for file ends)."""
@@ -102,6 +104,7 @@ def test_overlapping_windows_are_refused_for_carry_state(ordered):
         streams.check_in_order(overlapping, "train", streams.read_windows(spec, "train"))
 
 
+@pytest.mark.beam
 def test_a_split_without_tokens_is_one_line_at_startup_not_a_crash_after_an_epoch(write_files, tmp_path):
     from beam_preprocess import pipeline
 

@@ -1,7 +1,7 @@
 """kill -9 at exact points of a training run (inside a checkpoint write, evaluation, export), then a rerun.
 
 Each killed run is the real trainer in a child process that SIGKILLs itself at
-the chosen call (`trainer_support.arm_kill`); the rerun is the same command and
+the chosen call (`tests.support.trainer.arm_kill`); the rerun is the same command and
 must end exactly where an uninterrupted run with the same seed ends.
 """
 
@@ -13,9 +13,11 @@ import signal
 import pytest
 
 from nextword import bundle as bundle_lib
-from tests import trainer_support
-from tests.trainer_support import latest_checkpoint_step, train_args
+from tests.support import trainer as trainer_support
+from tests.support.trainer import latest_checkpoint_step, train_args
 from trainer.main import run
+
+pytestmark = pytest.mark.train
 
 # 2 epochs of 40 steps, a checkpoint every 10: checkpoints at steps 10, 20, ..., 80.
 ARGS = ["train.epochs=2", "train.steps_per_epoch=40", "train.per_replica_batch_size=8"]

@@ -6,10 +6,13 @@ import math
 
 import keras
 import numpy as np
+import pytest
 
 from nextword import synthetic
 from nextword.config import ModelConfig
 from trainer.model import build_model, cudnn_eligible
+
+pytestmark = pytest.mark.train
 
 WINDOW = 20
 

@@ -26,7 +26,7 @@ requests came and which faults were met. It papers over one emulator gap: an
 empty `uploadType=media` upload (TF's "dir/" markers) crashes the emulator, so
 the proxy sends the same empty object as a multipart upload.
 
-`python tests/gcs_emulator.py proxy ...` is the proxy process's entry point.
+`python tests/support/gcs_emulator.py proxy ...` is the proxy process's entry point.
 """
 
 from __future__ import annotations
@@ -358,9 +358,10 @@ class GcsEmulator:
              "-q"], "emulator.log",
         )  # fmt: skip
         cert, key = write_self_signed_cert(self.workdir, TF_GCS_HOSTS)
+        # -P: tests/support/ stays off the proxy's sys.path (its trainer.py would shadow the package).
         proxy = self._spawn(
-            [__file__, "proxy", "--port", str(self.proxy.port), "--target-port", str(self.port), "--cert", str(cert),
-             "--key", str(key)], "proxy.log",
+            ["-P", __file__, "proxy", "--port", str(self.proxy.port), "--target-port", str(self.port),
+             "--cert", str(cert), "--key", str(key)], "proxy.log",
         )  # fmt: skip
         _wait_ready(self.port, "/", emulator, "storage emulator")
         _wait_ready(self.proxy.port, _CONTROL + "requests", proxy, "test proxy")

@@ -1,0 +1,230 @@
+"""The shape of the code, read with ast (nothing is imported): no import cycles among project modules, the
+shared package depends on no stage, and test modules share helpers only through tests/support/."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parent.parent
+PACKAGES = ("nextword", "beam_preprocess", "baseline", "trainer", "batch_predict")
+SHARED = "nextword"
+STAGES = ("beam_preprocess", "baseline", "trainer", "batch_predict")
+
+# Known imports of a stage by the shared package, each (importer, imported). Each one is a debt to pay
+# (issue 10 item 4: nothing in nextword imports a stage), not a pattern to copy; remove an entry when
+# its import goes. The test also fails when an entry is no longer needed.
+SHARED_IMPORTS_STAGE_ALLOWED = {
+    # `nextword cloud train` resolves the worker from TF_CONFIG, then runs the trainer's CLI in-process.
+    ("nextword.cloud_cli", "trainer.strategy"),
+    ("nextword.cloud_cli", "trainer.__main__"),  # importlib.import_module("trainer.__main__")
+}
+
+# Known import cycles, each as the sorted modules of one strongly connected component; any other cycle fails,
+# and so does an entry whose cycle is gone (remove it then).
+CYCLES_ALLOWED: set[tuple[str, ...]] = {
+    # trainer.evaluate.main() (the `nextword evaluate` entry point, named in nextword/cli.py's SUBCOMMANDS)
+    # imports trainer.main inside the function for run_evaluate, while trainer.main imports trainer.evaluate
+    # and trainer.loop (which imports trainer.evaluate's Evaluator) at the top. Issue 10 item 5 untangles it.
+    ("trainer.evaluate", "trainer.loop", "trainer.main"),
+}
+
+# Old helper-module names test modules may still import (tests/trainer_support.py is an alias of
+# tests/support/trainer.py), each (test file, module). Remove an entry when its import goes.
+LEGACY_HELPER_IMPORTS = {
+    ("test_trainer_train.py", "tests.trainer_support"),
+}
+
+
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(path): path for package in PACKAGES for path in sorted((REPO / package).rglob("*.py"))}
+
+
+def _imported_names(node: ast.AST, importer: str, is_package: bool) -> list[str]:
+    """Every dotted name an import statement may load: `import a.b` -> a.b; `from a import b` -> a, a.b."""
+    if isinstance(node, ast.Import):
+        return [alias.name for alias in node.names]
+    if node.level:  # relative: from the importer's package, one level up per extra dot
+        base = importer.split(".") if is_package else importer.split(".")[:-1]
+        base = base[: len(base) - (node.level - 1)]
+        module = ".".join(base + ([node.module] if node.module else []))
+    else:
+        module = node.module or ""
+    return [module] + [f"{module}.{alias.name}" for alias in node.names if alias.name != "*"]
+
+
+def _import_module_calls(node: ast.AST) -> list[str]:
+    """importlib.import_module("a.b") / __import__("a.b") with a literal name: a dynamic import is an import."""
+    if isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant):
+        func = node.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name in ("import_module", "__import__") and isinstance(node.args[0].value, str):
+            return [node.args[0].value]
+    return []
+
+
+def _type_checking_only(tree: ast.Module) -> set[int]:
+    """ids of the import nodes under `if TYPE_CHECKING:` (never run, so no cycle)."""
+    skipped = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            skipped |= {id(inner) for stmt in node.body for inner in ast.walk(stmt)}
+    return skipped
+
+
+def import_graph() -> dict[str, set[str]]:
+    """{module: project modules it imports}, top-level and function-level imports alike."""
+    modules = project_modules()
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
+        skipped = _type_checking_only(tree)
+        targets: set[str] = set()
+        for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                candidates = _imported_names(node, name, path.name == "__init__.py")
+            else:
+                candidates = _import_module_calls(node)
+            for candidate in candidates:
+                # `from a import b`: a.b when b is a submodule, else a (the module b is an attribute of).
+                while candidate and candidate not in modules:
+                    candidate = candidate.rpartition(".")[0]
+                if candidate and candidate != name:
+                    targets.add(candidate)
+        graph[name] = targets
+    return graph
+
+
+def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Tarjan's components with more than one module (a module importing itself is dropped above)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        index[node] = low[node] = len(index)
+        stack.append(node)
+        on_stack.add(node)
+        for nxt in sorted(graph[node]):
+            if nxt not in index:
+                visit(nxt)
+                low[node] = min(low[node], low[nxt])
+            elif nxt in on_stack:
+                low[node] = min(low[node], index[nxt])
+        if low[node] == index[node]:
+            component = []
+            while True:
+                member = stack.pop()
+                on_stack.discard(member)
+                component.append(member)
+                if member == node:
+                    break
+            if len(component) > 1:
+                found.append(sorted(component))
+
+    for node in sorted(graph):
+        if node not in index:
+            visit(node)
+    return found
+
+
+def a_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str]:
+    """One concrete cycle through the component's first module, for the failure message."""
+    members, start = set(component), component[0]
+    paths = {start: [start]}
+    queue = [start]
+    while queue:
+        node = queue.pop(0)
+        for nxt in sorted(graph[node] & members):
+            if nxt == start:
+                return paths[node] + [start]
+            if nxt not in paths:
+                paths[nxt] = paths[node] + [nxt]
+                queue.append(nxt)
+    return component
+
+
+def test_the_graph_sees_top_level_function_level_and_submodule_imports():
+    graph = import_graph()
+    assert "nextword.config" in graph["beam_preprocess.pipeline"]  # top level
+    assert "trainer.strategy" in graph["nextword.cloud_cli"]  # inside a function
+    assert "trainer.__main__" in graph["nextword.cloud_cli"]  # importlib.import_module("trainer.__main__")
+    assert {"nextword", "nextword.cli"} <= graph["batch_predict.__main__"]  # from nextword import cli
+    assert all(target in graph for targets in graph.values() for target in targets)
+
+
+def test_no_import_cycles_among_project_modules():
+    graph = import_graph()
+    cycles = {tuple(c): a_cycle(graph, c) for c in strongly_connected(graph)}
+    new = {key: path for key, path in cycles.items() if key not in CYCLES_ALLOWED}
+    assert not new, "import cycles among project modules:\n" + "\n".join(" -> ".join(p) for p in new.values())
+    assert not CYCLES_ALLOWED - set(cycles), f"allowed cycles that are gone (drop them): {CYCLES_ALLOWED - set(cycles)}"
+
+
+def test_the_shared_package_imports_no_stage():
+    found = {
+        (importer, target)
+        for importer, targets in import_graph().items()
+        if importer.split(".")[0] == SHARED
+        for target in targets
+        if target.split(".")[0] in STAGES
+    }
+    new = sorted(found - SHARED_IMPORTS_STAGE_ALLOWED)
+    assert not new, "nextword/ (shared) imports a stage:\n" + "\n".join(f"{a} imports {b}" for a, b in new)
+    gone = SHARED_IMPORTS_STAGE_ALLOWED - found
+    assert not gone, f"allowed imports that are gone (drop them from the allow-list): {sorted(gone)}"
+
+
+def _test_imports(path: Path) -> set[str]:
+    """The `tests...` modules a test file imports (`from tests import x` counts as tests.x)."""
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"), str(path))):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):  # relative: from the tests package
+            names |= {"tests" + "." * bool(node.module) + (node.module or "")}
+            names |= {f"tests.{node.module + '.' if node.module else ''}{alias.name}" for alias in node.names}
+    return {n for n in names if n == "tests" or n.startswith("tests.")}
+
+
+def test_no_test_module_imports_another_test_module_or_conftest():
+    test_files = sorted((REPO / "tests").glob("test_*.py"))
+    assert len(test_files) > 20
+    wrong = []
+    for path in test_files:
+        for name in sorted(_test_imports(path)):
+            leaf = name.split(".")[1] if "." in name else ""
+            if leaf.startswith("test_") or leaf == "conftest":
+                wrong.append(f"{path.name} imports {name} (shared helpers belong in tests/support/)")
+            elif name not in ("tests", "tests.support") and not name.startswith("tests.support."):
+                if not any(f == path.name and (name + ".").startswith(m + ".") for f, m in LEGACY_HELPER_IMPORTS):
+                    wrong.append(f"{path.name} imports {name}: helpers live in tests/support/")
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_import_readers_resolve_relative_and_from_imports(tmp_path):
+    (tmp_path / "test_x.py").write_text(
+        "from tests.test_y import f\nfrom . import conftest\nimport tests.support.beam\nfrom tests import support\n"
+    )
+    assert _test_imports(tmp_path / "test_x.py") == {
+        "tests.test_y", "tests.test_y.f", "tests", "tests.conftest", "tests.support.beam", "tests.support",
+    }  # fmt: skip
+    assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
+    assert a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c"]) == ["a", "b", "c", "a"]
