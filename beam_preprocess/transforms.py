@@ -129,9 +129,7 @@ class WriteShardPartsFn(_FileStream):
     def finish_bundle(self):
         for key, (path, handle) in self._parts.items():
             handle.close()
-            yield beam.pvalue.TaggedOutput(
-                self.PARTS, WindowedValue((key, path), MIN_TIMESTAMP, [GlobalWindow()])
-            )
+            yield beam.pvalue.TaggedOutput(self.PARTS, WindowedValue((key, path), MIN_TIMESTAMP, [GlobalWindow()]))
 
     def _vocab(self, tokens: list[str]) -> contract.Vocabulary:
         # The side input is the same list for every file: build the lookup once.
