@@ -26,7 +26,7 @@ setup(
             "hypothesis>=6.100",
             "ruff>=0.6",
             "gcp-storage-emulator>=2024.8",
-            "cryptography>=42",  # the certificate of tests/gcs_emulator.py's TLS proxy
+            "cryptography>=42",  # the certificate of tests/support/gcs_emulator.py's TLS proxy
             # the official message types that `nextword cloud render`'s specs must parse into
             "google-cloud-aiplatform>=1.60",
             "google-cloud-scheduler>=2.13",

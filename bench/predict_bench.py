@@ -113,8 +113,7 @@ def child_signature(args) -> dict:
     with open(args.input, "rb") as f:
         raw_lines = f.read().split(b"\n")[:-1]
     prepared = [
-        core.prepare_line(raw, False, bundle.context_tokens, args.mode, bundle.settings.eos, 10**9)
-        for raw in raw_lines
+        core.prepare_line(raw, False, bundle.context_tokens, args.mode, bundle.settings.eos, 10**9) for raw in raw_lines
     ]
     # The best pre-made batches: the whole input grouped by length within the token budget
     # (the job can only group within each batch it streams).

@@ -49,10 +49,14 @@ def preprocess_shipped_corpus(out: str, window: int) -> str:
 
     pipeline.run(
         [
-            "--set", f"preprocess.corpus_glob={REPO}/tests/data/synthetic/**/*.txt",
-            "--set", f"preprocess.output_dir={out}",
-            "--set", f"preprocess.window_length={window}",
-            "--set", f"preprocess.stride={window}",
+            "--set",
+            f"preprocess.corpus_glob={REPO}/tests/data/synthetic/**/*.txt",
+            "--set",
+            f"preprocess.output_dir={out}",
+            "--set",
+            f"preprocess.window_length={window}",
+            "--set",
+            f"preprocess.stride={window}",
         ]
     )
     return out

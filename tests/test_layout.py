@@ -35,9 +35,7 @@ CYCLES_ALLOWED: set[tuple[str, ...]] = {
 
 # Old helper-module names test modules may still import (tests/trainer_support.py is an alias of
 # tests/support/trainer.py), each (test file, module). Remove an entry when its import goes.
-LEGACY_HELPER_IMPORTS = {
-    ("test_trainer_train.py", "tests.trainer_support"),
-}
+LEGACY_HELPER_IMPORTS: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path, root: Path = REPO) -> str:

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,8 +19,8 @@ import yaml
 
 from nextword import cli
 from nextword.config import ModelConfig
-from tests import trainer_support
-from tests.trainer_support import GENERATOR, latest_checkpoint_step, train_args
+from tests.support import trainer as trainer_support
+from tests.support.trainer import GENERATOR, latest_checkpoint_step, train_args
 from trainer import steps
 from trainer.main import run
 from trainer.model import build_model
@@ -225,7 +226,7 @@ def test_one_trainer_per_model_dir_a_dead_holder_is_taken_over_and_resume_keeps_
     model_dir.mkdir()
     lock = model_dir / LOCK_FILE
     # Held by a live process on this host (ours, under another nonce): refused with one line.
-    lock.write_text(json.dumps({"host": __import__("socket").gethostname(), "pid": os.getpid(), "nonce": "x",
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "nonce": "x",
                                 "refreshed_unix": time.time()}))  # fmt: skip
     with pytest.raises(ValueError, match=rf"LOCK.json: train.model_dir is in use by pid {os.getpid()} on "):
         run(train_args(synthetic, model_dir, "train.max_steps=2"))

@@ -131,6 +131,9 @@ class TrainLoop:
         self.fingerprint = fingerprint
         self.heartbeat = heartbeat  # called at every checkpoint (the chief refreshes its model_dir lock)
         self._resumed_states = None  # the carried states of a checkpoint taken inside an epoch
+        # The best epoch's weights of this process, in memory: on other workers the chief's copy on disk
+        # may still be being written when training ends (reading it there gave workers different weights).
+        self._best_weights: list | None = None
         self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         self.batch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
         self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
@@ -268,6 +271,7 @@ class TrainLoop:
             self.best_loss.assign(valid_loss)
             self.best_epoch.assign(done)
             self._save_with(self.best)
+            self._best_weights = self.model.get_weights()
         if valid_loss < best - MIN_IMPROVEMENT:
             self.bad_epochs.assign(0)
             return False
@@ -286,7 +290,10 @@ class TrainLoop:
 
     def restore_best(self) -> None:
         """Puts the best validation epoch's weights into the model (kept as they are if none was saved)."""
-        latest = tf.train.latest_checkpoint(self.best_read_dir)
+        if self._best_weights is not None:
+            self.model.set_weights(self._best_weights)
+            return
+        latest = tf.train.latest_checkpoint(self.best_read_dir)  # written by an earlier process: complete
         if latest:
             tf.train.Checkpoint(model=self.model).restore(latest).assert_existing_objects_matched()
 
