@@ -120,13 +120,17 @@ def stage(command: str) -> argparse.ArgumentParser:
     return p
 
 
+def _command_lines(summaries: dict[str, str]) -> str:
+    """One aligned line per command: name, then its summary."""
+    width = max(map(len, summaries))
+    return "\n".join(f"  {name:<{width}}  {summary}" for name, summary in summaries.items())
+
+
 def cloud_overview() -> str:
     """`nextword cloud --help`: the cloud commands, one line each."""
-    width = max(map(len, CLOUD_SUMMARIES))
-    lines = [f"  {name:<{width}}  {summary}" for name, summary in CLOUD_SUMMARIES.items()]
     return (
         f"usage: nextword cloud {{{','.join(CLOUD_SUMMARIES)}}} [options]\n\n"
-        f"{SUMMARIES['cloud']}.\n\ncommands:\n" + "\n".join(lines) + "\n\n"
+        f"{SUMMARIES['cloud']}.\n\ncommands:\n" + _command_lines(CLOUD_SUMMARIES) + "\n\n"
         "nextword cloud <command> --help shows the command's options.\n"
     )
 
@@ -150,12 +154,10 @@ def cloud(command: str) -> argparse.ArgumentParser:
 
 def overview() -> str:
     """`nextword --help`: the commands, one line each."""
-    width = max(map(len, SUMMARIES))
-    lines = [f"  {name:<{width}}  {summary}" for name, summary in SUMMARIES.items()]
     return (
         f"usage: nextword {{{','.join(SUMMARIES)}}} [options]\n\n"
         "Next-word prediction: Beam preprocessing -> Keras LSTM training -> Beam batch prediction.\n\n"
-        "commands:\n" + "\n".join(lines) + "\n\n"
+        "commands:\n" + _command_lines(SUMMARIES) + "\n\n"
         "nextword <command> --help shows the command's options; every command takes\n"
         "--config, --set KEY=VALUE, --verbose and --debug.\n\n" + CONSOLE_HELP + "\n"
     )
