@@ -72,6 +72,11 @@ class ModelConfig:
     locked_dropout: bool = False
     tie_embeddings: bool = True  # Press & Wolf 2017, Inan et al. 2017: fewer weights, better perplexity
     forget_bias: float = 1.0
+    # Adaptive input and softmax (trainer/adaptive.py), tied: ids below the first cutoff are the head, each
+    # further range a cluster with vectors `adaptive_factor` times smaller than the one before. Empty, or
+    # cutoffs all at or past the vocabulary size: one full softmax.
+    adaptive_cutoffs: tuple[int, ...] = ()
+    adaptive_factor: int = 4
 
 
 @dataclass(frozen=True)
@@ -249,6 +254,11 @@ def _coerce(value: Any, tp: Any, path: str) -> Any:
         (tp,) = [t for t in options if t is not type(None)]
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, path)
+    if origin is tuple:  # tuple[X, ...]: a YAML list of X
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{path}: expected a list, got {type(value).__name__} {value!r}")
+        (item, _) = typing.get_args(tp)
+        return tuple(_coerce(v, item, f"{path}[{i}]") for i, v in enumerate(value))
     if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if tp is float and isinstance(value, str) and _YAML11_MISSED_FLOAT.fullmatch(value.strip()):
@@ -280,6 +290,8 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
 def _to_dict(obj: Any) -> Any:
     if dataclasses.is_dataclass(obj):
         return {f.name: _to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, tuple):
+        return list(obj)  # YAML's safe dumper writes lists only
     return obj
 
 
@@ -348,6 +360,15 @@ def _check(config: Config) -> None:
         raise ConfigError(f"preprocess.text.max_size: must be >= 2 or null, got {p.text.max_size}")
     if p.text.normalization == "seed" and not p.text.unknown_token.strip():
         raise ConfigError("preprocess.text.unknown_token: must not be empty")
+    model = config.train.model
+    if model.adaptive_cutoffs:
+        cutoffs = model.adaptive_cutoffs
+        if any(c <= 0 for c in cutoffs) or list(cutoffs) != sorted(set(cutoffs)):
+            raise ConfigError(f"train.model.adaptive_cutoffs: must be increasing and > 0, got {list(cutoffs)}")
+        if not model.tie_embeddings:
+            raise ConfigError("train.model.adaptive_cutoffs: needs train.model.tie_embeddings: true (or no cutoffs)")
+        if model.adaptive_factor < 1:
+            raise ConfigError(f"train.model.adaptive_factor: must be >= 1, got {model.adaptive_factor}")
     if not 0 <= config.train.model.dropout < 1:
         raise ConfigError(f"train.model.dropout: must be in [0, 1), got {config.train.model.dropout}")
     if not 0 < config.train.optimizer.decay <= 1:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from nextword.config import ModelConfig
+from trainer.adaptive import AdaptiveEmbedding, AdaptiveTiedOutput, clusters
 
 
 @keras.saving.register_keras_serializable(package="nextword")
@@ -56,6 +57,9 @@ def _dropout(cfg: ModelConfig, name: str, units: int) -> keras.layers.Dropout:
 def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> keras.Model:
     """ids [batch, time] int32 -> logits [batch, time, vocab_size] float32.
 
+    With adaptive cutoffs (cfg.adaptive_cutoffs) the "logits" are log-probabilities,
+    which every consumer may treat as logits (trainer/adaptive.py).
+
     The LSTM layers keep cuDNN's requirements (tanh/sigmoid, no recurrent
     dropout, no masking, not unrolled): dropout sits between layers instead.
 
@@ -71,9 +75,15 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> 
         for kind in ("h", "c")
     ]
     final_states = []
-    embedding = keras.layers.Embedding(
-        vocab_size, cfg.embedding_dim, embeddings_initializer=_embedding_init(cfg), name="embedding"
-    )
+    adaptive = len(clusters(vocab_size, cfg.adaptive_cutoffs)) > 1
+    if adaptive:
+        embedding = AdaptiveEmbedding(
+            vocab_size, cfg.embedding_dim, cfg.adaptive_cutoffs, cfg.adaptive_factor, name="embedding"
+        )
+    else:
+        embedding = keras.layers.Embedding(
+            vocab_size, cfg.embedding_dim, embeddings_initializer=_embedding_init(cfg), name="embedding"
+        )
     x = embedding(ids)  # [batch, time, embedding_dim]
     x = _dropout(cfg, "embedding_dropout", cfg.embedding_dim)(x)
     lstms = []
@@ -89,7 +99,8 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> 
     if cfg.tie_embeddings:
         if cfg.lstm_units != cfg.embedding_dim:  # project to the embedding's size first (Press & Wolf 2017)
             x = keras.layers.Dense(cfg.embedding_dim, use_bias=False, name="tied_projection")(x)
-        logits = TiedOutput(embedding, name="logits", dtype="float32")(x)
+        tied_output = AdaptiveTiedOutput if adaptive else TiedOutput
+        logits = tied_output(embedding, name="logits", dtype="float32")(x)
     else:
         logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
     if with_state:

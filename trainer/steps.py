@@ -8,8 +8,12 @@ targets ids[:, 1:].
 
 from __future__ import annotations
 
+import weakref
+
 import keras
 import tensorflow as tf
+
+from trainer.adaptive import AdaptiveTiedOutput
 
 SUM = tf.distribute.ReduceOp.SUM
 # Order of the figures an eval step sums (one float64 vector, reduced in one all-reduce).
@@ -85,6 +89,26 @@ def forward(model: keras.Model, inputs: tf.Tensor, states: tuple, training: bool
     return logits, tuple(tf.cast(s, tf.float32) for s in final)
 
 
+# The model up to its adaptive output layer, per model: built once, when the step is first traced.
+_HIDDEN_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def train_losses(model: keras.Model, inputs: tf.Tensor, states: tuple, targets: tf.Tensor) -> tuple[tf.Tensor, tuple]:
+    """Cross-entropy per target [b, L] (training mode) and the states after the window.
+
+    An adaptive output (trainer/adaptive.py) computes only each target's log-probability,
+    never the whole vocabulary's: the same losses, at a fraction of the cost.
+    """
+    output = model.get_layer("logits")
+    if not isinstance(output, AdaptiveTiedOutput):
+        logits, new_states = forward(model, inputs, states, training=True)
+        return token_losses(logits, targets), new_states
+    if model not in _HIDDEN_VIEWS:
+        _HIDDEN_VIEWS[model] = keras.Model(model.inputs, [output.input, *model.outputs[1:]], name="nextword_hidden")
+    hidden, new_states = forward(_HIDDEN_VIEWS[model], inputs, states, training=True)
+    return -output.target_log_probs(hidden, targets), new_states
+
+
 def zero_states(model: keras.Model, batch: int) -> tuple:
     """Zero (h, c) per LSTM layer, [batch, units] float32; empty for a stateless model."""
     return tuple(tf.zeros([batch, spec.shape[-1]], tf.float32) for spec in model.inputs[1:])
@@ -112,8 +136,8 @@ def replica_train_step(
     # A constant denominator (every position of the global batch) keeps replicas independent of each other's padding.
     tokens = tf.cast(global_batch * tf.shape(targets)[1], tf.float32)
     with tf.GradientTape() as tape:
-        logits, new_states = forward(model, inputs, states, training=True)
-        loss = tf.reduce_sum(token_losses(logits, targets) * mask) / tokens
+        losses, new_states = train_losses(model, inputs, states, targets)
+        loss = tf.reduce_sum(losses * mask) / tokens
     variables = model.trainable_variables
     grads = tape.gradient(loss, variables)
     context = tf.distribute.get_replica_context()
