@@ -142,7 +142,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
         raise ValueError(f"{storage.join(source, contract.MANIFEST_FILE)}: the train split has no shard")
     folder = baseline_dir(config)
     if not cloud.launch_only(p.options):  # the old marker goes first: a failed rerun never looks complete
-        storage.makedirs(folder)
+        storage.makedirs(folder, "baseline.output_dir")
         storage.delete(storage.join(folder, baseline_report.REPORT_FILE))
     overlap = ngrams.overlap_of(manifest["record_length"], manifest["stride"])
     _LOG.info("%d-gram baseline of %s (%d training shards) into %s", config.baseline.order, source, len(shards), folder)

@@ -63,7 +63,7 @@ def clear_output(output_dir: str, inputs: Iterable[str] = ()) -> None:
     (OWNED) go, never through a symbolic link (refused with one line), never one
     of `inputs` (nextword/storage.py: clear_owned).
     """
-    storage.makedirs(output_dir)
+    storage.makedirs(output_dir, "predict.output_dir")
     storage.clear_owned(output_dir, OWNED, marker=SUMMARY_FILE, listed_key="output_shards", keep=inputs)
 
 

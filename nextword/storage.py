@@ -22,6 +22,7 @@ import shutil
 import uuid
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import BinaryIO, NamedTuple
 
 from apache_beam.io.filesystem import CompressionTypes
@@ -174,9 +175,19 @@ def match(pattern: str) -> list[tuple[str, int]]:
     return sorted((m.path, m.size_in_bytes) for m in result.metadata_list)
 
 
-def makedirs(path: str) -> None:
-    if not is_remote(path):
+def makedirs(path: str, key: str = "") -> None:
+    """Creates the directory `path` (a no-op on gs://); a file in its place is one line naming `key`."""
+    if is_remote(path):
+        return
+    try:
         os.makedirs(path, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        # os says only "File exists": say which path is a file and which setting to change.
+        blocker = next(p for p in (path, *Path(path).parents) if os.path.isfile(p))
+        where = f"{key}: " if key else ""
+        raise NotADirectoryError(
+            f"{where}{path}: {blocker} is a file, not a directory; set {key or 'the output path'} to a directory"
+        ) from None
 
 
 def crc32c(path: str) -> str:

@@ -143,3 +143,20 @@ def test_a_corrupt_training_shard_is_one_line_naming_the_kind_and_the_fix(synthe
         assert last.startswith("error: DataLossError: ") and "nextword preprocess" in last, last
         assert "Graph execution error" not in last and "[[" not in last
         assert ("Traceback (most recent call last)" in done.stderr) == debug
+
+
+@pytest.mark.beam
+@pytest.mark.parametrize("blocked", ["out", "out/inner"])
+def test_an_output_path_that_is_a_file_is_one_line_naming_the_key(write_files, tmp_path, capsys, blocked):
+    from beam_preprocess import pipeline
+
+    corpus = write_files({"a.txt": "the cat sat\n" * 50})
+    (tmp_path / "out").write_text("a user's file\n")
+    argv = ["--set", f"preprocess.corpus_glob={corpus}/*.txt", "--set", f"preprocess.output_dir={tmp_path}/{blocked}"]
+    assert cli.guarded(pipeline.run, argv) == 1
+    stderr = capsys.readouterr().err
+    assert stderr == (
+        f"error: preprocess.output_dir: {tmp_path}/{blocked}: {tmp_path}/out is a file, not a directory; "
+        "set preprocess.output_dir to a directory\n"
+    )
+    assert (tmp_path / "out").read_text() == "a user's file\n"

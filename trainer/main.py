@@ -132,7 +132,7 @@ def train(config: Config) -> dict:
     checkpoints, _ = checkpoint_dirs(cfg.model_dir, worker)
     lock = RunLock(cfg.model_dir)
     if worker.is_chief:
-        storage.makedirs(cfg.model_dir)
+        storage.makedirs(cfg.model_dir, "train.model_dir")
         lock.acquire()  # one trainer per model_dir
     try:
         return _train_locked(config, spec, strategy, worker, checkpoints, lock)
