@@ -169,10 +169,17 @@ def delete(path: str) -> None:
 
 
 def match(pattern: str) -> list[tuple[str, int]]:
-    """(path, size) of every file matching a glob, sorted by path."""
+    """(path, size) of every file matching a glob, sorted by path.
+
+    `dir/**/x` also matches `dir/x`, as in shells with globstar and Python's glob: Beam's `**`
+    needs at least one directory level there.
+    """
+    patterns = [pattern]
+    while "/**/" in patterns[-1]:
+        patterns.append(patterns[-1].replace("/**/", "/", 1))
     with guard(pattern, "list"):
-        result = FileSystems.match([pattern])[0]
-    return sorted((m.path, m.size_in_bytes) for m in result.metadata_list)
+        results = FileSystems.match(patterns)
+    return sorted({m.path: m.size_in_bytes for r in results for m in r.metadata_list}.items())
 
 
 def makedirs(path: str, key: str = "") -> None:

@@ -1,6 +1,7 @@
 """nextword.storage and TensorFlow on gs:// paths, against the real emulator (tests/gcs_emulator.py)."""
 
 import gc
+import os
 
 import pytest
 import requests
@@ -55,6 +56,8 @@ def test_helpers_round_trip_on_gcs(gcs_bucket):
     assert storage.read_text(f"{gcs_bucket}/d/sub/b.txt") == "béta\n"
     assert storage.match(f"{gcs_bucket}/d/*.txt") == [(f"{gcs_bucket}/d/a.txt", 6)]
     assert [p for p, _ in storage.match(f"{gcs_bucket}/d/**")] == [f"{gcs_bucket}/d/a.txt", f"{gcs_bucket}/d/sub/b.txt"]
+    both = [f"{gcs_bucket}/d/a.txt", f"{gcs_bucket}/d/sub/b.txt"]
+    assert [p for p, _ in storage.match(f"{gcs_bucket}/d/**/*.txt")] == both  # ** matches no directory too
     assert storage.exists(f"{gcs_bucket}/d/a.txt") and not storage.exists(f"{gcs_bucket}/d/none.txt")
     storage.delete(f"{gcs_bucket}/d/a.txt")
     storage.delete(f"{gcs_bucket}/d/a.txt")  # deleting what is gone is a no-op
@@ -159,3 +162,16 @@ def test_tensorflow_reads_writes_and_checkpoints_on_gcs(gcs_bucket, gcs_emulator
     # The objects are in the emulator, as the storage client sees them.
     names = {b.name for b in gcs_emulator.client().list_blobs(gcs_bucket[len("gs://") :], prefix="ckpt/")}
     assert "ckpt/checkpoint" in names and "ckpt/ckpt-2.index" in names and "ckpt/ckpt-1.index" not in names
+
+
+@pytest.mark.unit
+def test_double_star_matches_files_directly_in_the_folder_too(tmp_path):
+    for name in ("top.txt", "a/mid.txt", "a/b/deep.txt", "a/b/skip.md"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x\n")
+    found = [os.path.relpath(p, tmp_path) for p, _ in storage.match(f"{tmp_path}/**/*.txt")]
+    assert found == ["a/b/deep.txt", "a/mid.txt", "top.txt"]
+    assert [os.path.relpath(p, tmp_path) for p, _ in storage.match(f"{tmp_path}/a/**/**/*.txt")] == [
+        "a/b/deep.txt",
+        "a/mid.txt",
+    ]
