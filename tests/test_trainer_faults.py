@@ -92,3 +92,20 @@ def test_kill_during_export_leaves_a_bundle_nobody_loads_until_the_rerun(synthet
     with pytest.raises(FileNotFoundError, match="not a nextword bundle"):
         bundle_lib.load_bundle(str(model_dir / "bundle"))
     assert_rerun_matches(synthetic, model_dir, reference, resumed_from=FINAL_STEP)
+
+
+def test_a_diverging_run_stops_with_one_line_and_writes_no_nan(synthetic, tmp_path, capsys):
+    from nextword import cli
+
+    model_dir = tmp_path / "model"
+    # Plain SGD at 1e30 without clipping: the first update makes the second step's loss huge, inf or NaN.
+    args = train_args(synthetic, model_dir, *ARGS, "train.optimizer.name=sgd", "train.optimizer.learning_rate=1e30")
+    args += ["--set", "train.optimizer.clip_global_norm=0"]
+    assert cli.guarded(run, args) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and errors[0].startswith("error: training diverged at step 2 (loss ")
+    assert "lower train.optimizer.learning_rate (1e+30)" in errors[0]
+    assert not (model_dir / "bundle").exists() and not (model_dir / "metrics.json").exists()
+    for path in model_dir.rglob("*.json"):
+        text = path.read_text()
+        assert "NaN" not in text and "Infinity" not in text, path

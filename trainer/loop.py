@@ -55,6 +55,15 @@ _ORPHAN = re.compile(r"ckpt-[0-9]+_temp")
 _BUDGET, _PREEMPTED = 0, 1
 
 
+# Nats per token past which training has diverged: perplexity e^700 is no model of any vocabulary
+# (uniform over a million words is e^13.8), and exp() overflows a float a little further (e^709.8).
+DIVERGED_LOSS = 700.0
+
+
+class TrainingDiverged(ValueError):
+    """The loss stopped being a number: the weights are lost, and nothing is written from them."""
+
+
 class TrainingPreempted(Exception):
     """SIGTERM or Ctrl-C arrived (here or on another worker); a checkpoint was written."""
 
@@ -370,6 +379,14 @@ class TrainLoop:
             figures, states = self._train_step(iterator, states, tf.constant(votes))
             loss, *summed_votes = figures.numpy()
             batch, step = batch + 1, self.step
+            # All-reduced: every worker stops here; nothing is saved past this point.
+            if not math.isfinite(loss) or loss > DIVERGED_LOSS:
+                raise TrainingDiverged(
+                    f"training diverged at step {step} (loss {loss}): nothing was saved or exported from these "
+                    "weights; lower train.optimizer.learning_rate "
+                    f"({cfg.optimizer.learning_rate:g}) or set train.optimizer.clip_global_norm, "
+                    "and train again in a new train.model_dir"
+                )
             loss_sum, loss_steps = loss_sum + float(loss), loss_steps + 1
             mean_loss = loss_sum / loss_steps
             progbar.update(batch, [("loss", mean_loss), ("perplexity", math.exp(mean_loss))])
