@@ -39,6 +39,7 @@ class CorpusFile:
     path: str
     key: str  # path relative to the glob's folder: hashing it keeps splits stable
     split: str = ""  # "" -> split by hashed blocks of lines
+    size: int = 0  # bytes, as listed: for progress only
 
 
 def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[tuple[int, str]]:

@@ -65,7 +65,7 @@ def list_corpus(cfg: PreprocessConfig) -> tuple[list[core.CorpusFile], int, str]
         if not matched:
             raise FileNotFoundError(f"{glob}: the corpus glob matches no file")
         folder = _glob_folder(glob)
-        files += [core.CorpusFile(path, _relative_key(path, folder), fixed_split) for path, _ in matched]
+        files += [core.CorpusFile(path, _relative_key(path, folder), fixed_split, size) for path, size in matched]
         if folder and not fixed_split:
             # Files under the glob's folder that the glob leaves out (non-.txt files): counted, not read.
             ignored = len(storage.match(folder + "**")) - len(matched)
@@ -206,10 +206,11 @@ def build(p: beam.Pipeline, config: Config) -> None:
         clear_output(output_dir, inputs)
 
     file_pcoll = p | "ListFiles" >> beam.Create(files) | "SpreadFiles" >> beam.Reshuffle()
-    vocab, counts = file_pcoll | "CountVocabulary" >> CountVocabulary(cfg, glob)
+    corpus = (len(files), sum(corpus_file.size for corpus_file in files))  # for progress lines
+    vocab, counts = file_pcoll | "CountVocabulary" >> CountVocabulary(cfg, glob, corpus)
     vocab_written = vocab | "WriteVocab" >> beam.Map(_write_vocab, beam.pvalue.AsSingleton(counts), output_dir)
     temp_dir = storage.join(output_dir, TEMP_DIR)
-    shards, window_figures = (file_pcoll, vocab) | "WriteWindows" >> WriteWindows(cfg, output_dir, temp_dir)
+    shards, window_figures = (file_pcoll, vocab) | "WriteWindows" >> WriteWindows(cfg, output_dir, temp_dir, corpus)
     cli_common.write_last(
         p,
         "WriteManifest",

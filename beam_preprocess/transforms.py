@@ -16,7 +16,7 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_preprocess import core
-from nextword import cli_common, contract, storage
+from nextword import cli_common, contract, progress, storage
 from nextword.config import PreprocessConfig
 
 _LOG = logging.getLogger(__name__)
@@ -24,23 +24,55 @@ _NAMESPACE = "nextword.preprocess"
 
 
 class _FileStream(beam.DoFn):
-    """Reads one corpus file as (split, token) pairs; subclasses decide what to emit."""
+    """Reads one corpus file as (split, token) pairs; subclasses decide what to emit.
 
-    def __init__(self, cfg: PreprocessConfig):
+    Progress (files, bytes, lines, tokens; a log line every `progress.EVERY_S` seconds, and Beam
+    counters named `<stage>_<figure>`) is reported against `corpus` (files, bytes) when given.
+    """
+
+    STAGE = ""
+    TOKENS_PER_CHECK = 4096  # how often the stream looks at the clock
+
+    def __init__(self, cfg: PreprocessConfig, corpus: tuple[int, int] = (0, 0)):
         self._cfg = cfg
+        self._corpus = corpus
+
+    progress: progress.Progress | None = None  # made in setup(), or at the first file
+
+    def setup(self):
+        files, size = self._corpus
+        self.progress = progress.Progress(_NAMESPACE, self.STAGE, total_bytes=size, total_files=files)
 
     def split_tokens(self, corpus_file: core.CorpusFile, stats: Counter):
         cfg = self._cfg
         splitter = core.line_splitter(
             corpus_file, cfg.split.block_lines, cfg.split.valid_fraction, cfg.split.test_fraction
         )
+        if self.progress is None:  # process() called without setup(), as tests of the DoFn do
+            self.setup()
+        seen = Counter()  # bytes and lines already reported
+
+        def advance(tokens: int, files: int = 0) -> None:
+            delta = {name: stats[name] - seen[name] for name in ("bytes", "lines")}
+            seen.update(delta)
+            self.progress.advance(tokens=tokens, files=files, **delta)
+
+        tokens = 0
         with storage.open_read(corpus_file.path) as stream:  # a read failure names the file (storage.open_read)
             lines = core.read_lines(stream, cfg.read_chunk_bytes, stats)
-            yield from core.iter_split_tokens(lines, cfg.text, splitter)
+            for item in core.iter_split_tokens(lines, cfg.text, splitter):
+                yield item
+                tokens += 1
+                if tokens == self.TOKENS_PER_CHECK:
+                    advance(tokens)
+                    tokens = 0
+        advance(tokens, files=1)
 
 
 class CountFileWordsFn(_FileStream):
     """Per file: training word counts, tokens per split, and file figures (pass 1)."""
+
+    STAGE = "counting"
 
     def process(self, corpus_file: core.CorpusFile):
         stats: Counter = Counter()
@@ -89,9 +121,10 @@ class WriteShardPartsFn(_FileStream):
     """
 
     PARTS = "parts"
+    STAGE = "windowing"
 
-    def __init__(self, cfg: PreprocessConfig, temp_dir: str):
-        super().__init__(cfg)
+    def __init__(self, cfg: PreprocessConfig, temp_dir: str, corpus: tuple[int, int] = (0, 0)):
+        super().__init__(cfg, corpus)
         self._temp_dir = temp_dir
 
     def start_bundle(self):
@@ -168,15 +201,16 @@ def _vocab_or_fail(counts: tuple[Counter, Counter], cfg: PreprocessConfig, glob:
 class CountVocabulary(beam.PTransform):
     """Files -> (vocabulary tokens in id order, (word counts, corpus figures))."""
 
-    def __init__(self, cfg: PreprocessConfig, glob: str):
+    def __init__(self, cfg: PreprocessConfig, glob: str, corpus: tuple[int, int] = (0, 0)):
         super().__init__()
         self._cfg = cfg
         self._glob = glob
+        self._corpus = corpus  # (files, bytes), for progress
 
     def expand(self, files):
         counts = (
             files
-            | "CountFileWords" >> beam.ParDo(CountFileWordsFn(self._cfg))
+            | "CountFileWords" >> beam.ParDo(CountFileWordsFn(self._cfg, self._corpus))
             | "MergeCounts" >> beam.CombineGlobally(CorpusCountsFn())
         )
         vocab = counts | "BuildVocab" >> beam.Map(_vocab_or_fail, self._cfg, self._glob)
@@ -189,16 +223,17 @@ class WriteWindows(beam.PTransform):
     Returns (shard paths, per-file figures summed).
     """
 
-    def __init__(self, cfg: PreprocessConfig, output_dir: str, temp_dir: str):
+    def __init__(self, cfg: PreprocessConfig, output_dir: str, temp_dir: str, corpus: tuple[int, int] = (0, 0)):
         super().__init__()
         self._cfg = cfg
         self._output_dir = output_dir
         self._temp_dir = temp_dir
+        self._corpus = corpus  # (files, bytes), for progress
 
     def expand(self, pcolls):
         files, vocab = pcolls
         windowed = files | "WriteParts" >> beam.ParDo(
-            WriteShardPartsFn(self._cfg, self._temp_dir), beam.pvalue.AsSingleton(vocab)
+            WriteShardPartsFn(self._cfg, self._temp_dir, self._corpus), beam.pvalue.AsSingleton(vocab)
         ).with_outputs(WriteShardPartsFn.PARTS, main="figures")
         figures = windowed.figures | "SumFigures" >> beam.CombineGlobally(cli_common.sum_counters)
         keys = [(split, shard) for split in contract.SPLITS for shard in range(self._cfg.num_shards)]

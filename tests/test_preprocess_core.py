@@ -122,3 +122,36 @@ def test_corpus_counts_combiner_merges_partials():
     a = fn.add_input(fn.create_accumulator(), (Counter(x=1), Counter(lines=2)))
     b = fn.add_input(fn.create_accumulator(), (Counter(x=2, y=1), Counter(lines=3)))
     assert fn.extract_output(fn.merge_accumulators([a, b])) == (Counter(x=3, y=1), Counter(lines=5))
+
+
+def test_progress_lines_count_files_bytes_lines_and_tokens_against_the_corpus(cfg, write_files, caplog):
+    from nextword import progress
+
+    text = "the cat sat\n" * 3000  # 12,000 tokens: the stream checks the clock every 4,096
+    root = write_files({"a.txt": text, "b.txt": text})
+    size = 2 * len(text)
+    fn = CountFileWordsFn(cfg, corpus=(2, size))
+    fn.setup()
+    fn.progress.every_s = 0.0  # a line at every check
+    with caplog.at_level("INFO", logger=progress.__name__):
+        list(fn.process(core.CorpusFile(str(root / "a.txt"), "a.txt", size=len(text))))
+    assert fn.progress.done == {"files": 1, "bytes": len(text), "lines": 3000, "tokens": 9000}
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 3  # after 4,096 and 8,192 tokens, and at the end of the file
+    assert lines[-1].startswith(f"counting: 1/2 files, {len(text) / 1e6:.1f}/{size / 1e6:.1f} MB, ")
+    assert "tokens/s" in lines[-1] and "s left" in lines[-1]
+
+
+def test_progress_reports_only_after_its_interval():
+    from nextword import progress
+
+    now = [0.0]
+    tracker = progress.Progress("test", "scoring", total_bytes=1000, clock=lambda: now[0], every_s=10)
+    tracker.advance(bytes=100, lines=10, tokens=50)
+    assert tracker.reported["bytes"] == 0  # 0 s since the start: nothing reported yet
+    now[0] = 10.0
+    tracker.advance(bytes=100, lines=10, tokens=50)
+    assert tracker.reported == {"files": 0, "bytes": 200, "lines": 20, "tokens": 100}
+    assert tracker.line(10.0) == (
+        "scoring: 0 files, 0.0/0.0 MB, 2 lines/s, 10 tokens/s, about 40 s left on this worker's share"
+    )
