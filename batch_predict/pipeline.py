@@ -124,7 +124,9 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     range_pcoll = p | "PlanRanges" >> beam.Create(ranges) | "SpreadRanges" >> beam.Reshuffle()
     # Every line, rejected ones too, takes the one path read -> infer -> write: no Flatten,
     # which the local runner would materialize, so memory stays independent of input size.
-    lines, line_counts = range_pcoll | "ReadLines" >> ReadKeyedLines(cfg, bundle)
+    lines, line_counts = range_pcoll | "ReadLines" >> ReadKeyedLines(
+        cfg, bundle, (len(ranges), sum(size for _, size in files))
+    )
     formatted = (
         lines
         | "Predict" >> Predict(cfg, bundle)

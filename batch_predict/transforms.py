@@ -14,7 +14,7 @@ from apache_beam.transforms.window import GlobalWindows
 
 from batch_predict import core
 from batch_predict.handler import BundleModelHandler, KeyedBundleModelHandler
-from nextword import storage
+from nextword import progress, storage
 from nextword.bundle import Bundle
 from nextword.config import PredictConfig
 
@@ -34,38 +34,51 @@ class CountLinesFn(beam.DoFn):
 class ReadLinesFn(beam.DoFn):
     """FileRange -> (LineKey, PreparedLine) for every line that starts in the range."""
 
-    def __init__(self, cfg: PredictConfig, context_tokens: int, eos: bool):
+    LINES_PER_CHECK = 256  # how often the reader looks at the clock for its progress line
+
+    def __init__(self, cfg: PredictConfig, context_tokens: int, eos: bool, inputs: tuple[int, int] = (0, 0)):
         self._cfg = cfg
         self._window = context_tokens  # what a line costs in a model call
         self._eos = eos
+        self._inputs = inputs  # (ranges, bytes) of the whole job, for progress
 
     def setup(self):
         self._lines = Metrics.counter(NAMESPACE, "lines_read")
+        ranges, size = self._inputs
+        # Lines are scored as they are read (one fused stage), so reading's pace is the job's.
+        self.progress = progress.Progress(NAMESPACE, "reading", total_bytes=size, total_files=ranges, unit="ranges")
 
     def process(self, file_range: core.FileRange, first_lines: dict):
         cfg = self._cfg
         first = first_lines[(file_range.path, file_range.start)]
         number = first - 1
+        reported = file_range.start  # bytes up to here are in the progress figures
         with storage.open_read(file_range.path) as stream:  # byte ranges: no compressed input
             for number, (offset, raw) in enumerate(core.read_range(stream, file_range, cfg.max_line_bytes), first):
                 key = core.LineKey(file_range.path, number, offset)
                 yield key, core.prepare_line(raw, offset == 0, self._window, cfg.mode, self._eos, cfg.max_line_tokens)
-        self._lines.inc(number - first + 1)
+                if (number - first + 1) % self.LINES_PER_CHECK == 0:
+                    self.progress.advance(bytes=offset - reported, lines=self.LINES_PER_CHECK)
+                    reported = offset
+        lines = number - first + 1
+        self._lines.inc(lines)
+        self.progress.advance(files=1, bytes=file_range.end - reported, lines=lines % self.LINES_PER_CHECK)
 
 
 class ReadKeyedLines(beam.PTransform):
     """FileRanges -> (keyed lines, lines starting per range)."""
 
-    def __init__(self, cfg: PredictConfig, bundle: Bundle):
+    def __init__(self, cfg: PredictConfig, bundle: Bundle, inputs: tuple[int, int] = (0, 0)):
         super().__init__()
         self._cfg = cfg
         self._bundle = bundle
+        self._inputs = inputs  # (ranges, bytes), for progress
 
     def expand(self, ranges):
         line_counts = ranges | "CountLines" >> beam.ParDo(CountLinesFn()) | "CollectCounts" >> beam.combiners.ToDict()
         first_lines = line_counts | "FirstLineNumbers" >> beam.Map(core.first_line_numbers)
         lines = ranges | "Read" >> beam.ParDo(
-            ReadLinesFn(self._cfg, self._bundle.context_tokens, self._bundle.settings.eos),
+            ReadLinesFn(self._cfg, self._bundle.context_tokens, self._bundle.settings.eos, self._inputs),
             beam.pvalue.AsSingleton(first_lines),
         )
         return lines, line_counts

@@ -28,8 +28,10 @@ class Progress:
         total_files: int = 0,
         every_s: float = EVERY_S,
         clock: Callable[[], float] = time.monotonic,
+        unit: str = "files",
     ):
-        self.stage, self.total_bytes, self.total_files = stage, total_bytes, total_files
+        """`unit` names what the "files" figure counts in the log line (files, or byte ranges of them)."""
+        self.stage, self.total_bytes, self.total_files, self.unit = stage, total_bytes, total_files, unit
         self.every_s, self.clock = every_s, clock
         self.counters = {name: Metrics.counter(namespace, f"{stage}_{name}") for name in FIGURES}
         self.done = dict.fromkeys(FIGURES, 0)
@@ -56,7 +58,8 @@ class Progress:
 
     def line(self, seconds: float) -> str:
         done, rate = self.done, 1 / max(seconds, 1e-9)
-        files = f"{done['files']}/{self.total_files} files" if self.total_files else f"{done['files']} files"
+        files = f"{done['files']}/{self.total_files}" if self.total_files else f"{done['files']}"
+        files += f" {self.unit}"
         parts = [f"{self.stage}: {files}, {done['bytes'] / 1e6:.1f}"]
         parts[0] += f"/{self.total_bytes / 1e6:.1f} MB" if self.total_bytes else " MB"
         parts.append(f"{done['lines'] * rate:,.0f} lines/s, {done['tokens'] * rate:,.0f} tokens/s")

@@ -134,6 +134,8 @@ def test_read_lines_dofn_keys_every_line(tiny_bundle, tmp_path):
         (core.LineKey(str(path), 11, 4), core.PreparedLine("", 1, (), "line_too_long")),
         (core.LineKey(str(path), 12, 45), core.PreparedLine("c", 1, ())),
     ]
+    # Progress: every byte of the range, every line, the range itself.
+    assert fn.progress.done == {"files": 1, "bytes": path.stat().st_size, "lines": 3, "tokens": 0}
 
 
 def test_handler_loads_once_and_answers_in_batch_order(tiny_bundle):
