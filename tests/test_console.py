@@ -176,6 +176,11 @@ def test_preprocess_and_train_show_only_our_lines_and_verbose_brings_the_rest_ba
     assert "INFO trainer.export: exported bundle" in trained.stderr
     assert "perplexity:" in trained.stdout  # Keras's progress line stays
 
+    predicted = _nextword("predict", "the cat sat on", "--set", f"predict.bundle_dir={model}/bundle")
+    assert predicted.returncode == 0, predicted.stderr
+    assert _noise_in(predicted.stderr) == [] and predicted.stderr == "", predicted.stderr  # cuInit and the rest
+    assert predicted.stdout.splitlines()[-1].startswith("Prediction: the cat sat on ")
+
     verbose = _nextword(*preprocess, "--verbose")
     assert verbose.returncode == 0, verbose.stderr
     assert "Converting string literal type hint" in verbose.stderr
