@@ -118,7 +118,7 @@ class FormatRecordsFn(beam.DoFn):
         core.count_record(record, self._stats)
         if self._stats["records"] % self.REPORT_EVERY == 0:
             self._report()
-        yield json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+        yield json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
 
     def finish_bundle(self):
         self._report()

@@ -61,7 +61,7 @@ def output_dir(configured: str, data_dir: str) -> str:
 
 def write(report: BaselineReport, folder: str) -> str:
     path = storage.join(folder, REPORT_FILE)
-    storage.write_text(path, json.dumps(report.to_dict(), indent=2, sort_keys=True) + "\n")
+    storage.write_text(path, json.dumps(report.to_dict(), indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 

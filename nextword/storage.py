@@ -141,7 +141,7 @@ def write_marker(path: str, content: dict) -> None:
     all-or-nothing (the object appears only when it completes), so a temp object
     and a copy would add a leftover, not safety.
     """
-    write_text(path, json.dumps(content, indent=2, sort_keys=True) + "\n")
+    write_text(path, json.dumps(content, indent=2, sort_keys=True, allow_nan=False) + "\n")
 
 
 def temp_names(*names: str) -> str:

@@ -78,7 +78,7 @@ def read_metrics(model_dir: str) -> dict:
 
 def write_metrics(model_dir: str, metrics: dict) -> str:
     path = storage.join(model_dir, METRICS_FILE)
-    storage.write_text(path, json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    storage.write_text(path, json.dumps(metrics, indent=2, sort_keys=True, allow_nan=False) + "\n")
     return path
 
 

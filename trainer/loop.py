@@ -315,7 +315,7 @@ class TrainLoop:
 
     def _write_history(self, history: list[dict]) -> None:
         if self.worker.is_chief:
-            storage.write_text(self.history_path, json.dumps(history, indent=1) + "\n")
+            storage.write_text(self.history_path, json.dumps(history, indent=1, allow_nan=False) + "\n")
 
     # --- the loop ----------------------------------------------------------------
     def fit(self, resumed_from: int) -> FitResult:
