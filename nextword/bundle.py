@@ -6,6 +6,7 @@ this module proves that a directory is a complete, consistent bundle first.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 
@@ -22,6 +23,10 @@ META_FILES = (contract.VOCAB_FILE, contract.MANIFEST_FILE, contract.CONFIG_FILE,
 REQUIRED_FILES = (SAVED_MODEL_FILE, VARIABLES_INDEX) + tuple(
     f"{contract.BUNDLE_META_DIR}/{name}" for name in META_FILES
 )
+# Signatures beyond contract's three (trainer/export.py documents them all).
+SIGNATURE_SCORE_TOKENS = "score_tokens"
+SIGNATURE_SCORE_STREAM = "score_stream"
+SIGNATURE_ADVANCE_STREAM = "advance_stream"
 _HOW_TO_FIX = "point predict.bundle_dir at the bundle that `nextword train` exported"
 
 
@@ -34,8 +39,36 @@ class Bundle:
     tokens: list[str]
     window_length: int  # the training window
     context_tokens: int  # ids the signatures condition on
-    fingerprint: str
+    fingerprint: str  # vocabulary + text settings (contract.fingerprint)
     info: dict
+
+    @property
+    def model_fingerprint(self) -> str:
+        return model_fingerprint(self.info)
+
+    @property
+    def state_size(self) -> int:
+        """Floats of the stream signatures' state (0: a bundle exported before they existed)."""
+        return int(self.info.get("state_size", 0))
+
+
+def model_fingerprint(info: dict) -> str:
+    """What makes a bundle's scores: vocabulary + text contract (the data fingerprint), the context
+    length and the weights (CRC32C of variables/*), as 16 hex digits.
+
+    Re-exporting the same weights keeps it (saved_model.pb, the graph, is left out); any change of
+    vocabulary, normalization, <eos>, context or a single weight changes it. Every prediction record
+    and summary.json carry it, so scores of two models are never mixed silently.
+    """
+    checksums = sorted(info.get("checksums", {}).items())
+    weights = {rel: crc for rel, crc in checksums if rel.startswith(VARIABLES_DIR + "/")}
+    content = {
+        "fingerprint": info["fingerprint"],
+        "text": info["text"],
+        "context_tokens": info["context_tokens"],
+        "weights": weights,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
 def bundle_info(
@@ -46,6 +79,7 @@ def bundle_info(
     vocab_size: int,
     created_unix: int,
     checksums: dict[str, str],
+    state_size: int = 0,
 ) -> dict:
     """bundle.json content."""
     return {
@@ -56,7 +90,15 @@ def bundle_info(
         "window_length": window_length,
         "context_tokens": context_tokens,
         "vocab_size": vocab_size,
-        "signatures": [contract.SIGNATURE_NEXT_WORDS, contract.SIGNATURE_SCORE],
+        "signatures": [
+            contract.SIGNATURE_NEXT_WORDS,
+            contract.SIGNATURE_SCORE,
+            contract.SIGNATURE_GENERATE,
+            SIGNATURE_SCORE_TOKENS,
+            SIGNATURE_SCORE_STREAM,
+            SIGNATURE_ADVANCE_STREAM,
+        ],  # fmt: skip
+        "state_size": state_size,
         "created_unix": created_unix,
     }
 

@@ -17,7 +17,16 @@ import tensorflow as tf
 from nextword import bundle as bundle_lib
 from nextword import config as config_lib
 from nextword import contract
-from tests.support.tiny_bundle import TINY_MODEL, corpus_lines, line_ids, reference_next, reference_score
+from tests.support.tiny_bundle import (
+    TINY_MODEL,
+    corpus_lines,
+    document_ids,
+    line_ids,
+    reference_carried,
+    reference_next,
+    reference_score,
+    reference_token_log_probs,
+)
 from trainer.export import export_bundle
 from trainer.model import build_model
 
@@ -286,3 +295,98 @@ def test_generate_command_prints_the_continued_text(tiny_bundle, capsys):
     assert generate.main(args) == 0 and capsys.readouterr().out.strip() == first  # same seed, same text
     assert generate.main(["", "--set", f"predict.bundle_dir={tiny_bundle.bundle_dir}"]) == 1
     assert "no word left after normalization" in capsys.readouterr().err
+
+
+# --- per-token scores, streams (document context), the model fingerprint -----------
+def score_tokens(bundle, texts: list[str]) -> dict:
+    out = bundle.signatures[bundle_lib.SIGNATURE_SCORE_TOKENS](text=tf.constant(texts, dtype=tf.string))
+    return {name: value.numpy() for name, value in out.items()}
+
+
+def stream(bundle, lines: list[str], state, last_id: int, signature=bundle_lib.SIGNATURE_SCORE_STREAM) -> dict:
+    out = bundle.signatures[signature](
+        text=tf.constant(lines, dtype=tf.string), state=tf.constant(state, tf.float32), last_id=tf.constant(last_id)
+    )
+    return {name: value.numpy() for name, value in out.items()}
+
+
+def check_token_scores(model, texts, out, vocab, settings, window):
+    """score_tokens: every scored token's text, unknown flag and log-probability, summing to the line's."""
+    splits = np.cumsum(out["tokens"])[:-1]
+    for i, (values, strings, unknown) in enumerate(
+        zip(*(np.split(out[k], splits) for k in ("token_log_prob", "token_text", "token_unknown")), strict=True)
+    ):
+        ids = line_ids(texts[i], vocab, settings)
+        words = contract.tokenize(texts[i], settings)
+        expected_text = ([*words, contract.EOS_TOKEN] if settings.eos else words[1:]) if ids else []
+        assert [s.decode() for s in strings] == expected_text
+        assert unknown.tolist() == [t == contract.UNK_ID for t in ids[1:]]
+        np.testing.assert_allclose(values, reference_token_log_probs(model, ids, window), rtol=1e-4, atol=1e-4)
+        assert float(np.sum(values.astype(np.float64))) == pytest.approx(float(out["log_prob"][i]), rel=1e-5, abs=1e-5)
+        known = float(np.sum(values[~unknown].astype(np.float64)))
+        assert known == pytest.approx(float(out["known_log_prob"][i]), rel=1e-5, abs=1e-5)
+
+
+def test_score_tokens_per_token_values_sum_to_the_score_signature(tiny_bundle):
+    bundle = tf.saved_model.load(tiny_bundle.bundle_dir)
+    texts = sample_texts(tiny_bundle)
+    out = score_tokens(bundle, texts)
+    _, score = call(bundle, texts)
+    for name in ("log_prob", "tokens", "unknown_tokens", "word_count", "unknown_count"):
+        assert out[name].tolist() == score[name].tolist(), name  # the same computation, the same numbers
+    window = tiny_bundle.config.preprocess.window_length
+    check_token_scores(tiny_bundle.model, texts, out, tiny_bundle.vocab, tiny_bundle.settings, window)
+    assert out["token_unknown"].any() and out["known_log_prob"][4] > out["log_prob"][4]  # "zzz unknownword"
+
+
+def test_score_tokens_with_eos_predicts_every_word_and_the_final_eos(tmp_path):
+    settings = contract.TextSettings(normalization="whitespace", eos=True, unknown_token="<unk>", min_count=0)
+    tokens = ["<unk>", "<eos>", "the", "cat", "sat", "on", "mat"]
+    _handmade_data(tmp_path / "data", tokens, settings, 3)
+    model = build_model(len(tokens), TINY_MODEL)
+    export_bundle(model, str(tmp_path / "data"), config_lib.from_dict(None), str(tmp_path / "bundle"))
+    texts = ["", "the cat sat on the mat", "dog the", "cat"]
+    out = score_tokens(tf.saved_model.load(str(tmp_path / "bundle")), texts)
+    check_token_scores(model, texts, out, contract.Vocabulary(tokens), settings, 3)
+    assert out["tokens"].tolist() == [1, 7, 3, 2]
+
+
+def test_stream_in_any_chunks_equals_the_trainers_carried_evaluation(tiny_bundle):
+    bundle = tf.saved_model.load(tiny_bundle.bundle_dir)
+    loaded = bundle_lib.load_bundle(tiny_bundle.bundle_dir)
+    lines = corpus_lines(tiny_bundle)[:30] + ["", "zzz unknownword"] + corpus_lines(tiny_bundle)[30:40]
+    per_line = document_ids(lines, tiny_bundle.vocab, tiny_bundle.settings)
+    window = tiny_bundle.config.preprocess.window_length
+    reference = reference_carried(tiny_bundle.model, TINY_MODEL, [i for ids in per_line for i in ids], window)
+    zero = np.zeros([loaded.state_size], np.float32)
+    whole = stream(bundle, lines, zero, -1)
+    np.testing.assert_allclose(whole["token_log_prob"], reference, rtol=1e-4, atol=1e-4)
+    counts = [len(ids) for ids in per_line]
+    counts[0] -= 1  # the document's first token is context only, as in training
+    assert whole["tokens"].tolist() == counts and int(whole["last_id"]) == per_line[-1][-1]
+    splits = np.cumsum(counts)[:-1]
+    line_sums = [float(np.sum(v.astype(np.float64))) for v in np.split(whole["token_log_prob"], splits)]
+    np.testing.assert_allclose(whole["log_prob"], line_sums, rtol=1e-5, atol=1e-5)
+    # Any cut into calls, empty ones too, carries the state exactly; advance_stream = score_stream's state.
+    state, last, values = zero, -1, []
+    for lo, hi in [(0, 1), (1, 1), (1, 7), (7, 8), (8, 31), (31, len(lines))]:
+        out = stream(bundle, lines[lo:hi], state, last)
+        advanced = stream(bundle, lines[lo:hi], state, last, bundle_lib.SIGNATURE_ADVANCE_STREAM)
+        np.testing.assert_allclose(advanced["state"], out["state"], rtol=1e-5, atol=1e-6)
+        assert int(advanced["last_id"]) == int(out["last_id"])
+        state, last = out["state"], int(out["last_id"])
+        values += out["token_log_prob"].tolist()
+    np.testing.assert_allclose(values, whole["token_log_prob"], rtol=1e-5, atol=1e-5)
+
+
+def test_model_fingerprint_names_vocabulary_settings_context_and_weights(tiny_bundle, tmp_path):
+    base = bundle_lib.load_bundle(tiny_bundle.bundle_dir).model_fingerprint
+    same = export_bundle(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, str(tmp_path / "same"))
+    assert bundle_lib.load_bundle(same).model_fingerprint == base  # the same weights exported again
+    shorter = export_bundle(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, str(tmp_path / "short"),
+                            context_tokens=2)  # fmt: skip
+    other = build_model(len(tiny_bundle.vocab.tokens), TINY_MODEL)
+    other.set_weights([w + 1e-3 for w in tiny_bundle.model.get_weights()])
+    moved = export_bundle(other, tiny_bundle.data_dir, tiny_bundle.config, str(tmp_path / "moved"))
+    prints = {bundle_lib.load_bundle(path).model_fingerprint for path in (shorter, moved)}
+    assert len(prints | {base}) == 3 and all(len(p) == 16 for p in prints)

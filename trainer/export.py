@@ -98,6 +98,10 @@ class BundleGraph:
         self.settings = settings
         self.window = context_tokens
         self.rows_per_slice = max(1, logit_budget // (context_tokens * self.vocab_size))
+        self.positions_per_slice = max(1, logit_budget // self.vocab_size)
+        self.stream_layers, self.state_units = _stream_layers(model, self.output_layer)
+        self.state_size = 2 * sum(self.state_units)
+        self.hidden_units = int(self.hidden_model.output_shape[-1])
 
     # --- shared pieces -----------------------------------------------------
     def _words(self, text: tf.Tensor) -> tuple[tf.RaggedTensor, tf.Tensor, tf.Tensor]:
@@ -107,11 +111,12 @@ class BundleGraph:
         unknown_count = tf.reduce_sum(tf.cast(tf.equal(ids, contract.UNK_ID), tf.int32), axis=1)
         return ids, word_count, unknown_count
 
-    def _line_ids(self, word_ids: tf.RaggedTensor, trailing_eos: bool) -> tf.RaggedTensor:
+    def _line_ids(self, word_ids: tf.RaggedTensor, trailing_eos: bool, eos=contract.EOS_ID) -> tf.RaggedTensor:
+        """A line's ids (or, with eos=contract.EOS_TOKEN, its token strings): `<eos>` before, and after if asked."""
         if not self.settings.eos:
             return word_ids
-        eos = tf.RaggedTensor.from_tensor(tf.fill(tf.stack([word_ids.nrows(), 1]), contract.EOS_ID))
-        return tf.concat([eos, word_ids, eos] if trailing_eos else [eos, word_ids], axis=1)
+        column = tf.RaggedTensor.from_tensor(tf.fill(tf.stack([word_ids.nrows(), 1]), eos))
+        return tf.concat([column, word_ids, column] if trailing_eos else [column, word_ids], axis=1)
 
     @staticmethod
     def _gather_padded(ids: tf.RaggedTensor, positions: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
@@ -160,22 +165,20 @@ class BundleGraph:
         valid = positions < tf.gather(ids.row_limits(), line_of)[:, tf.newaxis]  # [c, w+1]
         return self._gather_padded(ids, positions, valid), valid, line_of
 
-    def _window_log_probs(self, windows: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
-        """Sum of log P(id_i | ids_<i of the window) per window: windows [s, w+1] -> [s] float64.
+    def _token_log_probs(self, windows: tf.Tensor, valid: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """log P(id_i | ids_<i of the window) at every predicted position of windows [s, w+1]:
+        ([m] float32, window of each [m] int64), window by window, positions in order.
 
         The output layer (the bulk of the work) runs only where a token is predicted, never on padding.
         """
         hidden = self.hidden_model(windows[:, :-1], training=False)  # [s, w, units]
         predicted_at = tf.where(valid[:, 1:])  # [m, 2] (window, position)
         logits = self.output_layer(tf.gather_nd(hidden, predicted_at)[tf.newaxis])[0]  # [m, V]
-        logits = tf.cast(logits, tf.float32)
         targets = tf.gather_nd(windows[:, 1:], predicted_at)  # [m]
-        log_probs = tf.gather(logits, targets, batch_dims=1) - tf.reduce_logsumexp(logits, axis=-1)  # [m]
-        return tf.math.unsorted_segment_sum(
-            tf.cast(log_probs, tf.float64), predicted_at[:, 0], num_segments=tf.shape(windows)[0]
-        )
+        return _target_log_probs(logits, targets), predicted_at[:, 0]
 
-    def score(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+    def _line_log_probs(self, text: tf.Tensor, per_token: bool) -> dict[str, tf.Tensor]:
+        """The score protocol over a batch of lines; with `per_token`, also every scored token's value."""
         word_ids, word_count, unknown_count = self._words(text)
         ids = self._line_ids(word_ids, trailing_eos=True)
         windows, valid, line_of = self._windows(ids)
@@ -183,25 +186,145 @@ class BundleGraph:
         batch = tf.cast(ids.nrows(), tf.int32)
         step = self.rows_per_slice
 
-        def body(i, total):
+        def body(i, total, *tokens):
             lo = i * step
             hi = tf.minimum(lo + step, num_windows)
-            window_sums = self._window_log_probs(windows[lo:hi], valid[lo:hi])
-            return i + 1, total + tf.math.unsorted_segment_sum(window_sums, line_of[lo:hi], batch)
+            log_probs, window_of = self._token_log_probs(windows[lo:hi], valid[lo:hi])
+            window_sums = tf.math.unsorted_segment_sum(
+                tf.cast(log_probs, tf.float64), window_of, num_segments=tf.shape(windows[lo:hi])[0]
+            )
+            total = total + tf.math.unsorted_segment_sum(window_sums, line_of[lo:hi], batch)
+            return (i + 1, total, *(t.write(i, log_probs) for t in tokens))
 
         num_slices = (num_windows + step - 1) // step
+        initial = (tf.constant(0), tf.zeros([batch], tf.float64))
+        if per_token:
+            initial += (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None]),)
         # One slice at a time: parallel iterations would multiply the logits' memory.
-        _, log_prob = tf.while_loop(
-            lambda i, _: i < num_slices, body, (tf.constant(0), tf.zeros([batch], tf.float64)), parallel_iterations=1
-        )
+        _, log_prob, *tokens = tf.while_loop(lambda i, *_: i < num_slices, body, initial, parallel_iterations=1)
         predicted = ids[:, 1:]
-        return {
+        unknown = tf.equal(predicted, contract.UNK_ID)
+        out = {
             "log_prob": tf.cast(log_prob, tf.float32),
             "tokens": tf.cast(predicted.row_lengths(), tf.int32),
-            "unknown_tokens": tf.reduce_sum(tf.cast(tf.equal(predicted, contract.UNK_ID), tf.int32), axis=1),
+            "unknown_tokens": tf.reduce_sum(tf.cast(unknown, tf.int32), axis=1),
             "word_count": word_count,
             "unknown_count": unknown_count,
         }
+        if per_token:
+            # Windows run line by line and, within a line, in order: the values come out line-major.
+            token_log_prob = tokens[0].concat()[: tf.size(predicted.flat_values)]
+            words = graph_text.tokenize(text, self.settings)
+            strings = self._line_ids(words, trailing_eos=True, eos=contract.EOS_TOKEN)
+            known = tf.where(unknown.flat_values, tf.constant(0.0, tf.float64), tf.cast(token_log_prob, tf.float64))
+            out.update(
+                token_log_prob=token_log_prob,
+                token_text=strings[:, 1:].flat_values,
+                token_unknown=unknown.flat_values,
+                known_log_prob=tf.cast(
+                    tf.math.unsorted_segment_sum(known, tf.cast(predicted.value_rowids(), tf.int32), batch), tf.float32
+                ),
+            )
+        return out
+
+    def score(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._line_log_probs(text, per_token=False)
+
+    def score_tokens(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
+        return self._line_log_probs(text, per_token=True)
+
+    # --- streams: document context, the LSTM state carried from call to call --------------
+    def _stream_hidden(self, ids: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """ids [1, t] from `state` [S] -> hidden [1, t, units] (the output layer's input), state after [S].
+
+        The model's own layers in order; each LSTM starts from its part of `state` (h, c per layer).
+        """
+        parts = tf.split(state[tf.newaxis], [u for u in self.state_units for _ in "hc"], axis=1)  # [1, u] each
+        x, final, lstm = ids, [], 0
+        for layer in self.stream_layers:
+            if isinstance(layer, keras.layers.LSTM):
+                initial = [parts[2 * lstm], parts[2 * lstm + 1]]
+                _, x, states = layer.inner_loop(sequences=x, initial_state=initial, mask=None, training=False)
+                final += [tf.cast(h, tf.float32) for h in states]
+                lstm += 1
+            else:
+                x = layer(x, training=False)
+        return x, tf.concat(final, axis=1)[0]
+
+    def _stream(self, text: tf.Tensor, state: tf.Tensor, last_id: tf.Tensor):
+        """The chunk's tokens (each line's words, then `<eos>` when the settings have it) after `last_id`.
+
+        Returns (ids [n, (t)], strings [n, (t)], word_count, unknown_count, scored [t] flat: the first token
+        of a document (last_id < 0) is context only, as in training; targets [m], hidden [m, units],
+        state after, last id after).
+        """
+        word_ids, word_count, unknown_count = self._words(text)
+        strings = graph_text.tokenize(text, self.settings)
+        if self.settings.eos:
+            column = lambda value: tf.RaggedTensor.from_tensor(tf.fill(tf.stack([word_ids.nrows(), 1]), value))  # noqa: E731
+            word_ids = tf.concat([word_ids, column(contract.EOS_ID)], axis=1)
+            strings = tf.concat([strings, column(contract.EOS_TOKEN)], axis=1)
+        flat = word_ids.flat_values
+        has_previous = tf.cast(last_id >= 0, tf.int32)
+        sequence = tf.concat([tf.reshape(last_id, [1])[:has_previous], flat], axis=0)  # [s]
+        inputs, targets = sequence[:-1], sequence[1:]
+        scored = tf.range(tf.size(flat)) >= 1 - has_previous
+
+        def run():
+            hidden, after = self._stream_hidden(inputs[tf.newaxis], state)
+            return hidden[0], after
+
+        def idle():
+            return tf.zeros([0, self.hidden_units], tf.float32), state
+
+        hidden, after = tf.cond(tf.size(inputs) > 0, run, idle)
+        last = tf.cond(tf.size(sequence) > 0, lambda: sequence[-1], lambda: last_id)
+        return word_ids, strings, word_count, unknown_count, scored, targets, hidden, after, last
+
+    def score_stream(self, text: tf.Tensor, state: tf.Tensor, last_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        ids, strings, word_count, unknown_count, scored, targets, hidden, after, last = self._stream(
+            text, state, last_id
+        )
+        count = tf.shape(targets)[0]
+        step = self.positions_per_slice
+
+        def body(i, values):
+            lo = i * step
+            hi = tf.minimum(lo + step, count)
+            logits = self.output_layer(hidden[lo:hi][tf.newaxis])[0]  # [p, V]
+            return i + 1, values.write(i, _target_log_probs(logits, targets[lo:hi]))
+
+        values = tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None])
+        _, values = tf.while_loop(
+            lambda i, _: i < (count + step - 1) // step, body, (tf.constant(0), values), parallel_iterations=1
+        )
+        token_log_prob = values.concat()[:count]
+        line_of = tf.boolean_mask(tf.cast(ids.value_rowids(), tf.int32), scored)  # [m]
+        unknown = tf.equal(targets, contract.UNK_ID)
+        lines = tf.cast(ids.nrows(), tf.int32)
+
+        def per_line(values, dtype=tf.float64):
+            return tf.math.unsorted_segment_sum(tf.cast(values, dtype), line_of, lines)
+
+        value64 = tf.cast(token_log_prob, tf.float64)
+        return {
+            "log_prob": tf.cast(per_line(value64), tf.float32),
+            "known_log_prob": tf.cast(per_line(tf.where(unknown, tf.zeros_like(value64), value64)), tf.float32),
+            "tokens": per_line(tf.ones_like(targets), tf.int32),
+            "unknown_tokens": per_line(unknown, tf.int32),
+            "word_count": word_count,
+            "unknown_count": unknown_count,
+            "token_log_prob": token_log_prob,
+            "token_text": tf.boolean_mask(strings.flat_values, scored),
+            "token_unknown": unknown,
+            "state": after,
+            "last_id": last,
+        }
+
+    def advance_stream(self, text: tf.Tensor, state: tf.Tensor, last_id: tf.Tensor) -> dict[str, tf.Tensor]:
+        """The state after the chunk's tokens, without the output layer (warming up on earlier text)."""
+        ids, *_, targets, _, after, last = self._stream(text, state, last_id)
+        return {"state": after, "last_id": last, "tokens": tf.cast(tf.size(ids.flat_values), tf.int32)}
 
     # --- generate ----------------------------------------------------------
     def generate(
@@ -245,6 +368,28 @@ class BundleGraph:
         return {"words": tf.gather(self.vocab, out.stack())}
 
 
+def _stream_layers(model: keras.Model, output_layer: keras.layers.Layer) -> tuple[list, list[int]]:
+    """The layers from the ids to the output layer, in order, and the units of each LSTM among them.
+
+    build_model's graph is a chain (embedding, dropout, LSTMs, optional projection), so running
+    its layers one after the other is running the model; the stream signatures need that to carry
+    each LSTM's state, which the stateless model does not expose.
+    """
+    layers = []
+    for layer in model.layers:
+        if layer is output_layer:
+            break
+        if not isinstance(layer, keras.layers.InputLayer):
+            layers.append(layer)
+    return layers, [int(layer.units) for layer in layers if isinstance(layer, keras.layers.LSTM)]
+
+
+def _target_log_probs(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """log-softmax of logits [m, V] at targets [m] -> [m] float32 (the output may already be log-probabilities)."""
+    logits = tf.cast(logits, tf.float32)
+    return tf.gather(logits, targets, batch_dims=1) - tf.reduce_logsumexp(logits, axis=-1)
+
+
 def _widest(lengths: tf.Tensor, window: int) -> tf.Tensor:
     """max(lengths) clipped to [1, window]: the padded width a call needs (lengths may be empty)."""
     longest = tf.reduce_max(tf.concat([lengths, tf.zeros([1], lengths.dtype)], axis=0))
@@ -259,6 +404,14 @@ def build_archive(graph: BundleGraph) -> keras.export.ExportArchive:
     k_spec = tf.TensorSpec([], tf.int32, name="k")
     archive.add_endpoint(contract.SIGNATURE_NEXT_WORDS, graph.next_words, input_signature=[text_spec, k_spec])
     archive.add_endpoint(contract.SIGNATURE_SCORE, graph.score, input_signature=[text_spec])
+    archive.add_endpoint(bundle_lib.SIGNATURE_SCORE_TOKENS, graph.score_tokens, input_signature=[text_spec])
+    stream = [
+        text_spec,
+        tf.TensorSpec([graph.state_size], tf.float32, name="state"),
+        tf.TensorSpec([], tf.int32, name="last_id"),
+    ]
+    archive.add_endpoint(bundle_lib.SIGNATURE_SCORE_STREAM, graph.score_stream, input_signature=stream)
+    archive.add_endpoint(bundle_lib.SIGNATURE_ADVANCE_STREAM, graph.advance_stream, input_signature=stream)
     scalar = [
         tf.TensorSpec([], tf.string, name="text"),
         tf.TensorSpec([], tf.int32, name="words"),
@@ -312,6 +465,7 @@ def export_bundle(
         vocab_size=len(tokens),
         created_unix=int(time.time()),
         checksums=bundle_lib.savedmodel_checksums(bundle_dir),
+        state_size=graph.state_size,
     )
     storage.write_marker(info_path, info)
     _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info["fingerprint"], len(tokens))

@@ -122,15 +122,49 @@ def reference_next(model: keras.Model, ids: list[int], window: int) -> np.ndarra
     return np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
 
 
-def reference_score(model: keras.Model, ids: list[int], window: int) -> tuple[float, int]:
-    """Sum of log-probabilities over windows of window+1 ids with stride window, and their count."""
-    total, count = 0.0, 0
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    peak = logits.max(-1, keepdims=True)
+    return logits - (peak + np.log(np.exp(logits - peak).sum(-1, keepdims=True)))
+
+
+def reference_token_log_probs(model: keras.Model, ids: list[int], window: int) -> list[float]:
+    """log P of every id after the first, over windows of window+1 ids with stride window (each from zero state)."""
+    values = []
     for start in range(0, max(len(ids) - 1, 0), window):
         chunk = ids[start : start + window + 1]
-        logits = keras.ops.convert_to_numpy(model(np.array([chunk[:-1]], np.int32), training=False))[0]
-        logits = logits.astype(np.float64)  # [window, V]
-        peak = logits.max(-1, keepdims=True)
-        log_softmax = logits - (peak + np.log(np.exp(logits - peak).sum(-1, keepdims=True)))
-        total += float(sum(log_softmax[i, t] for i, t in enumerate(chunk[1:])))
-        count += len(chunk) - 1
-    return total, count
+        log_softmax = _log_softmax(
+            keras.ops.convert_to_numpy(model(np.array([chunk[:-1]], np.int32), training=False))[0]
+        )
+        values += [float(log_softmax[i, t]) for i, t in enumerate(chunk[1:])]
+    return values
+
+
+def reference_score(model: keras.Model, ids: list[int], window: int) -> tuple[float, int]:
+    """Sum of log-probabilities over windows of window+1 ids with stride window, and their count."""
+    values = reference_token_log_probs(model, ids, window)
+    return float(sum(values)), len(values)
+
+
+def document_ids(lines: list[str], vocab: contract.Vocabulary, settings: contract.TextSettings) -> list[list[int]]:
+    """Each line's ids in a document as preprocessing streams them: its words, then <eos> when enabled."""
+    return [vocab.ids(contract.line_tokens(line, settings)) for line in lines]
+
+
+def reference_carried(model: keras.Model, model_cfg: ModelConfig, ids: list[int], window: int) -> list[float]:
+    """The trainer's carried evaluation of one stream: windows of window+1 ids, stride window, the LSTM
+    state carried from window to window (trainer/steps.py forward), through a stateful copy of `model`.
+
+    log P of every id after the first, in order.
+    """
+    stateful = build_model(model.output_shape[-1], model_cfg, with_state=True)
+    stateful.set_weights(model.get_weights())
+    states = [np.zeros([1, model_cfg.lstm_units], np.float32) for _ in range(2 * model_cfg.num_layers)]
+    values = []
+    for start in range(0, max(len(ids) - 1, 0), window):
+        chunk = ids[start : start + window + 1]
+        logits, *states = stateful([np.array([chunk[:-1]], np.int32), *states], training=False)
+        log_softmax = _log_softmax(keras.ops.convert_to_numpy(logits)[0])
+        values += [float(log_softmax[i, t]) for i, t in enumerate(chunk[1:])]
+        states = [keras.ops.convert_to_numpy(s) for s in states]
+    return values
