@@ -174,7 +174,8 @@ def test_model_dir_of_another_model_shape_is_refused(synthetic, tmp_path, capsys
     assert "ckpt-1: does not fit this model" in error and "use a new train.model_dir" in error and "\n" not in error
 
 
-def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get_worse(write_files, tmp_path):
+def memorizing_data(write_files, tmp_path):
+    """A data directory on which a big model at a high rate gets worse on validation after a few epochs."""
     from beam_preprocess import pipeline
 
     # Uniform random words: nothing to learn beyond the unigram rates, so a big model at a high learning
@@ -192,10 +193,18 @@ def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get
         "preprocess.split.valid_fraction=0.3",
     ]
     pipeline.run([arg for item in settings for arg in ("--set", item)])
+    return data_dir
+
+
+MEMORIZING = ("train.model.lstm_units=128", "train.model.embedding_dim=64", "train.optimizer.learning_rate=0.02")
+
+
+def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get_worse(write_files, tmp_path):
+    data_dir = memorizing_data(write_files, tmp_path)
     model_dir = tmp_path / "model"
     metrics = run(train_args(
-        data_dir, model_dir, "train.epochs=6", "train.model.lstm_units=128", "train.model.embedding_dim=64",
-        "train.optimizer.learning_rate=0.02", "train.optimizer.plateau_factor=1", "train.early_stopping_patience=0",
+        data_dir, model_dir, "train.epochs=6", *MEMORIZING,
+        "train.optimizer.plateau_factor=1", "train.early_stopping_patience=0",
     ))  # fmt: skip
     history = json.loads((model_dir / "history.json").read_text())
     losses = [h["valid_loss"] for h in history]
@@ -217,6 +226,25 @@ def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get
 
     assert checkpoint_sha(model_dir / "best") == metrics["weights_sha256"]
     assert checkpoint_sha(model_dir / "checkpoints") != metrics["weights_sha256"]
+
+
+def test_a_stop_a_few_steps_into_an_epoch_keeps_the_rate_for_the_resumed_run(write_files, tmp_path):
+    from trainer.loop import MIN_IMPROVEMENT
+
+    data_dir = memorizing_data(write_files, tmp_path)
+    model_dir = tmp_path / "model"
+    schedule = (*MEMORIZING, "train.optimizer.plateau_factor=0.5", "train.early_stopping_patience=0")
+    steps_per_epoch = run(train_args(data_dir, model_dir, "train.epochs=4", *schedule))["train"]["steps"] // 4
+    # One step into epoch 5, then resumed to the end: the one-step "epoch" is evaluated (and could be the best)
+    # but is no plateau, though its validation did not improve.
+    run(train_args(data_dir, model_dir, "train.epochs=6", f"train.max_steps={4 * steps_per_epoch + 1}", *schedule))
+    history = json.loads((model_dir / "history.json").read_text())
+    stub = history[-1]
+    assert 4 < stub["epoch"] < 4.1
+    assert stub["valid_loss"] > min(h["valid_loss"] for h in history[:4]) - MIN_IMPROVEMENT  # would have cut
+    run(train_args(data_dir, model_dir, "train.epochs=6", *schedule))
+    resumed = json.loads((model_dir / "history.json").read_text())[4]  # the whole epoch 5 replaces the stub
+    assert resumed["epoch"] == 5 and resumed["learning_rate"] == stub["learning_rate"]
 
 
 def test_one_trainer_per_model_dir_a_dead_holder_is_taken_over_and_resume_keeps_its_settings(synthetic, tmp_path):

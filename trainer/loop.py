@@ -267,13 +267,16 @@ class TrainLoop:
         if self.cfg.optimizer.decay == 1:
             self.optimizer.learning_rate = self.cfg.optimizer.learning_rate * float(self.lr_scale.numpy())
 
-    def _track_best(self, valid_loss: float, done: float) -> bool:
+    def _track_best(self, valid_loss: float, done: float, schedule: bool) -> bool:
         """Keeps the best epoch's weights apart, lowers the rate on a plateau; True when patience ran out.
 
         Any better epoch becomes the best; only one better by MIN_IMPROVEMENT
         counts as progress for the schedule. The best weights are saved before
         the checkpoint that records them as best, so a kill in between makes the
-        rerun redo the same comparison.
+        rerun redo the same comparison. Without `schedule` (a run stopping by
+        budget or max_steps, often a few steps into an epoch) only the best is
+        kept: a stub epoch says nothing about a plateau, and a resumed run goes
+        on at the same rate.
         """
         best = float(self.best_loss.numpy())
         if valid_loss < best:  # NaN is never better
@@ -281,6 +284,8 @@ class TrainLoop:
             self.best_epoch.assign(done)
             self._save_with(self.best)
             self._best_weights = self.model.get_weights()
+        if not schedule:
+            return False
         if valid_loss < best - MIN_IMPROVEMENT:
             self.bad_epochs.assign(0)
             return False
@@ -338,7 +343,7 @@ class TrainLoop:
                 batch, train_loss, stopped_by, states = self._train_epoch(epoch, batch, clock, sigterm, writers)
                 done = epoch + min(batch / steps_per_epoch, 1.0)
                 history.append(self._epoch_record(done, train_loss, clock(), writers))
-                if self._track_best(history[-1]["valid_loss"], done) and stopped_by == "epochs":
+                if self._track_best(history[-1]["valid_loss"], done, schedule=stopped_by == "epochs"):
                     stopped_by = "early_stopping"
                 history[-1]["best_epoch"] = float(self.best_epoch.numpy())
                 self._write_history(history)
