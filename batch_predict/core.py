@@ -40,6 +40,16 @@ FLAG_BOM = "bom"
 MODES = {"next": (True, False), "score": (False, True), "both": (True, True)}  # mode -> (next, score)
 
 
+class LineScore(NamedTuple):
+    """What the model says of one line's tokens (natural logs)."""
+
+    log_prob: float  # every scored token
+    tokens: int
+    unknown: int  # scored tokens that are the unknown token
+    known_log_prob: float  # the scored tokens that are not unknown
+    token_scores: list[tuple[str, bool, float]] | None = None  # (text, unknown, log_prob) per token, in order
+
+
 class FileRange(NamedTuple):
     """Bytes [start, end) of a file of `size` bytes: the lines that *start* there."""
 
@@ -182,6 +192,19 @@ def line_cost(words: int, window: int, mode: str, eos: bool) -> int:
     return max(cost, 1)
 
 
+def token_chunks(tokens: list[int], budget: int) -> list[list[int]]:
+    """Consecutive indices in runs of about `budget` tokens (a run ends at the first line that reaches it;
+    every run has a line): the model calls of a document, in order."""
+    chunks, current, total = [], [], 0
+    for i, count in enumerate(tokens):
+        current.append(i)
+        total += count
+        if total >= budget:
+            chunks.append(current)
+            current, total = [], 0
+    return chunks + [current] if current else chunks
+
+
 def length_groups(costs: list[int], budget: int, overhead: int = CALL_OVERHEAD_POSITIONS) -> list[list[int]]:
     """Indices of a batch grouped by similar cost: one model call per group.
 
@@ -234,12 +257,19 @@ def prepare_line(
 # --- output records ----------------------------------------------------------
 RECORD_FIELDS = (
     "file", "line", "offset", "words", "unknown_words", "next", "log_prob", "perplexity",
-    "scored_tokens", "unknown_scored_tokens", "flags", "error",
+    "scored_tokens", "unknown_scored_tokens", "known_log_prob", "known_perplexity", "token_scores",
+    "flags", "error", "model",
 )  # fmt: skip
 
 
 def _rounded(value: float) -> float:
     return float(f"{value:.6g}")
+
+
+def perplexity(log_prob: float, tokens: int) -> float | None:
+    """exp(-log_prob / tokens), None without tokens; capped below float overflow, so a wildly wrong
+    line still gives valid JSON."""
+    return _rounded(math.exp(min(-log_prob / tokens, 700.0))) if tokens else None
 
 
 def round_significant(values: np.ndarray, digits: int = 6) -> np.ndarray:
@@ -261,9 +291,9 @@ def prediction_record(
     window: int,
     eos: bool,
     next_words: list[tuple[str, float]] | None = None,  # probabilities already rounded
-    score: tuple[float, int, int] | None = None,
+    score: LineScore | None = None,
 ) -> dict:
-    """The record fields a model call decides (without the key); `score` is (log_prob, tokens, unknown)."""
+    """The record fields a model call decides (without the key)."""
     flags = list(flags)
     if word_count == 0:
         flags.append(FLAG_EMPTY)
@@ -278,17 +308,22 @@ def prediction_record(
         else:
             record["next"] = [{"word": w, "prob": p} for w, p in next_words]
     if score is not None:
-        log_prob, tokens, unknown = score
-        if tokens == 0:
+        if score.tokens == 0:
             record["error"] = record["error"] or (ERROR_EMPTY if word_count == 0 else ERROR_TOO_SHORT_TO_SCORE)
         else:
             record.update(
-                log_prob=_rounded(log_prob),
-                # Capped below float overflow, so a wildly wrong line still gives valid JSON.
-                perplexity=_rounded(math.exp(min(-log_prob / tokens, 700.0))),
-                scored_tokens=tokens,
-                unknown_scored_tokens=unknown,
+                log_prob=_rounded(score.log_prob),
+                perplexity=perplexity(score.log_prob, score.tokens),
+                scored_tokens=score.tokens,
+                unknown_scored_tokens=score.unknown,
+                known_log_prob=_rounded(score.known_log_prob),
+                known_perplexity=perplexity(score.known_log_prob, score.tokens - score.unknown),
             )
+            if score.token_scores is not None:
+                record["token_scores"] = [
+                    {"token": text, "unknown": unknown, "log_prob": _rounded(value)}
+                    for text, unknown, value in score.token_scores
+                ]
     return record
 
 
@@ -301,10 +336,23 @@ def keyed_record(key: LineKey, fields: dict) -> dict:
 
 
 def count_record(record: dict, stats: Counter) -> None:
-    """Adds one output record to the job's figures: records, error.<reason>, flag.<flag>, scored_tokens."""
+    """Adds one output record to the job's figures: records, error.<reason>, flag.<flag>, and the sums of
+    scored_tokens, unknown_scored_tokens, log_prob and known_log_prob."""
     stats["records"] += 1
     if record["error"]:
         stats[f"error.{record['error']}"] += 1
     for flag in record["flags"]:
         stats[f"flag.{flag}"] += 1
-    stats["scored_tokens"] += record["scored_tokens"] or 0
+    for name in ("scored_tokens", "unknown_scored_tokens", "log_prob", "known_log_prob"):
+        stats[name] += record[name] or 0
+
+
+def score_totals(stats: Mapping[str, float]) -> dict:
+    """The job's perplexity over every scored token, and over the known ones (KenLM's "excluding OOVs")."""
+    tokens, unknown = int(stats["scored_tokens"]), int(stats["unknown_scored_tokens"])
+    return {
+        "scored_tokens": tokens,
+        "unknown_scored_tokens": unknown,
+        "perplexity": perplexity(stats["log_prob"], tokens),
+        "known_perplexity": perplexity(stats["known_log_prob"], tokens - unknown),
+    }

@@ -9,6 +9,7 @@ it between the process's threads), or once per machine with
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -30,15 +31,36 @@ class LoadedBundle:
         self._tf = tf
         self._saved_model = tf.saved_model.load(path)
         self._next = self._saved_model.signatures[contract.SIGNATURE_NEXT_WORDS]
-        self._score = self._saved_model.signatures[contract.SIGNATURE_SCORE]
+        self._signatures = self._saved_model.signatures  # the stream ones: batch prediction checks them
 
     def next_words(self, texts: Sequence[str], k: int) -> dict[str, np.ndarray]:
         out = self._next(text=self._tf.constant(list(texts), dtype=self._tf.string), k=self._tf.constant(k))
         return {name: value.numpy() for name, value in out.items()}
 
     def score(self, texts: Sequence[str]) -> dict[str, np.ndarray]:
-        out = self._score(text=self._tf.constant(list(texts), dtype=self._tf.string))
+        """Per line: log_prob, known_log_prob, tokens, unknown_tokens, word_count, unknown_count; and
+        flat over the lines' scored tokens, in order: token_log_prob, token_text, token_unknown."""
+        out = self._signatures[bundle_lib.SIGNATURE_SCORE_TOKENS](
+            text=self._tf.constant(list(texts), dtype=self._tf.string)
+        )
         return {name: value.numpy() for name, value in out.items()}
+
+    def score_stream(self, texts: Sequence[str], state: np.ndarray, last_id: int) -> dict[str, np.ndarray]:
+        """score's outputs for lines that continue a document, from the state after the text before them;
+        also the state and last id after them (for the next call)."""
+        tf = self._tf
+        out = self._signatures[bundle_lib.SIGNATURE_SCORE_STREAM](
+            text=tf.constant(list(texts), dtype=tf.string), state=tf.constant(state), last_id=tf.constant(last_id)
+        )
+        return {name: value.numpy() for name, value in out.items()}
+
+    def advance_stream(self, texts: Sequence[str], state: np.ndarray, last_id: int) -> tuple[np.ndarray, int]:
+        """The state and last id after `texts`, scoring nothing (the warm-up)."""
+        tf = self._tf
+        out = self._signatures[bundle_lib.SIGNATURE_ADVANCE_STREAM](
+            text=tf.constant(list(texts), dtype=tf.string), state=tf.constant(state), last_id=tf.constant(last_id)
+        )
+        return out["state"].numpy(), int(out["last_id"].numpy())
 
     def generate(
         self, text: str, words: int, temperature: float, top_k: int, seed: int, allow_unknown: bool
@@ -57,6 +79,21 @@ GATHER_BUDGETS = 16
 
 def _as_lists(outputs: dict[str, np.ndarray]) -> dict[str, list]:
     return {name: value.tolist() for name, value in outputs.items()}
+
+
+def line_scores(score: dict[str, list], per_token: bool) -> list[core.LineScore]:
+    """score's (or score_stream's) outputs, as plain lists -> one LineScore per line."""
+    offsets = np.cumsum([0, *score["tokens"]]).tolist()
+    lines = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(offsets)):
+        tokens = None
+        if per_token:
+            texts, unknown, values = (score[name][lo:hi] for name in ("token_text", "token_unknown", "token_log_prob"))
+            tokens = [(t.decode("utf-8"), u, v) for t, u, v in zip(texts, unknown, values, strict=True)]
+        lines.append(core.LineScore(
+            score["log_prob"][i], score["tokens"][i], score["unknown_tokens"][i], score["known_log_prob"][i], tokens
+        ))  # fmt: skip
+    return lines
 
 
 def element_cost(element: Any) -> int:
@@ -81,6 +118,7 @@ class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
         top_k: int,
         max_batch_tokens: int,
         share_model_across_processes: bool = False,
+        per_token: bool = False,
     ):
         # A fixed size (min == max): BatchElements fills each batch up to
         # GATHER_BUDGETS x max_batch_tokens positions instead of probing sizes;
@@ -96,6 +134,7 @@ class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
         self._eos = bundle.settings.eos
         self._want_next, self._want_score = core.MODES[mode]
         self._top_k = top_k
+        self._per_token = per_token
         self._budget = max_batch_tokens
 
     def load_model(self) -> LoadedBundle:
@@ -122,15 +161,13 @@ class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
         if nxt is not None:
             nxt = _as_lists({**nxt, "probs": core.round_significant(nxt["probs"])})
         score = _as_lists(model.score(texts)) if self._want_score else None
+        scores = line_scores(score, self._per_token) if score is not None else None
         counts = nxt if nxt is not None else score
         records = []
         for i, line in enumerate(lines):
             next_words = None
             if nxt is not None:
                 next_words = [(w.decode("utf-8"), p) for w, p in zip(nxt["words"][i], nxt["probs"][i], strict=True)]
-            line_score = None
-            if score is not None:
-                line_score = (score["log_prob"][i], score["tokens"][i], score["unknown_tokens"][i])
             records.append(
                 core.prediction_record(
                     line.flags,
@@ -139,7 +176,7 @@ class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
                     self._window,
                     self._eos,
                     next_words,
-                    line_score,
+                    scores[i] if scores is not None else None,
                 )  # fmt: skip
             )
         return records

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 import apache_beam as beam
 
 from batch_predict import core
-from batch_predict.transforms import FormatRecordsFn, Predict, ReadKeyedLines
+from batch_predict.transforms import FormatRecordsFn, Predict, ReadKeyedLines, ScoreDocuments
 from nextword import bundle as bundle_lib
 from nextword import cli_common, cloud, storage
 from nextword.config import Config, PredictConfig
@@ -77,7 +77,9 @@ def summary_dict(
         "input_glob": cfg.input_glob,
         "bundle_dir": bundle.path,
         "fingerprint": bundle.fingerprint,
+        "model_fingerprint": bundle.model_fingerprint,
         "mode": cfg.mode,
+        "context": cfg.context,
         "files": len(files),
         "bytes": sum(size for _, size in files),
         "input_lines": input_lines,
@@ -85,7 +87,7 @@ def summary_dict(
         "complete": input_lines == stats["records"],
         "rejects_by_reason": {k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("error.")},
         "flags": {k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("flag.")},
-        "scored_tokens": stats["scored_tokens"],
+        **core.score_totals(stats),
         "seconds": round(seconds, 3),
         "lines_per_second": round(input_lines / seconds, 1) if seconds > 0 else None,
         "output_shards": sorted(path[len(prefix) :] if path.startswith(prefix) else path for path in shards),
@@ -111,6 +113,7 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     """Adds the job to `p`; returns the PCollection of output records (JSON lines)."""
     cfg = config.predict
     bundle = bundle_lib.load_bundle(cfg.bundle_dir)  # one-line error before any work starts
+    bundle_lib.check_scoring(bundle)
     files = list_inputs(cfg.input_glob)
     ranges = core.plan_ranges(files, core.range_bytes(sum(size for _, size in files), cfg.split_bytes))
     _LOG.info("predicting %s for %d files (%d ranges) with bundle %s into %s",
@@ -124,13 +127,14 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     range_pcoll = p | "PlanRanges" >> beam.Create(ranges) | "SpreadRanges" >> beam.Reshuffle()
     # Every line, rejected ones too, takes the one path read -> infer -> write: no Flatten,
     # which the local runner would materialize, so memory stays independent of input size.
-    lines, line_counts = range_pcoll | "ReadLines" >> ReadKeyedLines(
-        cfg, bundle, (len(ranges), sum(size for _, size in files))
-    )
-    formatted = (
-        lines
-        | "Predict" >> Predict(cfg, bundle)
-        | "Format" >> beam.ParDo(FormatRecordsFn()).with_outputs(FormatRecordsFn.STATS, main="records")
+    inputs = (len(ranges), sum(size for _, size in files))
+    if cfg.context == "document":  # each range's lines in order, through one carried state
+        fields, line_counts = range_pcoll | "ScoreDocuments" >> ScoreDocuments(cfg, bundle, inputs)
+    else:
+        lines, line_counts = range_pcoll | "ReadLines" >> ReadKeyedLines(cfg, bundle, inputs)
+        fields = lines | "Predict" >> Predict(cfg, bundle)
+    formatted = fields | "Format" >> beam.ParDo(FormatRecordsFn(bundle.model_fingerprint)).with_outputs(
+        FormatRecordsFn.STATS, main="records"
     )
     shards = formatted.records | "WriteRecords" >> beam.io.WriteToText(
         storage.join(cfg.output_dir, OUTPUT_PREFIX),

@@ -8,13 +8,14 @@ import time
 from collections import Counter
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.ml.inference.base import RunInference
 from apache_beam.transforms.window import GlobalWindows
 
 from batch_predict import core
-from batch_predict.handler import BundleModelHandler, KeyedBundleModelHandler
-from nextword import progress, storage
+from batch_predict.handler import BundleModelHandler, KeyedBundleModelHandler, LoadedBundle, line_scores
+from nextword import contract, progress, storage
 from nextword.bundle import Bundle
 from nextword.config import PredictConfig
 
@@ -49,6 +50,9 @@ class ReadLinesFn(beam.DoFn):
         self.progress = progress.Progress(NAMESPACE, "reading", total_bytes=size, total_files=ranges, unit="ranges")
 
     def process(self, file_range: core.FileRange, first_lines: dict):
+        yield from self.read(file_range, first_lines)
+
+    def read(self, file_range: core.FileRange, first_lines: dict):
         cfg = self._cfg
         first = first_lines[(file_range.path, file_range.start)]
         number = first - 1
@@ -65,6 +69,69 @@ class ReadLinesFn(beam.DoFn):
         self.progress.advance(files=1, bytes=file_range.end - reported, lines=lines % self.LINES_PER_CHECK)
 
 
+class ScoreDocumentsFn(ReadLinesFn):
+    """FileRange -> (LineKey, record fields) for every line that starts in the range, scored in order
+    with the model's state carried from line to line (predict.context: document).
+
+    The state starts from the text before the range: up to predict.warmup_bytes of whole lines are run
+    through the model first (advance_stream, no output layer). A state that starts from nothing (a
+    file's start, or the warm-up's) starts after `<eos>` when the bundle has it, so that every line's
+    tokens are predicted; without `<eos>`, its first token is context only.
+    """
+
+    def __init__(self, cfg: PredictConfig, bundle: Bundle, inputs: tuple[int, int] = (0, 0)):
+        super().__init__(cfg, bundle.context_tokens, bundle.settings.eos, inputs)
+        self._path = bundle.path
+        self._state_size = bundle.state_size
+
+    def setup(self):
+        super().setup()
+        self._model = LoadedBundle(self._path)
+
+    def _start(self) -> tuple[np.ndarray, int]:
+        return np.zeros([self._state_size], np.float32), contract.EOS_ID if self._eos else -1
+
+    def _warm_up(self, file_range: core.FileRange) -> tuple[np.ndarray, int]:
+        state, last_id = self._start()
+        begin = max(0, file_range.start - self._cfg.warmup_bytes)
+        if begin == file_range.start:
+            return state, last_id
+        before = core.FileRange(file_range.path, begin, file_range.start, file_range.size)
+        with storage.open_read(file_range.path) as stream:
+            lines = core.read_range(stream, before, self._cfg.max_line_bytes)
+            texts = [core.decode_line(raw, offset == 0)[0] for offset, raw in lines if raw is not None]
+        for chunk in core.token_chunks([len(text.split()) + 1 for text in texts], self._cfg.max_batch_tokens):
+            state, last_id = self._model.advance_stream([texts[i] for i in chunk], state, last_id)
+        return state, last_id
+
+    def process(self, file_range: core.FileRange, first_lines: dict):
+        state, last_id = self._warm_up(file_range)
+        pending: list[tuple[core.LineKey, core.PreparedLine]] = []
+        pending_tokens = 0
+        for key, line in self.read(file_range, first_lines):
+            if line.error:  # not sent to the model: the document goes on without it
+                yield key, core.rejected_fields(line)
+                continue
+            pending.append((key, line))
+            pending_tokens += line.cost
+            if pending_tokens >= self._cfg.max_batch_tokens:
+                state, last_id = yield from self._score(pending, state, last_id)
+                pending, pending_tokens = [], 0
+        if pending:
+            yield from self._score(pending, state, last_id)
+
+    def _score(self, lines: list, state: np.ndarray, last_id: int):
+        out = self._model.score_stream([line.text for _, line in lines], state, last_id)
+        state, last_id = out.pop("state"), int(out.pop("last_id"))
+        out = {name: value.tolist() for name, value in out.items()}
+        for i, ((key, line), score) in enumerate(zip(lines, line_scores(out, self._cfg.per_token), strict=True)):
+            # window 0: in a document no line is short of context.
+            fields = core.prediction_record(line.flags, out["word_count"][i], out["unknown_count"][i], 0, self._eos,
+                                            score=score)  # fmt: skip
+            yield key, fields
+        return state, last_id
+
+
 class ReadKeyedLines(beam.PTransform):
     """FileRanges -> (keyed lines, lines starting per range)."""
 
@@ -74,14 +141,21 @@ class ReadKeyedLines(beam.PTransform):
         self._bundle = bundle
         self._inputs = inputs  # (ranges, bytes), for progress
 
+    def reader(self) -> beam.DoFn:
+        return ReadLinesFn(self._cfg, self._bundle.context_tokens, self._bundle.settings.eos, self._inputs)
+
     def expand(self, ranges):
         line_counts = ranges | "CountLines" >> beam.ParDo(CountLinesFn()) | "CollectCounts" >> beam.combiners.ToDict()
         first_lines = line_counts | "FirstLineNumbers" >> beam.Map(core.first_line_numbers)
-        lines = ranges | "Read" >> beam.ParDo(
-            ReadLinesFn(self._cfg, self._bundle.context_tokens, self._bundle.settings.eos, self._inputs),
-            beam.pvalue.AsSingleton(first_lines),
-        )
+        lines = ranges | "Read" >> beam.ParDo(self.reader(), beam.pvalue.AsSingleton(first_lines))
         return lines, line_counts
+
+
+class ScoreDocuments(ReadKeyedLines):
+    """FileRanges -> ((LineKey, record fields), lines starting per range): predict.context document."""
+
+    def reader(self) -> beam.DoFn:
+        return ScoreDocumentsFn(self._cfg, self._bundle, self._inputs)
 
 
 class Predict(beam.PTransform):
@@ -89,9 +163,9 @@ class Predict(beam.PTransform):
 
     def __init__(self, cfg: PredictConfig, bundle: Bundle):
         super().__init__()
-        self._handler = KeyedBundleModelHandler(
-            BundleModelHandler(bundle, cfg.mode, cfg.top_k, cfg.max_batch_tokens, cfg.share_model_across_processes)
-        )
+        self._handler = KeyedBundleModelHandler(BundleModelHandler(
+            bundle, cfg.mode, cfg.top_k, cfg.max_batch_tokens, cfg.share_model_across_processes, cfg.per_token
+        ))  # fmt: skip
 
     def expand(self, keyed_lines):
         return keyed_lines | "RunInference" >> RunInference(self._handler)
@@ -108,6 +182,9 @@ class FormatRecordsFn(beam.DoFn):
     STATS = "stats"
     REPORT_EVERY = 1000
 
+    def __init__(self, model_fingerprint: str):
+        self._model = model_fingerprint  # in every record: scores of two models are never mixed silently
+
     def start_bundle(self):
         self._stats: Counter = Counter()
         self._reported: Counter = Counter()
@@ -115,6 +192,7 @@ class FormatRecordsFn(beam.DoFn):
 
     def process(self, element: tuple[core.LineKey, dict]):
         record = core.keyed_record(*element)
+        record["model"] = self._model
         core.count_record(record, self._stats)
         if self._stats["records"] % self.REPORT_EVERY == 0:
             self._report()

@@ -54,21 +54,26 @@ class Bundle:
 
 def model_fingerprint(info: dict) -> str:
     """What makes a bundle's scores: vocabulary + text contract (the data fingerprint), the context
-    length and the weights (CRC32C of variables/*), as 16 hex digits.
+    length and the weights (their sha256, taken at export), as 16 hex digits.
 
-    Re-exporting the same weights keeps it (saved_model.pb, the graph, is left out); any change of
-    vocabulary, normalization, <eos>, context or a single weight changes it. Every prediction record
-    and summary.json carry it, so scores of two models are never mixed silently.
+    Re-exporting the same weights keeps it, wherever the bundle is written; any change of vocabulary,
+    normalization, <eos>, context or a single weight changes it. Every prediction record and
+    summary.json carry it, so scores of two models are never mixed silently. "" for a bundle exported
+    before fingerprints (batch prediction refuses it: nextword/bundle.py check_scoring).
     """
-    checksums = sorted(info.get("checksums", {}).items())
-    weights = {rel: crc for rel, crc in checksums if rel.startswith(VARIABLES_DIR + "/")}
-    content = {
-        "fingerprint": info["fingerprint"],
-        "text": info["text"],
-        "context_tokens": info["context_tokens"],
-        "weights": weights,
-    }
+    if "weights_sha256" not in info:
+        return ""
+    content = {key: info[key] for key in ("fingerprint", "text", "context_tokens", "weights_sha256")}
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+def check_scoring(bundle: Bundle) -> None:
+    """Batch prediction needs the stream signatures and the model fingerprint: one line if they are missing."""
+    if not bundle.state_size or not bundle.model_fingerprint:
+        raise ValueError(
+            f"{bundle.path}: exported before document scoring and model fingerprints; export it again with "
+            "`nextword export` (same weights, same scores) or point predict.bundle_dir at a newer bundle"
+        )
 
 
 def bundle_info(
@@ -79,7 +84,8 @@ def bundle_info(
     vocab_size: int,
     created_unix: int,
     checksums: dict[str, str],
-    state_size: int = 0,
+    state_size: int,
+    weights_sha256: str,
 ) -> dict:
     """bundle.json content."""
     return {
@@ -99,6 +105,7 @@ def bundle_info(
             SIGNATURE_ADVANCE_STREAM,
         ],  # fmt: skip
         "state_size": state_size,
+        "weights_sha256": weights_sha256,
         "created_unix": created_unix,
     }
 

@@ -24,6 +24,7 @@ SUBCOMMANDS = {
     "preprocess": "beam_preprocess.__main__",
     "train": "trainer.__main__",
     "evaluate": "trainer.evaluate",
+    "export": "trainer.export_cli",
     "predict": "batch_predict.__main__",
     "baseline": "baseline.__main__",
     "generate": "batch_predict.generate",

@@ -103,5 +103,11 @@ def write_last(p, label: str, write_fn, **side_inputs):
 
 
 def sum_counters(counters: Iterable[Counter]) -> Counter:
-    """Adds up Counters (a CombineGlobally function for per-file or per-line figures)."""
-    return sum(counters, Counter())
+    """Adds up Counters (a CombineGlobally function for per-file or per-line figures).
+
+    Counter.update, not `+`: `+` drops sums at or below zero, and log-probabilities are negative.
+    """
+    total: Counter = Counter()
+    for counter in counters:
+        total.update(counter)
+    return total

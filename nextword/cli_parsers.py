@@ -15,6 +15,7 @@ SUMMARIES = {
     "preprocess": "text corpus -> vocabulary and TFRecord windows (a Beam job)",
     "train": "windows -> checkpoints, metrics.json, curves.png and the model bundle",
     "evaluate": "the best validation epoch's weights on the valid and test splits, merged into metrics.json",
+    "export": "the best validation epoch's weights exported again as the bundle (same weights, same scores)",
     "predict": "next words for texts given as arguments, or the Beam job over predict.input_glob",
     "baseline": "the n-gram baseline on the same data, for comparison (a Beam job)",
     "generate": "continue a text word by word with the bundle (greedy or sampled)",
@@ -26,6 +27,7 @@ SET_EXAMPLES = {
     "preprocess": "preprocess.num_shards=8",
     "train": "train.epochs=3",
     "evaluate": "train.model_dir=runs/demo/model",
+    "export": "train.model_dir=runs/demo/model",
     "predict": "predict.top_k=10",
     "baseline": "baseline.order=3",
     "generate": "predict.bundle_dir=runs/demo/model/bundle",
@@ -92,7 +94,7 @@ def _config_parser(prog: str, description: str, epilog: str, set_example: str) -
 
 
 def stage(command: str) -> argparse.ArgumentParser:
-    """The parser of `nextword <command>` (preprocess, train, evaluate, predict, baseline)."""
+    """The parser of `nextword <command>` (preprocess, train, evaluate, export, predict, baseline)."""
     if command not in SUMMARIES or command == "cloud":
         raise ValueError(f"{command}: not a stage; choose one of {', '.join(c for c in SUMMARIES if c != 'cloud')}")
     epilog = BEAM_HELP + "\n\n" + CONSOLE_HELP if command in BEAM_COMMANDS else CONSOLE_HELP

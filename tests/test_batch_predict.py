@@ -20,8 +20,10 @@ from batch_predict import handler as handler_lib
 from batch_predict.handler import BundleModelHandler, LoadedBundle
 from batch_predict.transforms import ReadLinesFn
 from nextword import bundle as bundle_lib
+from nextword import contract
 from tests.support.beam import local_test_pipeline
 from tests.support.predict import chain_words, expected_lines, job_config, predict_argv, read_records
+from tests.support.tiny_bundle import corpus_lines
 
 pytestmark = pytest.mark.beam
 
@@ -96,6 +98,78 @@ def test_records_equal_the_bundle_signatures(tiny_bundle, tmp_path):
             assert record["log_prob"] == pytest.approx(float(score["log_prob"][i]), rel=1e-5)
             perplexity = math.exp(-float(score["log_prob"][i]) / int(score["tokens"][i]))
             assert record["perplexity"] == pytest.approx(perplexity, rel=1e-5)
+
+
+def document_reference(tiny_bundle, lines: list[str]) -> dict:
+    """The bundle's score_stream over the whole document in one call (test_export checks it against the
+    trainer's carried evaluation), from the state a file's start gets."""
+    import numpy as np
+
+    model, loaded = LoadedBundle(tiny_bundle.bundle_dir), bundle_lib.load_bundle(tiny_bundle.bundle_dir)
+    last_id = contract.EOS_ID if loaded.settings.eos else -1
+    return model.score_stream(lines, np.zeros([loaded.state_size], np.float32), last_id)
+
+
+def test_document_context_carries_the_state_across_lines_and_ranges(tiny_bundle, tmp_path):
+    lines = corpus_lines(tiny_bundle)[:40] + ["", "zzz unknownword " + chain_words(tiny_bundle, 0, 4)]
+    lines += corpus_lines(tiny_bundle)[40:60]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    reference = document_reference(tiny_bundle, lines)
+    common = ("predict.mode=score", "predict.context=document", "predict.per_token=true",
+              "predict.split_bytes=400", "predict.max_batch_tokens=16")  # fmt: skip
+    # Warm-up longer than the file: every range starts from the state the whole text before it gives.
+    summary = pipeline.run(predict_argv(job_config(
+        tiny_bundle, tmp_path, str(tmp_path / "in.txt"), *common, "predict.warmup_bytes=100000"
+    )))  # fmt: skip
+    records = sorted(read_records(tmp_path / "out"), key=lambda r: r["line"])
+    ranges = -(-(tmp_path / "in.txt").stat().st_size // 400)
+    assert ranges >= 5 and [r["line"] for r in records] == list(range(1, len(lines) + 1))
+    scored = [(i, r) for i, r in enumerate(records) if r["scored_tokens"]]
+    assert [r["log_prob"] for _, r in scored] == pytest.approx([reference["log_prob"][i] for i, _ in scored], abs=2e-4)
+    assert [r["scored_tokens"] for r in records] == [t or None for t in reference["tokens"].tolist()]
+    tokens = [t for r in records for t in r["token_scores"] or []]
+    assert [t["log_prob"] for t in tokens] == pytest.approx(reference["token_log_prob"].tolist(), abs=2e-4)
+    assert [t["token"] for t in tokens] == [t.decode() for t in reference["token_text"]]
+    for record in (r for _, r in scored):  # per-token values add up to the line's, with and without unknowns
+        values = record["token_scores"]
+        assert sum(t["log_prob"] for t in values) == pytest.approx(record["log_prob"], abs=1e-4)
+        known = [t["log_prob"] for t in values if not t["unknown"]]
+        assert sum(known) == pytest.approx(record["known_log_prob"], abs=1e-4)
+    odd = records[41]  # "zzz unknownword ...": two unknown tokens, left out of known_perplexity
+    assert odd["unknown_scored_tokens"] == 2 and odd["known_perplexity"] < odd["perplexity"]
+    model = bundle_lib.load_bundle(tiny_bundle.bundle_dir).model_fingerprint
+    assert {r["model"] for r in records} == {model} and summary["model_fingerprint"] == model
+    total = float(reference["log_prob"].astype("float64").sum())
+    assert summary["context"] == "document" and summary["scored_tokens"] == int(reference["tokens"].sum())
+    assert summary["perplexity"] == pytest.approx(math.exp(-total / summary["scored_tokens"]), rel=1e-4)
+    assert summary["known_perplexity"] < summary["perplexity"]
+
+    # Without warm-up, each range after the first starts from a zero state: its first lines score otherwise.
+    pipeline.run(predict_argv(job_config(
+        tiny_bundle, tmp_path, str(tmp_path / "in.txt"), *common, "predict.warmup_bytes=0"
+    )))  # fmt: skip
+    cold = sorted(read_records(tmp_path / "out"), key=lambda r: r["line"])
+    changed = [
+        r["line"] for r, c in zip(records, cold, strict=True) if abs((r["log_prob"] or 0) - (c["log_prob"] or 0)) > 1e-3
+    ]
+    assert 0 < len(changed) < len(lines) and 1 not in changed
+
+
+def test_per_token_scores_in_line_context_add_up_to_each_line(tiny_bundle, tmp_path):
+    texts = [chain_words(tiny_bundle, i, 3 + i) for i in range(5)] + [
+        chain_words(tiny_bundle, 1, 2) + " qqq " + chain_words(tiny_bundle, 2, 3)
+    ]
+    (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
+    config = job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=score", "predict.per_token=true")
+    summary = pipeline.run(predict_argv(config))
+    for record in read_records(tmp_path / "out"):
+        values = record["token_scores"]
+        assert len(values) == record["scored_tokens"]
+        assert sum(t["log_prob"] for t in values) == pytest.approx(record["log_prob"], abs=1e-4)
+        assert [t["unknown"] for t in values].count(True) == record["unknown_scored_tokens"]
+        expected = texts[record["line"] - 1].split()[1 - int(tiny_bundle.settings.eos) :]
+        assert [t["token"] for t in values if t["token"] != "<eos>"] == expected
+    assert summary["unknown_scored_tokens"] == 1
 
 
 def test_multi_file_glob_input_lines_equal_output_records(tiny_bundle, tmp_path):
@@ -184,6 +258,15 @@ def test_missing_or_modified_bundle_is_one_line_error_before_any_work(tiny_bundl
     assert predict_main.main(argv + ["--set", f"predict.bundle_dir={modified}"]) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"error: {modified}: fingerprint mismatch")
+    older = tmp_path / "older"  # a bundle exported before model fingerprints (bundle.json without them)
+    shutil.copytree(tiny_bundle.bundle_dir, older)
+    info_path = older / "nextword" / "bundle.json"
+    info = json.loads(info_path.read_text())
+    del info["weights_sha256"]
+    info_path.write_text(json.dumps(info))
+    assert predict_main.main(argv + ["--set", f"predict.bundle_dir={older}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: {older}: exported before document scoring")
     assert predict_main.main(argv + ["--set", f"predict.input_glob={tmp_path}/none/*.txt"]) == 1
     assert capsys.readouterr().err.strip() == f"error: predict.input_glob: {tmp_path}/none/*.txt matches no file"
     assert not (tmp_path / "out").exists()  # nothing started

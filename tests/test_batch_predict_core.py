@@ -105,18 +105,31 @@ def test_prepare_line():
 
 def test_prediction_records():
     nxt = [("the", 0.512346), ("a", 0.25)]
-    record = core.prediction_record(("crlf",), 3, 1, window=4, eos=False, next_words=nxt, score=(-2.0, 2, 1))
+    tokens = [("a", False, -1.5), ("<unk>", True, -0.5)]
+    score = core.LineScore(-2.0, 2, 1, -1.5, tokens)
+    record = core.prediction_record(("crlf",), 3, 1, window=4, eos=False, next_words=nxt, score=score)
     assert record == {
         "words": 3, "unknown_words": 1, "flags": ["crlf", "shorter_than_window"], "error": None,
         "next": [{"word": "the", "prob": 0.512346}, {"word": "a", "prob": 0.25}],
         "log_prob": -2.0, "perplexity": 2.71828, "scored_tokens": 2, "unknown_scored_tokens": 1,
+        # Excluding the unknown token: one token at -1.5 (KenLM's "perplexity excluding OOVs").
+        "known_log_prob": -1.5, "known_perplexity": 4.48169,
+        "token_scores": [{"token": "a", "unknown": False, "log_prob": -1.5},
+                         {"token": "<unk>", "unknown": True, "log_prob": -0.5}],
     }  # fmt: skip
-    empty = core.prediction_record((), 0, 0, window=4, eos=False, next_words=[("", 0.0)], score=(0.0, 0, 0))
+    only_unknown = core.prediction_record((), 1, 1, window=4, eos=True, score=core.LineScore(-3.0, 1, 1, 0.0))
+    assert only_unknown["perplexity"] == 20.0855 and only_unknown["known_perplexity"] is None
+    assert "token_scores" not in only_unknown  # only when predict.per_token asks
+    empty = core.prediction_record(
+        (), 0, 0, window=4, eos=False, next_words=[("", 0.0)], score=core.LineScore(0.0, 0, 0, 0.0)
+    )
     assert empty == {"words": 0, "unknown_words": 0, "flags": ["empty"], "error": "empty_line"}
     # With <eos>, an empty line still has a context (the previous line's end) and one token to score.
-    eos_empty = core.prediction_record((), 0, 0, window=4, eos=True, next_words=[("x", 0.5)], score=(-1.0, 1, 0))
+    eos_empty = core.prediction_record(
+        (), 0, 0, window=4, eos=True, next_words=[("x", 0.5)], score=core.LineScore(-1.0, 1, 0, -1.0)
+    )
     assert eos_empty["error"] is None and eos_empty["flags"] == ["empty"] and eos_empty["scored_tokens"] == 1
-    one_word = core.prediction_record((), 1, 1, window=4, eos=False, score=(0.0, 0, 0))
+    one_word = core.prediction_record((), 1, 1, window=4, eos=False, score=core.LineScore(0.0, 0, 0, 0.0))
     assert one_word["error"] == "too_short_to_score" and one_word["flags"] == ["all_unknown", "shorter_than_window"]
     keyed = core.keyed_record(core.LineKey("f.txt", 7, 70), one_word)
     assert list(keyed) == list(core.RECORD_FIELDS) and keyed["file"] == "f.txt" and keyed["next"] is None
@@ -134,9 +147,15 @@ def test_split_texts_takes_the_arguments_before_the_first_option():
 
 def test_count_record_adds_up_errors_flags_and_tokens():
     stats = Counter()
-    core.count_record({"error": None, "flags": ["crlf"], "scored_tokens": 7}, stats)
-    core.count_record({"error": "empty_line", "flags": ["empty", "crlf"], "scored_tokens": None}, stats)
-    assert stats == Counter({"records": 2, "flag.crlf": 2, "flag.empty": 1, "error.empty_line": 1, "scored_tokens": 7})
+    scored = {"scored_tokens": 7, "unknown_scored_tokens": 2, "log_prob": -14.0, "known_log_prob": -5.0}
+    core.count_record({"error": None, "flags": ["crlf"], **scored}, stats)
+    unscored = dict.fromkeys(scored)
+    core.count_record({"error": "empty_line", "flags": ["empty", "crlf"], **unscored}, stats)
+    assert stats == Counter({"records": 2, "flag.crlf": 2, "flag.empty": 1, "error.empty_line": 1, **scored})
+    assert core.score_totals(stats) == {
+        "scored_tokens": 7, "unknown_scored_tokens": 2, "perplexity": 7.38906, "known_perplexity": 2.71828,
+    }  # fmt: skip
+    assert core.score_totals(Counter())["perplexity"] is None
 
 
 def test_round_significant_keeps_six_digits_at_every_scale():

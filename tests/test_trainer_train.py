@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -150,13 +151,23 @@ def test_mixed_precision_run_trains_and_restores_the_policy(synthetic, tmp_path)
     assert keras.mixed_precision.global_policy().name == "float32"
 
 
-def test_evaluate_subcommand_reproduces_the_final_metrics(synthetic, tmp_path):
+def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(synthetic, tmp_path):
+    from nextword import bundle as bundle_lib
+
     trained = run(train_args(synthetic, tmp_path / "model", "train.max_steps=20"))
     (tmp_path / "model" / "metrics.json").unlink()
     assert cli.main(["evaluate", *train_args(synthetic, tmp_path / "model")]) == 0
     evaluated = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert evaluated["valid"] == pytest.approx(trained["valid"])
     assert evaluated["test"] == pytest.approx(trained["test"])
+    exported = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
+    shutil.rmtree(tmp_path / "model" / "bundle")
+    assert cli.main(["export", *train_args(synthetic, tmp_path / "model")]) == 0
+    again = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))  # complete, and the same model
+    assert (
+        again.model_fingerprint == exported.model_fingerprint
+        and again.info["weights_sha256"] == trained["weights_sha256"]
+    )
 
 
 def test_model_dir_of_other_data_is_refused(synthetic, ordered, tmp_path, capsys):

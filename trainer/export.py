@@ -63,6 +63,7 @@ from nextword import cli_common, contract, graph_text, storage
 from nextword.config import Config
 from nextword.contract import TextSettings
 from trainer.data import read_manifest_and_vocab
+from trainer.model import weights_sha256
 
 _LOG = logging.getLogger(__name__)
 
@@ -466,6 +467,7 @@ def export_bundle(
         created_unix=int(time.time()),
         checksums=bundle_lib.savedmodel_checksums(bundle_dir),
         state_size=graph.state_size,
+        weights_sha256=weights_sha256(model),
     )
     storage.write_marker(info_path, info)
     _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info["fingerprint"], len(tokens))

@@ -2,6 +2,7 @@
 
     python -m trainer --config configs/demo.yaml --set train.epochs=3     (also: nextword train)
     nextword evaluate --config configs/demo.yaml
+    nextword export --config configs/demo.yaml
 
 Everything lands in train.model_dir (local or gs://): config.yaml (the
 resolved config), checkpoints/, logs/{train,valid}/ (TensorBoard),
@@ -12,7 +13,6 @@ command resumes from the latest checkpoint.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 from collections.abc import Iterator
 
@@ -26,7 +26,7 @@ from trainer import evaluate as evaluate_lib
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
 from trainer.loop import TrainLoop, checkpoint_dirs
-from trainer.model import build_model, cudnn_eligible
+from trainer.model import build_model, cudnn_eligible, weights_sha256
 from trainer.optim import make_optimizer
 from trainer.run_lock import RunLock, check_resume_settings
 from trainer.strategy import Worker, lost_peers_reported, make_strategy
@@ -50,14 +50,6 @@ def precision(mixed: bool) -> Iterator[None]:
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
-
-
-def weights_sha256(model: keras.Model) -> str:
-    """Hash of every weight's bytes, in order: equal on workers that stayed in sync."""
-    digest = hashlib.sha256()
-    for weight in model.get_weights():
-        digest.update(weight.tobytes())
-    return digest.hexdigest()
 
 
 def _log_setup(model: keras.Model, strategy: tf.distribute.Strategy, worker: Worker, inputs: Inputs) -> None:
@@ -196,9 +188,9 @@ def run(argv: list[str] | None = None) -> dict:
     return train(parse("train", argv))
 
 
-def run_evaluate(argv: list[str] | None = None) -> dict:
-    """`nextword evaluate`: the best validation epoch's weights (the exported ones) on valid and test."""
-    config = parse("evaluate", argv)
+@contextlib.contextmanager
+def restored_best(config: Config, what: str) -> Iterator[tuple[TrainLoop, DataSpec]]:
+    """The training loop with the best validation epoch's weights (those training exported) restored."""
     cfg = config.train
     strategy, worker = make_strategy(cfg)
     spec = load_data_spec(cfg.data_dir)
@@ -207,10 +199,26 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         inputs, model, optimizer = _build(config, spec, strategy, worker)
         loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint)
         if not loop.restore():
-            raise FileNotFoundError(f"{loop.read_dir}: no checkpoint to evaluate; train first (nextword train)")
-        loop.restore_best()  # the weights training exported: those of the best validation epoch
+            raise FileNotFoundError(f"{loop.read_dir}: no checkpoint to {what}; train first (nextword train)")
+        loop.restore_best()
+        yield loop, spec
+
+
+def run_export(argv: list[str] | None = None) -> str:
+    """`nextword export`: the bundle again from the best checkpoint (e.g. for signatures added since)."""
+    config = parse("export", argv)
+    with restored_best(config, "export") as (loop, spec):
+        return export(loop.model, spec, config)
+
+
+def run_evaluate(argv: list[str] | None = None) -> dict:
+    """`nextword evaluate`: the best validation epoch's weights (the exported ones) on valid and test."""
+    config = parse("evaluate", argv)
+    cfg = config.train
+    with restored_best(config, "evaluate") as (loop, _):
         found = {split: loop.evaluator(split) for split in ("valid", "test")}
-        found["weights_sha256"] = weights_sha256(model)
+        found["weights_sha256"] = weights_sha256(loop.model)
+        worker = loop.worker
     metrics = evaluate_lib.read_metrics(cfg.model_dir) | found
     if worker.is_chief:
         evaluate_lib.write_metrics(cfg.model_dir, metrics)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import keras
 
 from nextword.config import ModelConfig
@@ -128,3 +130,12 @@ def cudnn_eligible(model: keras.Model) -> list[str]:
         }
         reasons += [f"{layer.name}: {why}" for why, bad in checks.items() if bad]
     return reasons
+
+
+def weights_sha256(model: keras.Model) -> str:
+    """Hash of every weight's bytes, in order: equal on workers that stayed in sync, and the weights'
+    part of a bundle's model fingerprint."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(weight.tobytes())
+    return digest.hexdigest()
