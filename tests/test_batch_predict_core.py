@@ -140,6 +140,17 @@ def test_prediction_records():
     }  # fmt: skip
 
 
+def test_the_bigquery_schema_names_every_record_field_in_order():
+    import json
+    from pathlib import Path
+
+    schema = json.loads((Path(core.__file__).parent / "schema.json").read_text())
+    assert [field["name"] for field in schema] == list(core.RECORD_FIELDS)
+    token_fields = next(field for field in schema if field["name"] == "token_scores")["fields"]
+    record = core.prediction_record((), 2, 0, 0, True, score=core.LineScore(-1.0, 1, 0, -1.0, [("a", False, -1.0)]))
+    assert [field["name"] for field in token_fields] == list(record["token_scores"][0])
+
+
 def test_split_texts_takes_the_arguments_before_the_first_option():
     assert split_texts(["some of them", "x", "--set", "a=1"]) == (["some of them", "x"], ["--set", "a=1"])
     assert split_texts(["--runner", "DataflowRunner"]) == ([], ["--runner", "DataflowRunner"])
