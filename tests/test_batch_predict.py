@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 from apache_beam.testing.util import BeamAssertException, assert_that
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from batch_predict import __main__ as predict_main
 from batch_predict import core, pipeline
@@ -231,6 +233,44 @@ def test_handler_loads_once_and_answers_in_batch_order(tiny_bundle):
     assert [r.get("log_prob", 0.0) for r in records] == pytest.approx([r.get("log_prob", 0.0) for r in single])
     assert sum("log_prob" in r for r in records) == 5  # the one-word line has nothing to score
     assert [r["words"] for r in records] == sizes and all(r["flags"][0] == "crlf" for r in records)
+
+
+@pytest.fixture(scope="module")
+def loaded_tiny(tiny_bundle):
+    bundle = bundle_lib.load_bundle(tiny_bundle.bundle_dir)
+    return bundle, BundleModelHandler(bundle, "both", top_k=3, max_batch_tokens=8, per_token=True).load_model()
+
+
+def _numbers(record: dict) -> list[float]:
+    """Every number a model call puts in a record: next-word probabilities, line and per-token scores."""
+    values = [n["prob"] for n in record.get("next") or []]
+    values += [record.get(k) or 0.0 for k in ("log_prob", "known_log_prob")]
+    return values + [t["log_prob"] for t in record.get("token_scores") or []]
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    sizes=st.lists(st.integers(0, 30), min_size=1, max_size=12),
+    budget=st.sampled_from([4, 16, 64, 4096]),
+    order=st.randoms(use_true_random=False),
+)
+def test_scores_do_not_depend_on_batching_or_order(tiny_bundle, loaded_tiny, sizes, budget, order):
+    """No padding position is ever scored: any budget, batch composition or order gives each line the
+    records it gets alone."""
+    bundle, model = loaded_tiny
+    handler = BundleModelHandler(bundle, "both", top_k=3, max_batch_tokens=budget, per_token=True)
+    window = bundle.context_tokens
+    lines = [core.prepare_line(chain_words(tiny_bundle, i % 7, n).encode(), False, window, "both", False, 99)
+             for i, n in enumerate(sizes)]  # fmt: skip
+    shuffled = list(range(len(lines)))
+    order.shuffle(shuffled)
+    together = handler.run_inference([lines[i] for i in shuffled], model)
+    for line, record in zip((lines[i] for i in shuffled), together, strict=True):
+        alone = handler.run_inference([line], model)[0]
+        assert [t["token"] for t in record.get("token_scores") or []] == [
+            t["token"] for t in alone.get("token_scores") or []
+        ]
+        assert _numbers(record) == pytest.approx(_numbers(alone), abs=1e-5)
 
 
 def test_shared_model_across_processes_gives_the_same_records(tiny_bundle, tmp_path):
