@@ -1,20 +1,18 @@
-"""A RunInference ModelHandler for the model bundle's string signatures.
+"""The model handler of batch prediction: loads the bundle and calls its string signatures.
 
-Beam's stock TensorFlow handler needs tensorflow_hub and loads with
-tf.keras.models.load_model, which rejects Keras 3 exports; this one loads the
-bundle with tf.saved_model.load, once per worker process (RunInference shares
-it between the process's threads), or once per machine with
-`share_model_across_processes`.
+The bundle is loaded with tf.saved_model.load (Beam's stock TensorFlow handler
+needs tensorflow_hub and tf.keras.models.load_model, which rejects Keras 3
+exports). The job's DoFn (batch_predict/transforms.py) hands over blocks of a
+range's lines, not one Beam element per line: per-line elements cost more Beam
+and Python time than the model itself on a small LSTM.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
-from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler
 
 from batch_predict import core
 from nextword import bundle as bundle_lib
@@ -73,7 +71,7 @@ class LoadedBundle:
         return [w.decode("utf-8") for w in out["words"].numpy()]
 
 
-# Model calls' worth of lines gathered per batch: more lines to sort by length, fuller calls.
+# Model calls' worth of lines gathered per block: more lines to sort by length, fuller calls.
 GATHER_BUDGETS = 16
 
 
@@ -96,39 +94,17 @@ def line_scores(score: dict[str, list], per_token: bool) -> list[core.LineScore]
     return lines
 
 
-def element_cost(element: Any) -> int:
-    """Batching weight of a PreparedLine, keyed or not (KeyedModelHandler batches keyed elements)."""
-    line = element if isinstance(element, core.PreparedLine) else element[1]
-    return line.cost
+class BundleModelHandler:
+    """PreparedLines -> record fields (see core.prediction_record).
 
-
-class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
-    """PreparedLine -> record fields (see core.prediction_record).
-
-    RunInference hands over batches of GATHER_BUDGETS x max_batch_tokens
-    positions; each is sorted by length and called in groups of at most
+    Each block is sorted by length and called in groups of at most
     max_batch_tokens padded positions (core.length_groups), so one long line
-    neither pads a whole batch nor makes a call too big.
+    neither pads a whole block nor makes a call too big.
     """
 
     def __init__(
-        self,
-        bundle: bundle_lib.Bundle,
-        mode: str,
-        top_k: int,
-        max_batch_tokens: int,
-        share_model_across_processes: bool = False,
-        per_token: bool = False,
+        self, bundle: bundle_lib.Bundle, mode: str, top_k: int, max_batch_tokens: int, per_token: bool = False
     ):
-        # A fixed size (min == max): BatchElements fills each batch up to
-        # GATHER_BUDGETS x max_batch_tokens positions instead of probing sizes;
-        # run_inference sorts it by length into calls of <= max_batch_tokens.
-        super().__init__(
-            min_batch_size=GATHER_BUDGETS * max_batch_tokens,
-            max_batch_size=GATHER_BUDGETS * max_batch_tokens,
-            element_size_fn=element_cost,
-            large_model=share_model_across_processes,
-        )
         self._path = bundle.path
         self._window = bundle.window_length  # for the "shorter_than_window" flag
         self._eos = bundle.settings.eos
@@ -140,12 +116,7 @@ class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
     def load_model(self) -> LoadedBundle:
         return LoadedBundle(self._path)
 
-    def run_inference(
-        self,
-        batch: Sequence[core.PreparedLine],
-        model: LoadedBundle,
-        inference_args: dict[str, Any] | None = None,
-    ) -> Iterable[dict]:
+    def run_inference(self, batch: Sequence[core.PreparedLine], model: LoadedBundle) -> list[dict]:
         records = [core.rejected_fields(line) if line.error else None for line in batch]
         todo = [i for i, line in enumerate(batch) if not line.error]
         for group in core.length_groups([batch[i].cost for i in todo], self._budget):
@@ -180,22 +151,3 @@ class BundleModelHandler(ModelHandler[core.PreparedLine, dict, LoadedBundle]):
                 )  # fmt: skip
             )
         return records
-
-    def get_num_bytes(self, batch: Sequence[core.PreparedLine]) -> int:
-        return sum(len(line.text) for line in batch)
-
-    def get_metrics_namespace(self) -> str:
-        return "nextword.predict"
-
-
-class KeyedBundleModelHandler(KeyedModelHandler):
-    """KeyedModelHandler over a BundleModelHandler, without pickling every batch's keys to size it.
-
-    (The stock get_num_bytes pickles the keys: tens of microseconds per line, for a metric.)
-    """
-
-    def __init__(self, unkeyed: BundleModelHandler):
-        super().__init__(unkeyed)
-
-    def get_num_bytes(self, batch: Sequence[tuple[core.LineKey, core.PreparedLine]]) -> int:
-        return sum(len(key.path) + len(line.text) for key, line in batch)

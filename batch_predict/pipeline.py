@@ -4,8 +4,10 @@
 
 The bundle is checked before any work starts. Files are read in byte ranges
 (large files are shared between workers); every line is keyed by its file,
-1-based line number and byte offset. `summary.json` is written last and proves
-input lines == output records. Output schema: batch_predict/schema.json.
+1-based line number and byte offset. Each range's records are committed as a
+shard of their own (batch_predict/resume.py): a killed job rerun with the same
+command scores only the ranges not yet committed. `summary.json` is written
+last and proves input lines == output records. Output schema: batch_predict/schema.json.
 
 Locally, `--direct_running_mode=multi_threading --direct_num_workers=2` runs
 two worker threads over the one shared model (TensorFlow releases the GIL, so
@@ -17,30 +19,19 @@ an https_proxy setting without no_proxy=localhost breaks).
 from __future__ import annotations
 
 import logging
-import re
 import time
 from collections import Counter
-from collections.abc import Iterable
 
 import apache_beam as beam
 
-from batch_predict import core
-from batch_predict.transforms import FormatRecordsFn, Predict, ReadKeyedLines, ScoreDocuments
+from batch_predict import core, resume
+from batch_predict.transforms import ScoreRanges
 from nextword import bundle as bundle_lib
 from nextword import cli_common, cloud, storage
 from nextword.config import Config, PredictConfig
 
 _LOG = logging.getLogger(__name__)
-SUMMARY_FILE = "summary.json"
-OUTPUT_PREFIX = "predictions"
-OUTPUT_SUFFIX = ".jsonl"
-# The names this job gives its files (Beam's WriteToText shards and its temporary folder, our summary's
-# temporary file): all that its clearing deletes, besides the shards the previous summary lists.
-OWNED = (
-    storage.Owned("", re.escape(OUTPUT_PREFIX) + r"-\d{5,}-of-\d{5,}" + re.escape(OUTPUT_SUFFIX)),
-    storage.Owned("", "beam-temp-" + re.escape(OUTPUT_PREFIX) + "-[0-9a-f]{32}"),
-    storage.Owned("", storage.temp_names(SUMMARY_FILE)),
-)
+SUMMARY_FILE = resume.SUMMARY_FILE
 
 
 def list_inputs(input_glob: str) -> list[tuple[str, int]]:
@@ -56,23 +47,11 @@ def list_inputs(input_glob: str) -> list[tuple[str, int]]:
     return sorted(files.items())
 
 
-def clear_output(output_dir: str, inputs: Iterable[str] = ()) -> None:
-    """Removes summary.json first (a failed rerun never looks complete), then this job's old files.
-
-    Only the shards the old summary lists and files with this job's own names
-    (OWNED) go, never through a symbolic link (refused with one line), never one
-    of `inputs` (nextword/storage.py: clear_owned).
-    """
-    storage.makedirs(output_dir, "predict.output_dir")
-    storage.clear_owned(output_dir, OWNED, marker=SUMMARY_FILE, listed_key="output_shards", keep=inputs)
-
-
 def summary_dict(
     cfg: PredictConfig, bundle: bundle_lib.Bundle, files: list[tuple[str, int]], line_counts: dict,
-    stats: Counter, shards: list[str], seconds: float,
+    stats: Counter, shards: list[str], seconds: float, ranges: int, resumed: dict[int, dict],
 ) -> dict:  # fmt: skip
     input_lines = sum(line_counts.values())
-    prefix = cfg.output_dir.rstrip("/") + "/"
     return {
         "input_glob": cfg.input_glob,
         "bundle_dir": bundle.path,
@@ -90,13 +69,18 @@ def summary_dict(
         **core.score_totals(stats),
         "seconds": round(seconds, 3),
         "lines_per_second": round(input_lines / seconds, 1) if seconds > 0 else None,
-        "output_shards": sorted(path[len(prefix) :] if path.startswith(prefix) else path for path in shards),
+        "ranges": ranges,
+        "resumed_ranges": len(resumed),
+        "resumed_lines": sum(marker["stats"].get("records", 0) for marker in resumed.values()),
+        "output_shards": sorted(shards),
     }
 
 
-def _write_summary(_, cfg, bundle, files, started, line_counts, stats, shards) -> dict:
+def _write_summary(_, cfg, bundle, files, started, ranges, resumed, line_counts, stats, scored) -> dict:
     """Writes summary.json, the commit marker, only for a complete job: one record per input line."""
-    summary = summary_dict(cfg, bundle, files, line_counts, stats, shards, time.time() - started)
+    stats = cli_common.sum_counters([stats, *(Counter(marker["stats"]) for marker in resumed.values())])
+    shards = scored + [resume.shard_name(i, ranges) for i in resumed]
+    summary = summary_dict(cfg, bundle, files, line_counts, stats, shards, time.time() - started, ranges, resumed)
     path = storage.join(cfg.output_dir, SUMMARY_FILE)
     if not summary["complete"]:
         raise OSError(
@@ -118,30 +102,26 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     ranges = core.plan_ranges(files, core.range_bytes(sum(size for _, size in files), cfg.split_bytes))
     _LOG.info("predicting %s for %d files (%d ranges) with bundle %s into %s",
               cfg.mode, len(files), len(ranges), bundle.path, cfg.output_dir)  # fmt: skip
+    job = resume.job_identity(cfg, bundle, ranges)
+    resumed: dict[int, dict] = {}
     if not cloud.launch_only(p.options):  # building a template leaves the last run's output alone
         inputs = [path for path, _ in files]
         storage.check_readable(inputs)  # before anything is cleared, as the bundle above
-        clear_output(cfg.output_dir, inputs)
+        resumed = resume.prepare_output(cfg.output_dir, job, inputs)
     started = time.time()
 
-    range_pcoll = p | "PlanRanges" >> beam.Create(ranges) | "SpreadRanges" >> beam.Reshuffle()
-    # Every line, rejected ones too, takes the one path read -> infer -> write: no Flatten,
-    # which the local runner would materialize, so memory stays independent of input size.
+    all_ranges = p | "PlanRanges" >> beam.Create(ranges)
+    todo = [(i, r) for i, r in enumerate(ranges) if i not in resumed]
+    todo_ranges = p | "RangesToScore" >> beam.Create(todo) | "SpreadRanges" >> beam.Reshuffle()
     inputs = (len(ranges), sum(size for _, size in files))
-    if cfg.context == "document":  # each range's lines in order, through one carried state
-        fields, line_counts = range_pcoll | "ScoreDocuments" >> ScoreDocuments(cfg, bundle, inputs)
-    else:
-        lines, line_counts = range_pcoll | "ReadLines" >> ReadKeyedLines(cfg, bundle, inputs)
-        fields = lines | "Predict" >> Predict(cfg, bundle)
-    formatted = fields | "Format" >> beam.ParDo(FormatRecordsFn(bundle.model_fingerprint)).with_outputs(
-        FormatRecordsFn.STATS, main="records"
+    scored, line_counts = (all_ranges, todo_ranges) | "Score" >> ScoreRanges(
+        cfg, bundle, resume.job_digest(job), inputs
     )
-    shards = formatted.records | "WriteRecords" >> beam.io.WriteToText(
-        storage.join(cfg.output_dir, OUTPUT_PREFIX),
-        file_name_suffix=OUTPUT_SUFFIX,
-        num_shards=cfg.num_shards,
+    stats = (
+        scored
+        | "RangeStats" >> beam.Map(lambda done: Counter(done["stats"]))
+        | "SumStats" >> beam.CombineGlobally(cli_common.sum_counters)
     )
-    stats = formatted[FormatRecordsFn.STATS] | "SumStats" >> beam.CombineGlobally(cli_common.sum_counters)
     cli_common.write_last(
         p,
         "WriteSummary",
@@ -150,11 +130,13 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
         bundle=bundle,
         files=files,
         started=started,
+        ranges=len(ranges),
+        resumed=resumed,
         line_counts=beam.pvalue.AsSingleton(line_counts),
         stats=beam.pvalue.AsSingleton(stats),
-        shards=beam.pvalue.AsList(shards),
+        scored=beam.pvalue.AsList(scored | "ShardNames" >> beam.Map(lambda done: done["shard"])),
     )
-    return formatted.records
+    return scored
 
 
 def summary_path(config: Config) -> str:

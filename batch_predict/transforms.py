@@ -1,27 +1,24 @@
-"""Beam shell of batch prediction: DoFns, a CombineFn and composite PTransforms."""
+"""Beam shell of batch prediction: reading byte ranges, scoring them, committing each range's records."""
 
 from __future__ import annotations
 
+import functools
 import json
-import logging
-import time
 from collections import Counter
+from collections.abc import Iterable
 
 import apache_beam as beam
 import numpy as np
 from apache_beam.metrics import Metrics
-from apache_beam.ml.inference.base import RunInference
-from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils import multi_process_shared, shared
 
-from batch_predict import core
-from batch_predict.handler import BundleModelHandler, KeyedBundleModelHandler, LoadedBundle, line_scores
+from batch_predict import core, resume
+from batch_predict.handler import GATHER_BUDGETS, BundleModelHandler, LoadedBundle, line_scores
 from nextword import contract, progress, storage
 from nextword.bundle import Bundle
 from nextword.config import PredictConfig
 
-_LOG = logging.getLogger(__name__)
 NAMESPACE = "nextword.predict"
-_PROGRESS_EVERY_S = 30.0
 
 
 class CountLinesFn(beam.DoFn):
@@ -33,7 +30,8 @@ class CountLinesFn(beam.DoFn):
 
 
 class ReadLinesFn(beam.DoFn):
-    """FileRange -> (LineKey, PreparedLine) for every line that starts in the range."""
+    """FileRange -> (LineKey, PreparedLine) for every line that starts in the range (and `read`, for the
+    DoFns that score what they read)."""
 
     LINES_PER_CHECK = 256  # how often the reader looks at the clock for its progress line
 
@@ -69,9 +67,35 @@ class ReadLinesFn(beam.DoFn):
         self.progress.advance(files=1, bytes=file_range.end - reported, lines=lines % self.LINES_PER_CHECK)
 
 
-class ScoreDocumentsFn(ReadLinesFn):
-    """FileRange -> (LineKey, record fields) for every line that starts in the range, scored in order
-    with the model's state carried from line to line (predict.context: document).
+class LineScorer:
+    """Lines scored each on its own (predict.context line): blocks of a range's lines, in order, go to the
+    handler, which sorts each block by length into model calls of at most predict.max_batch_tokens."""
+
+    def __init__(self, handler: BundleModelHandler, model: LoadedBundle, block_tokens: int):
+        self._handler = handler
+        self._model = model
+        self._block_tokens = block_tokens
+
+    def score(self, file_range: core.FileRange, keyed_lines: Iterable[tuple[core.LineKey, core.PreparedLine]]):
+        block: list[tuple[core.LineKey, core.PreparedLine]] = []
+        tokens = 0
+        for key, line in keyed_lines:
+            block.append((key, line))
+            tokens += line.cost
+            if tokens >= self._block_tokens:
+                yield from self._run(block)
+                block, tokens = [], 0
+        yield from self._run(block)
+
+    def _run(self, block: list[tuple[core.LineKey, core.PreparedLine]]):
+        if block:
+            fields = self._handler.run_inference([line for _, line in block], self._model)
+            yield from zip((key for key, _ in block), fields, strict=True)
+
+
+class DocumentScorer:
+    """A range's lines scored in order with the model's state carried from line to line
+    (predict.context document).
 
     The state starts from the text before the range: up to predict.warmup_bytes of whole lines are run
     through the model first (advance_stream, no output layer). A state that starts from nothing (a
@@ -79,14 +103,11 @@ class ScoreDocumentsFn(ReadLinesFn):
     tokens are predicted; without `<eos>`, its first token is context only.
     """
 
-    def __init__(self, cfg: PredictConfig, bundle: Bundle, inputs: tuple[int, int] = (0, 0)):
-        super().__init__(cfg, bundle.context_tokens, bundle.settings.eos, inputs)
-        self._path = bundle.path
+    def __init__(self, cfg: PredictConfig, bundle: Bundle, model: LoadedBundle):
+        self._cfg = cfg
+        self._eos = bundle.settings.eos
         self._state_size = bundle.state_size
-
-    def setup(self):
-        super().setup()
-        self._model = LoadedBundle(self._path)
+        self._model = model
 
     def _start(self) -> tuple[np.ndarray, int]:
         return np.zeros([self._state_size], np.float32), contract.EOS_ID if self._eos else -1
@@ -104,11 +125,11 @@ class ScoreDocumentsFn(ReadLinesFn):
             state, last_id = self._model.advance_stream([texts[i] for i in chunk], state, last_id)
         return state, last_id
 
-    def process(self, file_range: core.FileRange, first_lines: dict):
+    def score(self, file_range: core.FileRange, keyed_lines: Iterable[tuple[core.LineKey, core.PreparedLine]]):
         state, last_id = self._warm_up(file_range)
         pending: list[tuple[core.LineKey, core.PreparedLine]] = []
         pending_tokens = 0
-        for key, line in self.read(file_range, first_lines):
+        for key, line in keyed_lines:
             if line.error:  # not sent to the model: the document goes on without it
                 yield key, core.rejected_fields(line)
                 continue
@@ -132,84 +153,79 @@ class ScoreDocumentsFn(ReadLinesFn):
         return state, last_id
 
 
-class ReadKeyedLines(beam.PTransform):
-    """FileRanges -> (keyed lines, lines starting per range)."""
+def _load_bundle(path: str) -> LoadedBundle:
+    return LoadedBundle(path)
 
-    def __init__(self, cfg: PredictConfig, bundle: Bundle, inputs: tuple[int, int] = (0, 0)):
+
+class ScoreRangesFn(ReadLinesFn):
+    """(index, FileRange) -> {"shard", "stats"}: reads the range, scores every line, and commits the
+    range's records as its own shard (batch_predict/resume.py), so that a killed job resumes.
+
+    The bundle is loaded once per worker process and shared by its threads (once per machine with
+    predict.share_model_across_processes). Records, errors and flags also go to Beam counters, per range.
+    """
+
+    def __init__(self, cfg: PredictConfig, bundle: Bundle, job_digest: str, ranges: int, inputs: tuple[int, int]):
+        super().__init__(cfg, bundle.context_tokens, bundle.settings.eos, inputs)
+        self._bundle = bundle
+        self._job = job_digest
+        self._ranges = ranges
+        self._shared = shared.Shared()
+
+    def setup(self):
+        super().setup()
+        cfg, bundle = self._cfg, self._bundle
+        load = functools.partial(_load_bundle, bundle.path)
+        if cfg.share_model_across_processes:
+            model = multi_process_shared.MultiProcessShared(load, tag=f"nextword-{bundle.model_fingerprint}").acquire()
+        else:
+            model = self._shared.acquire(load)
+        if cfg.context == "document":
+            self._scorer = DocumentScorer(cfg, bundle, model)
+        else:
+            handler = BundleModelHandler(bundle, cfg.mode, cfg.top_k, cfg.max_batch_tokens, cfg.per_token)
+            self._scorer = LineScorer(handler, model, GATHER_BUDGETS * cfg.max_batch_tokens)
+
+    def process(self, element: tuple[int, core.FileRange], first_lines: dict, line_counts: dict):
+        index, file_range = element
+        stats: Counter = Counter()
+        records = []
+        for key, fields in self._scorer.score(file_range, self.read(file_range, first_lines)):
+            record = core.keyed_record(key, fields)
+            record["model"] = self._bundle.model_fingerprint  # scores of two models are never mixed silently
+            core.count_record(record, stats)
+            records.append(json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
+        counted = line_counts[(file_range.path, file_range.start)]
+        if stats["records"] != counted:  # never commit a range read from a file that changed since it was counted
+            raise OSError(
+                f"{file_range.path}: {counted} lines counted in bytes {file_range.start}-{file_range.end} but "
+                f"{stats['records']} read (the file changed while the job ran), so that range was not committed; "
+                "rerun once the input files stay unchanged"
+            )
+        shard = resume.commit_range(self._cfg.output_dir, index, self._ranges, self._job, records, dict(stats))
+        for name, value in stats.items():
+            if isinstance(value, int):
+                Metrics.counter(NAMESPACE, name.replace(".", "_")).inc(value)
+        yield {"shard": shard, "stats": dict(stats)}
+
+
+class ScoreRanges(beam.PTransform):
+    """(all FileRanges, (index, FileRange) to score) -> ({"shard", "stats"} per range scored, lines starting
+    per range of the job)."""
+
+    def __init__(self, cfg: PredictConfig, bundle: Bundle, job_digest: str, inputs: tuple[int, int]):
         super().__init__()
         self._cfg = cfg
         self._bundle = bundle
-        self._inputs = inputs  # (ranges, bytes), for progress
+        self._job = job_digest
+        self._inputs = inputs  # (ranges, bytes): for progress and the shard names
 
-    def reader(self) -> beam.DoFn:
-        return ReadLinesFn(self._cfg, self._bundle.context_tokens, self._bundle.settings.eos, self._inputs)
-
-    def expand(self, ranges):
+    def expand(self, pcolls):
+        ranges, todo = pcolls
         line_counts = ranges | "CountLines" >> beam.ParDo(CountLinesFn()) | "CollectCounts" >> beam.combiners.ToDict()
         first_lines = line_counts | "FirstLineNumbers" >> beam.Map(core.first_line_numbers)
-        lines = ranges | "Read" >> beam.ParDo(self.reader(), beam.pvalue.AsSingleton(first_lines))
-        return lines, line_counts
-
-
-class ScoreDocuments(ReadKeyedLines):
-    """FileRanges -> ((LineKey, record fields), lines starting per range): predict.context document."""
-
-    def reader(self) -> beam.DoFn:
-        return ScoreDocumentsFn(self._cfg, self._bundle, self._inputs)
-
-
-class Predict(beam.PTransform):
-    """(LineKey, PreparedLine) -> (LineKey, record fields), with RunInference over the bundle, one per line."""
-
-    def __init__(self, cfg: PredictConfig, bundle: Bundle):
-        super().__init__()
-        self._handler = KeyedBundleModelHandler(BundleModelHandler(
-            bundle, cfg.mode, cfg.top_k, cfg.max_batch_tokens, cfg.share_model_across_processes, cfg.per_token
-        ))  # fmt: skip
-
-    def expand(self, keyed_lines):
-        return keyed_lines | "RunInference" >> RunInference(self._handler)
-
-
-class FormatRecordsFn(beam.DoFn):
-    """(LineKey, record fields) -> one JSON line per record.
-
-    Also counts records, errors and flags: one Counter per bundle on the STATS
-    output (for summary.json), Beam counters every REPORT_EVERY records, and a
-    progress line in the log every 30 s.
-    """
-
-    STATS = "stats"
-    REPORT_EVERY = 1000
-
-    def __init__(self, model_fingerprint: str):
-        self._model = model_fingerprint  # in every record: scores of two models are never mixed silently
-
-    def start_bundle(self):
-        self._stats: Counter = Counter()
-        self._reported: Counter = Counter()
-        self._started = self._last_log = time.monotonic()
-
-    def process(self, element: tuple[core.LineKey, dict]):
-        record = core.keyed_record(*element)
-        record["model"] = self._model
-        core.count_record(record, self._stats)
-        if self._stats["records"] % self.REPORT_EVERY == 0:
-            self._report()
-        yield json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-
-    def finish_bundle(self):
-        self._report()
-        yield beam.pvalue.TaggedOutput(self.STATS, GlobalWindows.windowed_value(self._stats))
-
-    def _report(self) -> None:
-        for name, value in self._stats.items():
-            if value != self._reported[name]:
-                Metrics.counter(NAMESPACE, name.replace(".", "_")).inc(value - self._reported[name])
-        self._reported = self._stats.copy()
-        now = time.monotonic()
-        if now - self._last_log >= _PROGRESS_EVERY_S:
-            self._last_log = now
-            records = self._stats["records"]
-            rate = records / (now - self._started)
-            _LOG.info("batch_predict: %d records in this bundle so far, %.0f lines/s", records, rate)
+        scorer = ScoreRangesFn(self._cfg, self._bundle, self._job, self._inputs[0], self._inputs)
+        done = todo | "ScoreRanges" >> beam.ParDo(
+            scorer, beam.pvalue.AsSingleton(first_lines), beam.pvalue.AsSingleton(line_counts)
+        )
+        return done, line_counts

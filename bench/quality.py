@@ -53,10 +53,10 @@ def _sets(overrides: list[str]) -> list[str]:
     return [arg for item in overrides for arg in ("--set", item)]
 
 
-def run_one(corpus: str, recipe: str, work: Path, fresh: bool) -> dict:
+def run_one(corpus: str, recipe: str, work: Path, fresh: bool, extra: list[str] = ()) -> dict:
     data_dir, model_dir = work / corpus / "data", work / corpus / recipe
     paths = [f"preprocess.output_dir={data_dir}", f"train.data_dir={data_dir}", f"train.model_dir={model_dir}"]
-    overrides = CORPORA[corpus] + paths + RECIPES[recipe]
+    overrides = CORPORA[corpus] + paths + RECIPES[recipe] + list(extra)
     started = time.monotonic()
     if fresh or not (data_dir / "manifest.json").exists():
         from beam_preprocess import pipeline
@@ -79,7 +79,7 @@ def run_one(corpus: str, recipe: str, work: Path, fresh: bool) -> dict:
     return {
         "corpus": corpus,
         "recipe": recipe,
-        "overrides": RECIPES[recipe],
+        "overrides": RECIPES[recipe] + list(extra),
         "vocab_size": manifest["vocab_size"],
         "train_tokens": train_tokens,
         "test_tokens": metrics["test"]["tokens"],
@@ -106,13 +106,15 @@ def main() -> None:
     p.add_argument("--recipe", default="defaults", choices=sorted(RECIPES))
     p.add_argument("--work", default="runs/quality", help="data and models go here")
     p.add_argument("--fresh", action="store_true", help="preprocess, count and train again")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="beyond the recipe, e.g. train.time_budget_s=3600 (recorded in the JSON)")  # fmt: skip
     args = p.parse_args()
     os.chdir(REPO)
     cli_common.setup_logging()
     RESULTS.mkdir(parents=True, exist_ok=True)
     rows = []
     for corpus in args.corpus or list(CORPORA):
-        row = run_one(corpus, args.recipe, Path(args.work), args.fresh)
+        row = run_one(corpus, args.recipe, Path(args.work), args.fresh, args.overrides)
         (RESULTS / f"{corpus}-{args.recipe}.json").write_text(json.dumps(row, indent=2) + "\n")
         rows.append(row)
     print(f"{'corpus':12} {'recipe':9} {'KN-5 test':>9} {'LSTM test':>9} {'ratio':>6} {'epochs':>6} {'s/1M tok':>9}")

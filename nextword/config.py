@@ -151,7 +151,6 @@ class PredictConfig:
     # Files are read in byte ranges of at most this size (smaller for a small
     # input, down to 1 MiB), so that workers share even a single large file.
     split_bytes: int = 64 << 20
-    num_shards: int = 0  # output JSONL shards; 0 lets the runner decide
     # One model per machine instead of one per worker process (for big models).
     share_model_across_processes: bool = False
 
@@ -344,7 +343,6 @@ def _check(config: Config) -> None:
         "preprocess.split.valid_fraction": p.split.valid_fraction,
         "preprocess.split.test_fraction": p.split.test_fraction,
         "train.steps_per_epoch": config.train.steps_per_epoch,
-        "predict.num_shards": config.predict.num_shards,
         "predict.warmup_bytes": config.predict.warmup_bytes,
         "train.max_steps": config.train.max_steps,
         "train.time_budget_s": config.train.time_budget_s,

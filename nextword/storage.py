@@ -331,6 +331,7 @@ def clear_owned(
     marker: str | None = None,
     listed_key: str | None = None,
     keep: Iterable[str] = (),
+    spare: Iterable[str] = (),
 ) -> None:
     """Deletes what a stage wrote to `output_dir` before, and nothing else.
 
@@ -340,7 +341,8 @@ def clear_owned(
     planned before anything goes: a symbolic link on the way (a folder or
     file inside `output_dir`; `output_dir` itself may be a link) is refused
     with one line naming it, and so is a path in `keep` (the job's inputs)
-    that would be deleted. Links are never followed, locally or on gs://.
+    that would be deleted. `spare` (paths relative to `output_dir`) stays: the
+    committed part of a job being resumed. Links are never followed, locally or on gs://.
     """
     owned = list(owned)
     listed = [marker] if marker else []
@@ -353,7 +355,8 @@ def clear_owned(
         planned = _plan_local(output_dir, owned, listed)
     else:
         planned = []
-    planned = list(dict.fromkeys(planned))  # listed and matched overlap
+    spared = {_normal(join(output_dir, rel)) for rel in spare}
+    planned = [path for path in dict.fromkeys(planned) if _normal(path) not in spared]  # listed and matched overlap
     kept = {_normal(path) for path in keep}
     for path in planned:
         normal = _normal(path)

@@ -12,7 +12,6 @@ from hypothesis import strategies as st
 
 from batch_predict import core
 from batch_predict.__main__ import split_texts
-from batch_predict.handler import element_cost
 from tests.support.predict import expected_lines
 
 pytestmark = pytest.mark.unit
@@ -100,7 +99,6 @@ def test_prepare_line():
         "", 1, ("undecodable",), "line_too_long"
     )
     assert core.prepare_line(None, False, 4, "next", False, 5) == core.PreparedLine("", 1, (), "line_too_long")
-    assert element_cost(line) == element_cost((core.LineKey("f", 1, 0), line)) == 3
 
 
 def test_prediction_records():

@@ -1,5 +1,5 @@
-"""Batch prediction killed with SIGKILL midway: no summary is left, and a rerun yields exactly one
-record per input line (no duplicates, no gaps)."""
+"""Batch prediction killed with SIGKILL midway: no summary is left, a rerun scores only the ranges not yet
+committed and yields exactly one record per input line (no duplicates, no gaps); another job starts over."""
 
 import json
 import os
@@ -11,13 +11,14 @@ from collections import Counter
 
 import pytest
 
+from batch_predict import resume
 from batch_predict.pipeline import SUMMARY_FILE
 from tests.support.predict import chain_words, read_records
 
 pytestmark = pytest.mark.e2e
 
 
-def test_kill_9_midway_then_rerun_gives_one_record_per_line(tiny_bundle, tmp_path):
+def test_kill_9_midway_then_rerun_scores_only_the_rest_and_gives_one_record_per_line(tiny_bundle, tmp_path):
     lines = [chain_words(tiny_bundle, i % 10, 5 + i % 20) for i in range(40_000)]
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
     out = tmp_path / "out"
@@ -28,24 +29,39 @@ def test_kill_9_midway_then_rerun_gives_one_record_per_line(tiny_bundle, tmp_pat
         "--set", f"predict.output_dir={out}",
         "--set", "predict.mode=next", "--set", "predict.split_bytes=100000",
     ]  # fmt: skip
+    ranges = -(-(tmp_path / "in.txt").stat().st_size // 100_000)
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     log = (tmp_path / "first.log").open("w")
     proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
     deadline = time.monotonic() + 120
-    # Kill once the job has started writing records (Beam's temporary output files exist).
+    # Kill once about half of the ranges are committed (their markers exist).
+    markers = out / resume.RANGES_DIR
     while time.monotonic() < deadline and proc.poll() is None:
-        if out.exists() and any(p.name.startswith("beam-temp") for p in out.iterdir()):
-            time.sleep(1.0)
+        if markers.exists() and len(list(markers.glob("*-of-*.json"))) >= ranges // 2:
             break
-        time.sleep(0.05)
+        time.sleep(0.02)
     assert proc.poll() is None, "the job ended before it could be killed midway"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / SUMMARY_FILE).exists()  # a killed run never looks complete
+    committed = len(list(markers.glob("*-of-*.json")))
+    assert 0 < committed < ranges
 
-    subprocess.run(command, check=True, capture_output=True, env=env)
+    rerun = subprocess.run(command, check=True, capture_output=True, text=True, env=env)
     summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert f"{committed} of {ranges} ranges" in rerun.stderr
+    assert summary["ranges"] == ranges and summary["resumed_ranges"] == committed
+    assert summary["resumed_lines"] > 0.4 * len(lines)  # less than 60% of the lines scored again
     records = read_records(out)
     keys = Counter(r["line"] for r in records)
     assert summary["input_lines"] == summary["output_records"] == len(records) == len(lines)
     assert set(keys) == set(range(1, len(lines) + 1)) and max(keys.values()) == 1
+    assert sorted(p.name for p in out.glob("predictions-*.jsonl")) == summary["output_shards"]
+
+    # Another job in the same output directory (here a setting that changes records) starts over.
+    (out / SUMMARY_FILE).unlink()  # as if killed before the end
+    other = subprocess.run([*command, "--set", "predict.top_k=3"], check=True, capture_output=True, text=True, env=env)
+    assert "over: predict.top_k changed (5 -> 3)" in other.stderr
+    summary = json.loads((out / SUMMARY_FILE).read_text())
+    assert summary["resumed_ranges"] == 0 and summary["output_records"] == len(lines)
+    assert all(len(r["next"]) == 3 for r in read_records(out)[:100])

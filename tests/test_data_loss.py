@@ -18,6 +18,7 @@ import pytest
 from batch_predict import __main__ as predict_main
 from batch_predict import core as predict_core
 from batch_predict import pipeline as predict_pipeline
+from batch_predict import resume
 from beam_preprocess import __main__ as preprocess_main
 from nextword import bundle as bundle_lib
 from nextword import contract, storage
@@ -91,7 +92,7 @@ def test_clearing_on_gcs_deletes_only_owned_and_listed_objects(gcs_bucket, tmp_p
     for path in ours[:-1] + theirs:
         storage.write_text(path, "data\n")
     storage.write_marker(f"{out}/summary.json", {"output_shards": ["odd-listed.jsonl", "../victim/x", "/abs"]})
-    predict_pipeline.clear_output(out)
+    resume.clear(out, [])
     assert [path for path, _ in storage.match(f"{gcs_bucket}/**")] == sorted(theirs)
 
     tree = f"{gcs_bucket}/ckpt-1_temp"
@@ -270,7 +271,8 @@ def test_summary_is_written_only_for_a_complete_job(tiny_bundle, tmp_path, monke
     capsys.readouterr()
     assert predict_main.main(argv) == 1
     lines = error_lines(capsys)
-    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: 40 input lines but 20 records"), lines
+    assert len(lines) == 1 and lines[0].startswith(f"error: {source}: 40 lines counted in bytes 0-"), lines
+    assert "20 read (the file changed while the job ran), so that range was not committed" in lines[0]
     assert not summary_path.exists() and not list(summary_path.parent.glob("summary.json*"))
 
     monkeypatch.undo()
