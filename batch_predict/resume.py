@@ -119,9 +119,6 @@ def clear(output_dir: str, inputs: list[str], spare: list[str] = ()) -> None:
     storage.clear_owned(output_dir, OWNED, marker=SUMMARY_FILE, listed_key="output_shards", keep=inputs, spare=spare)
 
 
-def commit_range(output_dir: str, index: int, count: int, digest: str, records: list[str], stats: dict) -> str:
-    """Writes one range's shard, then its marker; returns the shard's name."""
-    name = shard_name(index, count)
-    storage.write_text(storage.join(output_dir, name), "".join(record + "\n" for record in records))
+def commit_marker(output_dir: str, index: int, count: int, digest: str, stats: dict) -> None:
+    """Marks one range committed, once its shard (shard_name) is written whole."""
     storage.write_marker(storage.join(output_dir, marker_name(index, count)), {"job": digest, "stats": stats})
-    return name

@@ -189,24 +189,28 @@ class ScoreRangesFn(ReadLinesFn):
     def process(self, element: tuple[int, core.FileRange], first_lines: dict, line_counts: dict):
         index, file_range = element
         stats: Counter = Counter()
-        records = []
-        for key, fields in self._scorer.score(file_range, self.read(file_range, first_lines)):
-            record = core.keyed_record(key, fields)
-            record["model"] = self._bundle.model_fingerprint  # scores of two models are never mixed silently
-            core.count_record(record, stats)
-            records.append(json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False))
-        counted = line_counts[(file_range.path, file_range.start)]
-        if stats["records"] != counted:  # never commit a range read from a file that changed since it was counted
-            raise OSError(
-                f"{file_range.path}: {counted} lines counted in bytes {file_range.start}-{file_range.end} but "
-                f"{stats['records']} read (the file changed while the job ran), so that range was not committed; "
-                "rerun once the input files stay unchanged"
-            )
-        shard = resume.commit_range(self._cfg.output_dir, index, self._ranges, self._job, records, dict(stats))
-        for name, value in stats.items():
+        name = resume.shard_name(index, self._ranges)
+        # Records are written as they come (memory does not grow with the range); the shard appears only
+        # if the whole range was scored.
+        with storage.atomic_write(storage.join(self._cfg.output_dir, name)) as shard:
+            for key, fields in self._scorer.score(file_range, self.read(file_range, first_lines)):
+                record = core.keyed_record(key, fields)
+                record["model"] = self._bundle.model_fingerprint  # scores of two models are never mixed silently
+                core.count_record(record, stats)
+                shard.write(json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())
+                shard.write(b"\n")
+            counted = line_counts[(file_range.path, file_range.start)]
+            if stats["records"] != counted:  # never commit a range read from a file that changed since counted
+                raise OSError(
+                    f"{file_range.path}: {counted} lines counted in bytes {file_range.start}-{file_range.end} but "
+                    f"{stats['records']} read (the file changed while the job ran), so that range was not "
+                    "committed; rerun once the input files stay unchanged"
+                )
+        resume.commit_marker(self._cfg.output_dir, index, self._ranges, self._job, dict(stats))
+        for figure, value in stats.items():
             if isinstance(value, int):
-                Metrics.counter(NAMESPACE, name.replace(".", "_")).inc(value)
-        yield {"shard": shard, "stats": dict(stats)}
+                Metrics.counter(NAMESPACE, figure.replace(".", "_")).inc(value)
+        yield {"shard": name, "stats": dict(stats)}
 
 
 class ScoreRanges(beam.PTransform):

@@ -20,7 +20,7 @@ import os
 import re
 import shutil
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -108,12 +108,20 @@ def read_text(path: str) -> str:
 
 
 def write_text(path: str, text: str) -> None:
-    data = text.encode("utf-8")
+    with atomic_write(path) as f:
+        f.write(text.encode("utf-8"))
+
+
+@contextlib.contextmanager
+def atomic_write(path: str) -> Iterator[BinaryIO]:
+    """A file written as it is produced, which appears at `path` only, and whole, if the block ends
+    without an error: locally a temp file renamed into place; on Cloud Storage one upload (the object
+    appears when it completes; an error cancels it)."""
     if is_remote(path):
         with guard(path, "write"):
             writer = FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
             try:
-                writer.write(data)
+                yield writer
                 writer.close()  # the object appears here, whole
             except BaseException:
                 _abandon(writer)
@@ -123,7 +131,7 @@ def write_text(path: str, text: str) -> None:
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # temp_names() matches it, so a stage's clearing removes a leftover
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            yield f
             f.flush()
             os.fsync(f.fileno())  # the rename must never publish a file whose bytes are not on disk yet
         os.replace(tmp, path)
