@@ -7,6 +7,7 @@ Overrides use the same dotted paths (`--set train.batch_size=32`).
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import types
@@ -17,6 +18,8 @@ from typing import Any
 import yaml
 
 from nextword.contract import NORMALIZATIONS, TextSettings
+
+_LOG = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -233,6 +236,9 @@ class Config:
     cloud: CloudConfig = field(default_factory=CloudConfig)
 
 
+# Keys an earlier version had: read with a warning, so old configs and model directories keep working.
+RETIRED_KEYS = {"predict.num_shards": "batch prediction writes one output shard per byte range"}
+
 _CHOICES = {
     "preprocess.text.normalization": NORMALIZATIONS,
     "train.strategy": ("local", "mirrored", "multiworker"),
@@ -288,6 +294,9 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         # Odd keys (newlines, non-strings) are shown as Python literals so the error stays on one line.
         shown = key if isinstance(key, str) and key.isidentifier() else repr(key)
         path = f"{prefix}.{shown}" if prefix else shown
+        if path in RETIRED_KEYS:  # an older config, or the config.yaml of a run made by an older version
+            _LOG.warning("%s: no longer used (%s); remove it from the config", path, RETIRED_KEYS[path])
+            continue
         if key not in names:
             raise ConfigError(f"{path}: key does not exist (valid keys: {', '.join(sorted(names))})")
         values[key] = _coerce(value, hints[key], path)

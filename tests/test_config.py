@@ -83,3 +83,16 @@ def test_exponent_floats_duplicate_keys_and_non_utf8_files(tmp_path):
         config_lib.load(str(path))
     with pytest.raises(ConfigError, match="train.optimizer.learning_rate: must be a finite number"):
         config_lib.from_dict(None, ["train.optimizer.learning_rate=.nan"])
+
+
+@pytest.mark.unit
+def test_a_retired_key_is_read_with_a_warning_so_old_configs_and_model_dirs_keep_working(caplog):
+    with caplog.at_level("WARNING"):
+        cfg = config_lib.from_dict({"predict": {"num_shards": 3, "top_k": 2}})
+    assert cfg.predict.top_k == 2 and not hasattr(cfg.predict, "num_shards")
+    assert [r.getMessage() for r in caplog.records] == [
+        "predict.num_shards: no longer used (batch prediction writes one output shard per byte range); "
+        "remove it from the config"
+    ]
+    with pytest.raises(config_lib.ConfigError, match=r"^predict.num_shard: key does not exist"):
+        config_lib.from_dict({"predict": {"num_shard": 3}})  # a typo is still an error
