@@ -168,6 +168,7 @@ class ScoreRangesFn(ReadLinesFn):
     def __init__(self, cfg: PredictConfig, bundle: Bundle, job_digest: str, ranges: int, inputs: tuple[int, int]):
         super().__init__(cfg, bundle.context_tokens, bundle.settings.eos, inputs)
         self._bundle = bundle
+        self._model_fingerprint = bundle.model_fingerprint  # a hash: once, not per record
         self._job = job_digest
         self._ranges = ranges
         self._shared = shared.Shared()
@@ -195,7 +196,7 @@ class ScoreRangesFn(ReadLinesFn):
         with storage.atomic_write(storage.join(self._cfg.output_dir, name)) as shard:
             for key, fields in self._scorer.score(file_range, self.read(file_range, first_lines)):
                 record = core.keyed_record(key, fields)
-                record["model"] = self._bundle.model_fingerprint  # scores of two models are never mixed silently
+                record["model"] = self._model_fingerprint  # scores of two models are never mixed silently
                 core.count_record(record, stats)
                 shard.write(json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())
                 shard.write(b"\n")
@@ -221,6 +222,7 @@ class ScoreRanges(beam.PTransform):
         super().__init__()
         self._cfg = cfg
         self._bundle = bundle
+        self._model_fingerprint = bundle.model_fingerprint  # a hash: once, not per record
         self._job = job_digest
         self._inputs = inputs  # (ranges, bytes): for progress and the shard names
 
