@@ -111,6 +111,6 @@ def test_batch_prediction_job_for_dataflow(gcs_bucket, tiny_bundle, tmp_path):
         f"predict.output_dir={gcs_bucket}/out"))  # fmt: skip
     with beam.Pipeline(options=cli_common.pipeline_options(beam_args)) as p:
         predict_pipeline.build(p, config)
-    labels = {"PlanRanges", "ReadLines", "Predict", "WriteRecords", "WriteSummary"}
+    labels = {"PlanRanges", "RangesToScore", "Score/ScoreRanges", "WriteSummary"}
     _check_job(json.load(open(job_file)), "predict", labels)
     assert _unchanged(old, f"{gcs_bucket}/out")
