@@ -165,12 +165,12 @@ class ScoreRangesFn(ReadLinesFn):
     predict.share_model_across_processes). Records, errors and flags also go to Beam counters, per range.
     """
 
-    def __init__(self, cfg: PredictConfig, bundle: Bundle, job_digest: str, ranges: int, inputs: tuple[int, int]):
+    def __init__(self, cfg: PredictConfig, bundle: Bundle, job_digest: str, inputs: tuple[int, int]):
         super().__init__(cfg, bundle.context_tokens, bundle.settings.eos, inputs)
         self._bundle = bundle
         self._model_fingerprint = bundle.model_fingerprint  # a hash: once, not per record
         self._job = job_digest
-        self._ranges = ranges
+        self._ranges = inputs[0]  # the job's, for the shard names
         self._shared = shared.Shared()
 
     def setup(self):
@@ -230,7 +230,7 @@ class ScoreRanges(beam.PTransform):
         ranges, todo = pcolls
         line_counts = ranges | "CountLines" >> beam.ParDo(CountLinesFn()) | "CollectCounts" >> beam.combiners.ToDict()
         first_lines = line_counts | "FirstLineNumbers" >> beam.Map(core.first_line_numbers)
-        scorer = ScoreRangesFn(self._cfg, self._bundle, self._job, self._inputs[0], self._inputs)
+        scorer = ScoreRangesFn(self._cfg, self._bundle, self._job, self._inputs)
         done = todo | "ScoreRanges" >> beam.ParDo(
             scorer, beam.pvalue.AsSingleton(first_lines), beam.pvalue.AsSingleton(line_counts)
         )
