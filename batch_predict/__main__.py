@@ -1,15 +1,22 @@
 """`python -m batch_predict` and `nextword predict`.
 
     nextword predict "some of them looks like"        # top-k next words, as the seed printed
+    nextword predict notes.txt --context document     # every line's perplexity, the state carried across lines
     nextword predict --config configs/demo.yaml         # the Beam job over predict.input_glob
 
-Text arguments come before any option; with none, the Beam job runs and
-unknown options go to Beam (e.g. --runner DataflowRunner).
+Text arguments come before any option; one that names an existing file is
+scored line by line (the Beam job on that file, in `predict.context`). With
+none, the Beam job runs over predict.input_glob and unknown options go to
+Beam (e.g. --runner DataflowRunner). `--context C` is `--set predict.context=C`.
 """
 
 from __future__ import annotations
 
+import glob
+import json
+import os
 import sys
+import tempfile
 
 from nextword import cli, cli_common, cli_parsers, console
 
@@ -45,10 +52,54 @@ def predict_texts(texts: list[str], argv: list[str]) -> None:
         raise ValueError(f"{empty[0]!r}: no word left after normalization to predict from")
 
 
+def context_as_override(options: list[str]) -> list[str]:
+    """`--context C` (or `--context=C`) -> `--set predict.context=C`; the other options as they are."""
+    out, rest = [], list(options)
+    while rest:
+        arg = rest.pop(0)
+        if arg == "--context" and rest:
+            out += ["--set", f"predict.context={rest.pop(0)}"]
+        elif arg.startswith("--context="):
+            out += ["--set", f"predict.context={arg.partition('=')[2]}"]
+        else:
+            out.append(arg)
+    return out
+
+
+def score_file(path: str, options: list[str]) -> None:
+    """Prints each line's perplexity and word count beside its text, then the file's perplexity.
+
+    The Beam job (mode score, this machine's DirectRunner) on the one file, into a temporary folder:
+    the same records as a job over predict.input_glob, context and rejects included.
+    """
+    from batch_predict import pipeline
+
+    with tempfile.TemporaryDirectory() as out:
+        where = ["--set", f"predict.input_glob={glob.escape(path)}", "--set", f"predict.output_dir={out}"]
+        summary = pipeline.run([*options, *where, "--set", "predict.mode=score"])
+        records = [json.loads(line) for shard in summary["output_shards"] for line in open(os.path.join(out, shard))]
+    with open(path, "rb") as f:
+        texts = f.read().decode("utf-8", errors="replace").split("\n")  # lines as the job counts them
+    for record in sorted(records, key=lambda r: r["line"]):
+        shown = "-" if record["perplexity"] is None else f"{record['perplexity']:.2f}"
+        text = texts[record["line"] - 1] if record["line"] <= len(texts) else ""
+        print(f"{shown:>10} {record['scored_tokens'] or 0:>5}  {record['error'] or text}")
+    print(
+        f"{path}: perplexity {summary['perplexity']} over {summary['scored_tokens']} tokens, "
+        f"{summary['known_perplexity']} without the {summary['unknown_scored_tokens']} unknown ones "
+        f"({summary['context']} context)"
+    )
+
+
 def _run(argv: list[str]) -> None:
     texts, options = split_texts(argv)
+    options = context_as_override(options)
+    files = [text for text in texts if os.path.isfile(text)]
+    for path in files:
+        score_file(path, options)
+    if texts and len(files) < len(texts):
+        predict_texts([text for text in texts if text not in files], options)
     if texts:
-        predict_texts(texts, options)
         return
     from batch_predict.pipeline import run
 

@@ -43,7 +43,7 @@ def write_ids() -> None:
     np.save(IDS, np.array([order[w] for w in words], dtype=np.int32))
 
 
-def ours(ids_path: str, units: int, layers: int, steps: int, warmup: int, batch: int, bptt: int) -> dict:
+def ours(ids_path: str, units: int, layers: int, steps: int, warmup: int, batch: int, bptt: int, jit: bool) -> dict:
     """Our trainer's steps on the same stream, in this (fresh) process."""
     import time
 
@@ -65,18 +65,18 @@ def ours(ids_path: str, units: int, layers: int, steps: int, warmup: int, batch:
             for start in range(0, streams.shape[1] - 1 - bptt, bptt):
                 yield tf.constant(streams[:, start : start + bptt + 1])
 
-    cfg = ModelConfig(embedding_dim=units, lstm_units=units, num_layers=layers, dropout=0.0, tie_embeddings=False)
+    cfg = ModelConfig(embedding_dim=units, units=units, num_layers=layers, dropout=0.0, head="full")
     model = build_model(vocab, cfg, with_state=True)
     optimizer = make_optimizer(OptimizerConfig(name="sgd", learning_rate=1.0, clip_global_norm=0.25), 1000)
     strategy = tf.distribute.get_strategy()
     votes = tf.zeros([2], tf.float32)
     weights = tf.ones([batch], tf.float32)
 
-    @tf.function
+    @tf.function(jit_compile=jit)
     def train_step(window, states):
         return strategy.run(steps_lib.replica_train_step, args=(model, optimizer, window, states, votes, batch, 0.25))
 
-    @tf.function
+    @tf.function(jit_compile=jit)
     def eval_step(window, states):
         return strategy.run(steps_lib.replica_eval_step, args=(model, window, weights, states))
 
@@ -136,9 +136,10 @@ def main() -> None:
     p.add_argument("--units", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--layers", type=int, default=2, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=200, help=argparse.SUPPRESS)
+    p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(ours(str(IDS), args.units, args.layers, args.steps, warmup=10, batch=20, bptt=35)))
+        print(json.dumps(ours(str(IDS), args.units, args.layers, args.steps, warmup=10, batch=20, bptt=35, jit=args.jit)))
         return
     if not TORCH_PYTHON.exists():
         raise SystemExit(f"{TORCH_PYTHON} not found: create it as this file's docstring says")

@@ -71,7 +71,7 @@ def build_ptb_bundle(work: str) -> str:
     with open(os.path.join(data_dir, contract.MANIFEST_FILE), "w", encoding="utf-8") as f:
         json.dump(manifest, f)
     # Untied, as the published small model (and the seed loop reloads it as a plain .keras file).
-    shape = ModelConfig(embedding_dim=200, lstm_units=200, num_layers=2, dropout=0.0, tie_embeddings=False)
+    shape = ModelConfig(embedding_dim=200, units=200, num_layers=2, dropout=0.0, head="full")
     model = build_model(len(tokens), shape)
     model.save(os.path.join(work, "model.keras"))
     return export_bundle(model, data_dir, config, os.path.join(work, "bundle"))

@@ -45,7 +45,16 @@ CORPORA = {
     "vim-manual": ["preprocess.corpus_glob=/usr/share/vim/vim90/doc/usr_*.txt"],
 }
 # Settings beyond the paths. "defaults": none, what a new user gets.
-RECIPES: dict[str, list[str]] = {"defaults": []}
+RECIPES: dict[str, list[str]] = {
+    "defaults": [],
+    "candidate": [
+        "train.per_replica_batch_size=16",
+        "train.model.embedding_dim=384",
+        "train.model.units=384",
+        "train.model.dropout=0.65",
+        "train.model.adaptive_cutoffs=[983,3934]",
+    ],
+}
 RESULTS = REPO / "bench" / "results" / "quality"
 
 

@@ -105,11 +105,17 @@ def stage(command: str) -> argparse.ArgumentParser:
         description += "\nIt takes no Beam options: an option not listed below is an error."
     p = _config_parser(f"nextword {command}", description, epilog, SET_EXAMPLES[command])
     if command == "predict":
-        p.usage = "nextword predict [TEXT ...] [options]"
+        p.usage = "nextword predict [TEXT | FILE ...] [--context line|document] [options]"
         p.description += (
             "\n\nWith TEXT arguments (before any option), prints the top-k next words of each\n"
             'from predict.bundle_dir, e.g. nextword predict "some of them looks like";\n'
+            "a FILE argument (an existing file) gets each line's perplexity and the file's.\n"
             "Beam options need no TEXT. Without TEXT, runs the Beam job over predict.input_glob."
+        )
+        p.add_argument(
+            "--context",
+            choices=("line", "document"),
+            help="score each line alone, or with the lines before it as context (= --set predict.context=...)",
         )
     if command == "generate":
         p.usage = "nextword generate TEXT [--words N] [--temperature T] [--top-k K] [--seed S] [options]"

@@ -340,6 +340,45 @@ def test_cli_one_liner_prints_top_k_and_the_prediction(tiny_bundle):
     assert empty.stderr.strip().splitlines()[-1] == "error: '?!': no word left after normalization to predict from"
 
 
+@pytest.mark.e2e
+def test_cli_one_liner_on_a_file_prints_every_lines_perplexity_in_the_context_asked(tiny_bundle, tmp_path):
+    lines = corpus_lines(tiny_bundle)[:6] + ["", "zzz unknownword"]
+    path = tmp_path / "notes.txt"
+    path.write_text("\n".join(lines) + "\n")
+
+    def one_liner(*options: str) -> list[str]:
+        done = subprocess.run(
+            [sys.executable, "-m", "nextword.cli", "predict", str(path), *options,
+             "--set", f"predict.bundle_dir={tiny_bundle.bundle_dir}"],
+            capture_output=True, text=True, timeout=180, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        return done.stdout.splitlines()
+
+    printed = {context: one_liner("--context", context) for context in ("line", "document")}
+    summaries = {}
+    for context, out in printed.items():
+        assert len(out) == len(lines) + 1  # one row per input line, then the file's figures
+        assert [row.split(None, 2)[2] if len(row.split()) > 2 else "" for row in out[: len(lines)]] == [
+            *lines[:6],
+            "empty_line",
+            "zzz unknownword",
+        ]
+        summaries[context] = job_summary(tiny_bundle, tmp_path / context, path, context)
+        assert out[-1] == (
+            f"{path}: perplexity {summaries[context]['perplexity']} over {summaries[context]['scored_tokens']} "
+            f"tokens, {summaries[context]['known_perplexity']} without the "
+            f"{summaries[context]['unknown_scored_tokens']} unknown ones ({context} context)"
+        )
+    assert summaries["document"]["perplexity"] != summaries["line"]["perplexity"]  # the context was carried
+
+
+def job_summary(tiny_bundle, out: Path, path: Path, context: str) -> dict:
+    """summary.json of the Beam job over `path` alone, in `context`."""
+    config = job_config(tiny_bundle, out, str(path), "predict.mode=score", f"predict.context={context}")
+    return pipeline.run(predict_argv(config))
+
+
 def test_bundle_input_and_output_on_gcs(tiny_bundle, gcs_bucket, tmp_path):
     from nextword import storage
     from trainer.export import export_bundle

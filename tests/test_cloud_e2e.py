@@ -19,7 +19,7 @@ pytestmark = pytest.mark.e2e
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLOUD_YAML = os.path.join(REPO, "configs", "cloud.yaml")
-TINY = ["train.per_replica_batch_size=16", "train.model.embedding_dim=16", "train.model.lstm_units=16",
+TINY = ["train.per_replica_batch_size=16", "train.model.embedding_dim=16", "train.model.units=16",
         "train.model.dropout=0.0", "train.optimizer.learning_rate=0.02", "train.max_steps=30",
         "train.checkpoint_every_steps=10", "train.strategy=local"]  # fmt: skip
 

@@ -96,3 +96,20 @@ def test_a_retired_key_is_read_with_a_warning_so_old_configs_and_model_dirs_keep
     ]
     with pytest.raises(config_lib.ConfigError, match=r"^predict.num_shard: key does not exist"):
         config_lib.from_dict({"predict": {"num_shard": 3}})  # a typo is still an error
+
+
+def test_model_keys_of_before_the_model_room_are_read_as_the_parts_they_chose(caplog):
+    def model(section: dict, *overrides: str):
+        return config_lib.from_dict({"train": {"model": section}}, list(overrides)).train.model
+
+    with caplog.at_level("WARNING"):
+        old = model({"lstm_units": 200, "tie_embeddings": False})
+    assert old.units == 200 and old.head == "full"
+    assert "train.model.lstm_units: renamed train.model.units" in caplog.text
+    assert model({"tie_embeddings": True}).head == "tied"
+    assert model({"tie_embeddings": True, "adaptive_cutoffs": [10, 40]}).head == "adaptive"
+    assert model({}, "train.model.lstm_units=64").units == 64  # an old override beats the tree's default
+    with pytest.raises(config_lib.ConfigError, match=r"^train.model.tie_embeddings: expected bool"):
+        model({"tie_embeddings": "yes"})
+    with pytest.raises(config_lib.ConfigError, match=r"^train.model.cell: 'rnn' is not one of lstm, gru"):
+        model({"cell": "rnn"})

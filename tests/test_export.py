@@ -144,7 +144,7 @@ def test_context_tokens_sets_the_context_and_score_windows(tiny_bundle, tmp_path
 
 
 def test_tied_embedding_model_exports_and_matches_keras(tiny_bundle, tmp_path):
-    tied = dataclasses.replace(TINY_MODEL, embedding_dim=TINY_MODEL.lstm_units, tie_embeddings=True)
+    tied = dataclasses.replace(TINY_MODEL, embedding_dim=TINY_MODEL.units, head="tied")
     model = build_model(len(tiny_bundle.vocab.tokens), tied)  # untrained: the shared weights are what matters
     config = dataclasses.replace(tiny_bundle.config, train=dataclasses.replace(tiny_bundle.config.train, model=tied))
     bundle_dir = export_bundle(model, tiny_bundle.data_dir, config, str(tmp_path / "tied"))
@@ -377,6 +377,26 @@ def test_stream_in_any_chunks_equals_the_trainers_carried_evaluation(tiny_bundle
         state, last = out["state"], int(out["last_id"])
         values += out["token_log_prob"].tolist()
     np.testing.assert_allclose(values, whole["token_log_prob"], rtol=1e-5, atol=1e-5)
+
+
+def test_a_gru_bundle_streams_as_the_trainers_carried_evaluation(tmp_path):
+    settings = contract.TextSettings(normalization="whitespace", eos=True, unknown_token="<unk>", min_count=0)
+    tokens = ["<unk>", "<eos>", "the", "cat", "sat", "on", "mat"]
+    _handmade_data(tmp_path / "data", tokens, settings, 3)
+    cfg = dataclasses.replace(TINY_MODEL, cell="gru", num_layers=2)
+    model = build_model(len(tokens), cfg)  # untrained: the state's bookkeeping is what is tested
+    export_bundle(model, str(tmp_path / "data"), config_lib.from_dict(None), str(tmp_path / "bundle"))
+    assert bundle_lib.load_bundle(str(tmp_path / "bundle")).state_size == 2 * cfg.units  # one state (h) per layer
+    lines = ["the cat sat on the mat", "", "mat on the cat", "dog the sat", "the the cat"]
+    per_line = document_ids(lines, contract.Vocabulary(tokens), settings)
+    reference = reference_carried(model, cfg, [i for ids in per_line for i in ids], 3)
+    bundle = tf.saved_model.load(str(tmp_path / "bundle"))
+    zero = np.zeros([2 * cfg.units], np.float32)
+    np.testing.assert_allclose(stream(bundle, lines, zero, -1)["token_log_prob"], reference, rtol=1e-4, atol=1e-4)
+    first = stream(bundle, lines[:2], zero, -1)
+    rest = stream(bundle, lines[2:], first["state"], int(first["last_id"]))
+    values = [*first["token_log_prob"], *rest["token_log_prob"]]
+    np.testing.assert_allclose(values, reference, rtol=1e-4, atol=1e-4)
 
 
 def test_model_fingerprint_names_vocabulary_settings_context_and_weights(tiny_bundle, tmp_path):

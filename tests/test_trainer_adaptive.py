@@ -17,7 +17,7 @@ from trainer.export import export_bundle
 from trainer.model import build_model
 
 VOCAB = 40
-ADAPTIVE = ModelConfig(embedding_dim=16, lstm_units=16, dropout=0.0, adaptive_cutoffs=(6, 20), adaptive_factor=2)
+ADAPTIVE = ModelConfig(embedding_dim=16, units=16, dropout=0.0, adaptive_cutoffs=(6, 20), adaptive_factor=2)
 
 
 def random_ids(shape, seed=0):
@@ -40,8 +40,8 @@ def test_cutoffs_are_checked_and_round_trip_through_yaml():
         config_lib.from_dict({"train": {"model": {"adaptive_cutoffs": [400, 100]}}})
     with pytest.raises(config_lib.ConfigError, match=r"^train.model.adaptive_cutoffs\[1\]: expected int"):
         config_lib.from_dict({"train": {"model": {"adaptive_cutoffs": [100, "x"]}}})
-    with pytest.raises(config_lib.ConfigError, match="needs train.model.tie_embeddings: true"):
-        config_lib.from_dict({"train": {"model": {"adaptive_cutoffs": [100], "tie_embeddings": False}}})
+    with pytest.raises(config_lib.ConfigError, match="^train.model.adaptive_cutoffs: the full head has none"):
+        config_lib.from_dict({"train": {"model": {"adaptive_cutoffs": [100], "head": "full"}}})
 
 
 @pytest.mark.train
@@ -84,9 +84,7 @@ def test_training_loss_computes_only_the_targets_and_equals_the_full_cross_entro
 
 @pytest.mark.train
 def test_adaptive_model_exports_and_its_bundle_matches_keras(tiny_bundle, tmp_path):
-    adaptive = dataclasses.replace(
-        TINY_MODEL, embedding_dim=TINY_MODEL.lstm_units, tie_embeddings=True, adaptive_cutoffs=(3, 5)
-    )
+    adaptive = dataclasses.replace(TINY_MODEL, embedding_dim=TINY_MODEL.units, head="adaptive", adaptive_cutoffs=(3, 5))
     model = build_model(len(tiny_bundle.vocab.tokens), adaptive)  # untrained: the arithmetic is what is tested
     config = dataclasses.replace(
         tiny_bundle.config, train=dataclasses.replace(tiny_bundle.config.train, model=adaptive)

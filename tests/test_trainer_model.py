@@ -1,4 +1,4 @@
-"""How the LSTM model learns: tied embeddings against untied, on a known Markov chain."""
+"""The model's parts: heads and cells, and how tied embeddings learn against untied on a known Markov chain."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import pytest
 
 from nextword import synthetic
 from nextword.config import ModelConfig
+from trainer import heads, recurrent
 from trainer.model import build_model, cudnn_eligible
 
 pytestmark = pytest.mark.train
@@ -29,7 +30,8 @@ def chain_windows(chain: synthetic.MarkovChain, num_windows: int, seed: int) -> 
 
 def valid_perplexity(tie: bool, train: np.ndarray, valid: np.ndarray, vocab_size: int) -> float:
     keras.utils.set_random_seed(1)
-    model = build_model(vocab_size, ModelConfig(embedding_dim=64, lstm_units=64, dropout=0.0, tie_embeddings=tie))
+    cfg = ModelConfig(embedding_dim=64, units=64, dropout=0.0, head="tied" if tie else "full")
+    model = build_model(vocab_size, cfg)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.Adam(0.001), loss=loss)
     model.fit(train[:, :-1], train[:, 1:], batch_size=32, epochs=6, verbose=0)  # ~360 steps
@@ -48,21 +50,42 @@ def test_tied_embeddings_learn_about_as_fast_as_untied():
 
 
 def test_locked_dropout_uses_one_mask_per_sequence_and_keeps_cudnn_eligibility():
-    cfg = ModelConfig(embedding_dim=8, lstm_units=8, dropout=0.5, locked_dropout=True)
+    cfg = ModelConfig(embedding_dim=8, units=8, dropout=0.5, locked_dropout=True)
     model = build_model(50, cfg)
     ones = np.ones((4, 6, 8), "float32")
     dropped = model.get_layer("embedding_dropout")(ones, training=True).numpy()
     assert (dropped == dropped[:, :1]).all()  # the same units dropped at every time step
     assert 0 < (dropped == 0).mean() < 1
-    free = build_model(50, ModelConfig(embedding_dim=8, lstm_units=8, dropout=0.5))
+    free = build_model(50, ModelConfig(embedding_dim=8, units=8, dropout=0.5))
     varied = free.get_layer("embedding_dropout")(ones, training=True).numpy()
     assert not (varied == varied[:, :1]).all()
     assert cudnn_eligible(model) == []
 
 
-def test_tied_output_with_other_lstm_units_projects_to_the_embedding_size():
-    model = build_model(50, ModelConfig(embedding_dim=8, lstm_units=12, tie_embeddings=True))
+def test_tied_output_with_other_units_projects_to_the_embedding_size():
+    model = build_model(50, ModelConfig(embedding_dim=8, units=12, head="tied"))
     assert model.get_layer("tied_projection").kernel.shape == (12, 8)
     assert model(np.zeros((2, 5), "int32")).shape == (2, 5, 50)
     names = [w.path for w in model.weights]
     assert not any("logits" in n and "kernel" in n for n in names)  # the output reuses the embedding
+
+
+def test_auto_head_is_tied_below_5000_words_and_adaptive_from_there():
+    cfg = ModelConfig(embedding_dim=8, units=8)
+    assert heads.resolve(4999, cfg) == "tied" and heads.resolve(5000, cfg) == "adaptive"
+    adaptive = build_model(10000, cfg)
+    assert adaptive.get_layer("embedding").ranges == [(0, 1000), (1000, 4000), (4000, 10000)]
+    assert heads.resolve(50, ModelConfig(head="adaptive", adaptive_cutoffs=(60,))) == "tied"  # no cluster left
+    full = build_model(50, ModelConfig(embedding_dim=8, units=8, head="full"))
+    assert full.get_layer("logits").kernel.shape == (8, 50)  # its own output matrix
+
+
+@pytest.mark.parametrize("cell, states", [("lstm", 2), ("gru", 1)])
+def test_each_cell_is_cudnn_eligible_and_carries_its_states(cell, states):
+    cfg = ModelConfig(embedding_dim=8, units=8, num_layers=2, cell=cell)
+    model = build_model(50, cfg, with_state=True)
+    assert cudnn_eligible(model) == []
+    assert [i.name for i in model.inputs[1:]] == recurrent.state_names(cfg, True)
+    assert len(model.inputs) == 1 + 2 * states and len(model.outputs) == 1 + 2 * states
+    stateless = build_model(50, cfg)
+    assert [w.shape for w in stateless.weights] == [w.shape for w in model.weights]  # the same weights either way

@@ -36,7 +36,7 @@ def test_one_step_smoke_run_writes_every_output(synthetic, tmp_path):
     written = json.loads((model_dir / "metrics.json").read_text())
     assert written["test"] == metrics["test"] and written["weights_sha256"] == metrics["weights_sha256"]
     resolved = yaml.safe_load((model_dir / "config.yaml").read_text())
-    assert resolved["train"]["max_steps"] == 1 and resolved["train"]["model"]["lstm_units"] == 32
+    assert resolved["train"]["max_steps"] == 1 and resolved["train"]["model"]["units"] == 32
     assert (model_dir / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     history = json.loads((model_dir / "history.json").read_text())
     assert [h["step"] for h in history] == [1] and 0 < history[0]["epoch"] < 1
@@ -118,7 +118,7 @@ def test_sigterm_or_ctrl_c_writes_a_checkpoint_and_exits_128_plus_signal(synthet
 
 
 def test_carried_state_is_the_same_as_one_long_sequence():
-    model = build_model(30, ModelConfig(embedding_dim=8, lstm_units=8, num_layers=2, dropout=0.0), with_state=True)
+    model = build_model(30, ModelConfig(embedding_dim=8, units=8, num_layers=2, dropout=0.0), with_state=True)
     stream = tf.constant(np.random.default_rng(0).integers(0, 30, size=[2, 13]), tf.int32)  # 2 rows, 13 ids
     whole, _ = steps.forward(model, stream[:, :-1], steps.zero_states(model, 2), training=False)
     states = steps.zero_states(model, 2)
@@ -130,8 +130,11 @@ def test_carried_state_is_the_same_as_one_long_sequence():
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), whole.numpy(), rtol=1e-5, atol=1e-5)
 
 
-def test_carry_state_training_on_ordered_data(ordered, tmp_path):
-    metrics = run(train_args(ordered, tmp_path / "model", "train.carry_state=true", "train.epochs=6"))
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_carry_state_training_on_ordered_data(ordered, tmp_path, cell):
+    metrics = run(
+        train_args(ordered, tmp_path / "model", "train.carry_state=true", "train.epochs=6", f"train.model.cell={cell}")
+    )
     assert metrics["train"]["carry_state"]
     counts = json.loads((ordered / "manifest.json").read_text())["counts"]
     # Evaluation pads the streams instead of dropping windows: every window's 20 predictions count.
@@ -179,7 +182,7 @@ def test_model_dir_of_other_data_is_refused(synthetic, ordered, tmp_path, capsys
 
 def test_model_dir_of_another_model_shape_is_refused(synthetic, tmp_path, capsys):
     run(train_args(synthetic, tmp_path / "model", "train.max_steps=1"))
-    other_shape = train_args(synthetic, tmp_path / "model", "train.max_steps=2", "train.model.lstm_units=16")
+    other_shape = train_args(synthetic, tmp_path / "model", "train.max_steps=2", "train.model.units=16")
     assert cli.main(["train", *other_shape]) == 1
     error = capsys.readouterr().err.strip()
     assert "ckpt-1: does not fit this model" in error and "use a new train.model_dir" in error and "\n" not in error
@@ -207,7 +210,7 @@ def memorizing_data(write_files, tmp_path):
     return data_dir
 
 
-MEMORIZING = ("train.model.lstm_units=128", "train.model.embedding_dim=64", "train.optimizer.learning_rate=0.02")
+MEMORIZING = ("train.model.units=128", "train.model.embedding_dim=64", "train.optimizer.learning_rate=0.02")
 
 
 def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get_worse(write_files, tmp_path):
@@ -228,7 +231,7 @@ def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get
     from trainer.main import weights_sha256
 
     def checkpoint_sha(folder):
-        cfg = ModelConfig(embedding_dim=64, lstm_units=128, dropout=0.0)
+        cfg = ModelConfig(embedding_dim=64, units=128, dropout=0.0)
         model = build_model(metrics["data"]["vocab_size"], cfg, with_state=metrics["train"]["carry_state"])
         tf.train.Checkpoint(model=model).restore(
             tf.train.latest_checkpoint(str(folder))

@@ -1,10 +1,10 @@
-"""The carried LSTM states saved beside each checkpoint, so a resumed run continues its streams exactly.
+"""The carried recurrent states saved beside each checkpoint, so a resumed run continues its streams exactly.
 
-With train.carry_state every batch row carries its LSTM state from one step
+With train.carry_state every batch row carries its recurrent state from one step
 to the next. A checkpoint holds weights and the input position; this sidecar
 holds the states at that position: `carried_state-worker<N>-<step>.npz` in the
 checkpoint folder, one per worker (each has its own rows), arrays
-`layer<i>` [local replicas, 2 (h, c), rows per replica, units] float32. It is
+`layer<i>` [local replicas, states per layer (LSTM: h, c; GRU: h), rows per replica, units] float32. It is
 written before the checkpoint that uses it, read with allow_pickle=False, and
 pruned with the checkpoints it belongs to.
 """
@@ -28,13 +28,15 @@ def _path(folder: str, worker: Worker, step: int) -> str:
     return storage.join(folder, f"carried_state-worker{worker.task_id}-{step}.npz")
 
 
-def save(folder: str, worker: Worker, step: int, states: tuple, strategy: tf.distribute.Strategy) -> None:
-    """Writes this worker's states (h, c per layer; each [rows, units] per local replica)."""
-    local = [strategy.experimental_local_results(s) for s in states]  # [2 * layers][local replicas]
+def save(
+    folder: str, worker: Worker, step: int, states: tuple, per_layer: int, strategy: tf.distribute.Strategy
+) -> None:
+    """Writes this worker's states (`per_layer` of them per layer; each [rows, units] per local replica)."""
+    local = [strategy.experimental_local_results(s) for s in states]  # [per_layer * layers][local replicas]
     arrays = {}
-    for i in range(len(states) // 2):
-        pairs = zip(local[2 * i], local[2 * i + 1], strict=True)
-        arrays[f"layer{i}"] = np.stack([np.stack([h.numpy(), c.numpy()]) for h, c in pairs])
+    for i in range(len(states) // per_layer):
+        groups = zip(*local[per_layer * i : per_layer * (i + 1)], strict=True)  # per replica: (h, c) or (h,)
+        arrays[f"layer{i}"] = np.stack([np.stack([s.numpy() for s in group]) for group in groups])
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     tf.io.gfile.makedirs(folder)  # the first checkpoint has not created it yet
@@ -54,7 +56,7 @@ def load(folder: str, worker: Worker, step: int, strategy: tf.distribute.Strateg
     local_replicas = layers[0].shape[0] if layers else 1
 
     def replica_values(index: int) -> tuple:
-        return tuple(tf.constant(layer[index, kind]) for layer in layers for kind in (0, 1))
+        return tuple(tf.constant(layer[index, kind]) for layer in layers for kind in range(layer.shape[1]))
 
     if strategy.num_replicas_in_sync == 1:
         return replica_values(0)

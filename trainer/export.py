@@ -62,6 +62,7 @@ from nextword import bundle as bundle_lib
 from nextword import cli_common, contract, graph_text, storage
 from nextword.config import Config
 from nextword.contract import TextSettings
+from trainer import recurrent
 from trainer.data import read_manifest_and_vocab
 from trainer.model import weights_sha256
 
@@ -100,8 +101,8 @@ class BundleGraph:
         self.window = context_tokens
         self.rows_per_slice = max(1, logit_budget // (context_tokens * self.vocab_size))
         self.positions_per_slice = max(1, logit_budget // self.vocab_size)
-        self.stream_layers, self.state_units = _stream_layers(model, self.output_layer)
-        self.state_size = 2 * sum(self.state_units)
+        self.stream_layers, self.state_parts = _stream_layers(model, self.output_layer)
+        self.state_size = sum(self.state_parts)
         self.hidden_units = int(self.hidden_model.output_shape[-1])
 
     # --- shared pieces -----------------------------------------------------
@@ -234,20 +235,22 @@ class BundleGraph:
     def score_tokens(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._line_log_probs(text, per_token=True)
 
-    # --- streams: document context, the LSTM state carried from call to call --------------
+    # --- streams: document context, the recurrent state carried from call to call --------------
     def _stream_hidden(self, ids: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """ids [1, t] from `state` [S] -> hidden [1, t, units] (the output layer's input), state after [S].
 
-        The model's own layers in order; each LSTM starts from its part of `state` (h, c per layer).
+        The model's own layers in order; each recurrent layer starts from its part of `state`
+        (its states in Keras' order: h, c for an LSTM, h for a GRU).
         """
-        parts = tf.split(state[tf.newaxis], [u for u in self.state_units for _ in "hc"], axis=1)  # [1, u] each
-        x, final, lstm = ids, [], 0
+        parts = tf.split(state[tf.newaxis], self.state_parts, axis=1)  # [1, units] each
+        x, final = ids, []
         for layer in self.stream_layers:
-            if isinstance(layer, keras.layers.LSTM):
-                initial = [parts[2 * lstm], parts[2 * lstm + 1]]
+            count = recurrent.states_per_layer(layer)
+            if count:
+                initial, parts = parts[:count], parts[count:]
                 _, x, states = layer.inner_loop(sequences=x, initial_state=initial, mask=None, training=False)
+                states = states if isinstance(states, list | tuple) else [states]
                 final += [tf.cast(h, tf.float32) for h in states]
-                lstm += 1
             else:
                 x = layer(x, training=False)
         return x, tf.concat(final, axis=1)[0]
@@ -370,11 +373,11 @@ class BundleGraph:
 
 
 def _stream_layers(model: keras.Model, output_layer: keras.layers.Layer) -> tuple[list, list[int]]:
-    """The layers from the ids to the output layer, in order, and the units of each LSTM among them.
+    """The layers from the ids to the output layer, in order, and the size of each recurrent state among them.
 
-    build_model's graph is a chain (embedding, dropout, LSTMs, optional projection), so running
-    its layers one after the other is running the model; the stream signatures need that to carry
-    each LSTM's state, which the stateless model does not expose.
+    build_model's graph is a chain (embedding, dropout, recurrent layers, optional projection), so
+    running its layers one after the other is running the model; the stream signatures need that to
+    carry each recurrent layer's state, which the stateless model does not expose.
     """
     layers = []
     for layer in model.layers:
@@ -382,7 +385,7 @@ def _stream_layers(model: keras.Model, output_layer: keras.layers.Layer) -> tupl
             break
         if not isinstance(layer, keras.layers.InputLayer):
             layers.append(layer)
-    return layers, [int(layer.units) for layer in layers if isinstance(layer, keras.layers.LSTM)]
+    return layers, [int(layer.units) for layer in layers for _ in range(recurrent.states_per_layer(layer))]
 
 
 def _target_log_probs(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:

@@ -34,7 +34,7 @@ import tensorflow as tf
 
 from nextword import cli_common, storage
 from nextword.config import TrainConfig
-from trainer import carried_state
+from trainer import carried_state, recurrent
 from trainer.evaluate import Evaluator
 from trainer.inputs import Inputs
 from trainer.steps import replica_train_step
@@ -249,7 +249,8 @@ class TrainLoop:
         self.batch.assign(batch)
         self.seconds.assign(seconds)
         if states and 0 < batch < self.inputs.steps_per_epoch:
-            carried_state.save(self.read_dir, self.worker, self.step, states, self.strategy)
+            per_layer = recurrent.states_per_layer_of(self.model)
+            carried_state.save(self.read_dir, self.worker, self.step, states, per_layer, self.strategy)
         self._save_with(self.manager)
         if self.worker.is_chief:
             carried_state.prune(self.read_dir, {int(p.rsplit("-", 1)[-1]) for p in self.manager.checkpoints})

@@ -1,4 +1,4 @@
-"""The LSTM language model. Knows nothing of distribution strategies."""
+"""The language model, from the parts chosen in train.model. Knows nothing of distribution strategies."""
 
 from __future__ import annotations
 
@@ -7,47 +7,7 @@ import hashlib
 import keras
 
 from nextword.config import ModelConfig
-from trainer.adaptive import AdaptiveEmbedding, AdaptiveTiedOutput, clusters
-
-
-@keras.saving.register_keras_serializable(package="nextword")
-class TiedOutput(keras.layers.Layer):
-    """Logits from the transposed input embedding (Press & Wolf 2017), plus a bias."""
-
-    def __init__(self, embedding: keras.layers.Embedding, **kwargs):
-        super().__init__(**kwargs)
-        self.embedding = embedding
-
-    def build(self, input_shape):
-        self.bias = self.add_weight(name="bias", shape=(self.embedding.input_dim,), initializer="zeros")
-
-    def call(self, hidden):
-        # hidden: [batch, time, units]; embeddings: [vocab, units] -> logits [batch, time, vocab]
-        kernel = keras.ops.cast(self.embedding.embeddings, hidden.dtype)
-        return keras.ops.einsum("btu,vu->btv", hidden, kernel) + keras.ops.cast(self.bias, hidden.dtype)
-
-
-def _set_forget_bias(lstm: keras.layers.LSTM, value: float) -> None:
-    # Keras orders LSTM gate biases [input, forget, cell, output].
-    bias = lstm.cell.bias
-    units = lstm.cell.units
-    values = keras.ops.convert_to_numpy(bias).copy()
-    values[units : 2 * units] = value
-    bias.assign(values)
-
-
-def _embedding_init(cfg: ModelConfig) -> keras.initializers.Initializer | str:
-    """Keras' default, uniform(-0.05, 0.05), unless the embedding is also the output projection.
-
-    Tied, so small an embedding gives nearly flat first logits, and Adam's small
-    steps take long to grow it: valid perplexity 24.2 against 5.1 untied after
-    two epochs on the shipped corpus (dim 128, dropout 0.3, Adam 1e-3, batch 64). A standard deviation of
-    1/sqrt(dim), the LeCun scale of a projection from `dim` units, learns as
-    fast as untied (5.6).
-    """
-    if cfg.tie_embeddings:
-        return keras.initializers.RandomNormal(stddev=cfg.embedding_dim**-0.5)
-    return "uniform"
+from trainer import heads, recurrent
 
 
 def _dropout(cfg: ModelConfig, name: str, units: int) -> keras.layers.Dropout:
@@ -59,77 +19,44 @@ def _dropout(cfg: ModelConfig, name: str, units: int) -> keras.layers.Dropout:
 def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> keras.Model:
     """ids [batch, time] int32 -> logits [batch, time, vocab_size] float32.
 
-    With adaptive cutoffs (cfg.adaptive_cutoffs) the "logits" are log-probabilities,
-    which every consumer may treat as logits (trainer/adaptive.py).
+    The parts: the embedding and output head of trainer/heads.py (the adaptive head's
+    "logits" are log-probabilities, which every consumer may treat as logits), and the
+    recurrent stack of trainer/recurrent.py. Dropout sits between them, outside the
+    recurrent layers, so they keep cuDNN's requirements.
 
-    The LSTM layers keep cuDNN's requirements (tanh/sigmoid, no recurrent
-    dropout, no masking, not unrolled): dropout sits between layers instead.
-
-    `with_state` adds each LSTM layer's states as inputs and outputs, for
+    `with_state` adds each recurrent layer's states as inputs and outputs, for
     carrying context from one window to the next (train.carry_state):
-    [ids, h_0, c_0, h_1, c_1, ...] -> [logits, h_0, c_0, ...], states [batch, lstm_units].
+    [ids, *states] -> [logits, *states after], named by recurrent.state_names, each [batch, units].
     The weights (names, shapes, order) are the same either way.
     """
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
-    initial_states = [
-        keras.Input(shape=(cfg.lstm_units,), name=f"lstm_{i}_{kind}")
-        for i in range(cfg.num_layers if with_state else 0)
-        for kind in ("h", "c")
-    ]
-    final_states = []
-    adaptive = len(clusters(vocab_size, cfg.adaptive_cutoffs)) > 1
-    if adaptive:
-        embedding = AdaptiveEmbedding(
-            vocab_size, cfg.embedding_dim, cfg.adaptive_cutoffs, cfg.adaptive_factor, name="embedding"
-        )
-    else:
-        embedding = keras.layers.Embedding(
-            vocab_size, cfg.embedding_dim, embeddings_initializer=_embedding_init(cfg), name="embedding"
-        )
+    initial_states = [keras.Input(shape=(cfg.units,), name=name) for name in recurrent.state_names(cfg, with_state)]
+    per_layer = len(recurrent.CELLS[cfg.cell].states)
+    embedding = heads.build_embedding(vocab_size, cfg)
     x = embedding(ids)  # [batch, time, embedding_dim]
     x = _dropout(cfg, "embedding_dropout", cfg.embedding_dim)(x)
-    lstms = []
-    for i in range(cfg.num_layers):
-        lstm = keras.layers.LSTM(cfg.lstm_units, return_sequences=True, return_state=with_state, name=f"lstm_{i}")
-        lstms.append(lstm)
+    layers = recurrent.build_layers(cfg, with_state)
+    final_states = []
+    for i, layer in enumerate(layers):
         if with_state:
-            x, h, c = lstm(x, initial_state=initial_states[2 * i : 2 * i + 2])
-            final_states += [h, c]
+            x, *states = layer(x, initial_state=initial_states[per_layer * i : per_layer * (i + 1)])
+            final_states += states
         else:
-            x = lstm(x)  # [batch, time, lstm_units]
-        x = _dropout(cfg, f"lstm_{i}_dropout", cfg.lstm_units)(x)
-    if cfg.tie_embeddings:
-        if cfg.lstm_units != cfg.embedding_dim:  # project to the embedding's size first (Press & Wolf 2017)
-            x = keras.layers.Dense(cfg.embedding_dim, use_bias=False, name="tied_projection")(x)
-        tied_output = AdaptiveTiedOutput if adaptive else TiedOutput
-        logits = tied_output(embedding, name="logits", dtype="float32")(x)
-    else:
-        logits = keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
+            x = layer(x)  # [batch, time, units]
+        x = _dropout(cfg, f"{layer.name}_dropout", cfg.units)(x)
+    logits = heads.build_output(x, embedding, vocab_size, cfg)
     if with_state:
-        model = keras.Model([ids, *initial_states], [logits, *final_states], name="nextword_lstm")
+        model = keras.Model([ids, *initial_states], [logits, *final_states], name="nextword_lm")
     else:
-        model = keras.Model(ids, logits, name="nextword_lstm")
-    for lstm in lstms:
-        _set_forget_bias(lstm, cfg.forget_bias)
+        model = keras.Model(ids, logits, name="nextword_lm")
+    recurrent.initialize(layers, cfg)
     return model
 
 
 def cudnn_eligible(model: keras.Model) -> list[str]:
-    """Reasons, per LSTM layer, why cuDNN would not be used (empty: eligible)."""
-    reasons = []
-    for layer in model.layers:
-        if not isinstance(layer, keras.layers.LSTM):
-            continue
-        cell = layer.cell
-        checks = {
-            "activation is not tanh": cell.activation is not keras.activations.tanh,
-            "recurrent_activation is not sigmoid": cell.recurrent_activation is not keras.activations.sigmoid,
-            "recurrent_dropout > 0": cell.recurrent_dropout > 0,
-            "unroll=True": layer.unroll,
-            "use_bias=False": not cell.use_bias,
-        }
-        reasons += [f"{layer.name}: {why}" for why, bad in checks.items() if bad]
-    return reasons
+    """Reasons, per recurrent layer, why cuDNN would not be used (empty: eligible)."""
+    layers = [layer for layer in model.layers if recurrent.states_per_layer(layer)]
+    return [why for layer in layers for why in recurrent.cudnn_reasons(layer)]
 
 
 def weights_sha256(model: keras.Model) -> str:

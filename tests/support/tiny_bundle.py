@@ -24,7 +24,7 @@ from trainer.export import export_bundle
 from trainer.model import build_model
 from trainer.steps import split_window
 
-TINY_MODEL = ModelConfig(embedding_dim=16, lstm_units=32, num_layers=1, dropout=0.0)
+TINY_MODEL = ModelConfig(embedding_dim=16, units=32, num_layers=1, dropout=0.0)
 WINDOW = 4
 
 
@@ -159,7 +159,7 @@ def reference_carried(model: keras.Model, model_cfg: ModelConfig, ids: list[int]
     """
     stateful = build_model(model.output_shape[-1], model_cfg, with_state=True)
     stateful.set_weights(model.get_weights())
-    states = [np.zeros([1, model_cfg.lstm_units], np.float32) for _ in range(2 * model_cfg.num_layers)]
+    states = [np.zeros([1, model_cfg.units], np.float32) for _ in stateful.inputs[1:]]  # LSTM: h, c; GRU: h
     values = []
     for start in range(0, max(len(ids) - 1, 0), window):
         chunk = ids[start : start + window + 1]

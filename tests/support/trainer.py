@@ -26,7 +26,7 @@ TINY = [
     "--set",
     "train.model.embedding_dim=32",
     "--set",
-    "train.model.lstm_units=32",
+    "train.model.units=32",
     "--set",
     "train.model.dropout=0.0",
     "--set",

@@ -1,0 +1,91 @@
+"""The recurrent stack, chosen by train.model.cell: lstm or gru, both kept cuDNN-eligible.
+
+Each cell names its states per layer (an LSTM carries h and c, a GRU h), which the
+carried-state inputs, the saved streams and the bundle's stream signatures follow.
+A new cell is one more entry in CELLS: its Keras layer, its states and its cuDNN checks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import keras
+
+from nextword.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Cell:
+    layer: type[keras.layers.RNN]
+    states: tuple[str, ...]  # per layer, in the order Keras takes and returns them
+    # cuDNN's requirements beyond the common ones (tanh, sigmoid, no recurrent dropout, not unrolled, biases)
+    extra_checks: Callable[[keras.layers.RNN], dict[str, bool]]
+    init: Callable[[keras.layers.RNN, ModelConfig], None]
+
+
+def _set_forget_bias(lstm: keras.layers.LSTM, cfg: ModelConfig) -> None:
+    # Keras orders LSTM gate biases [input, forget, cell, output].
+    bias = lstm.cell.bias
+    units = lstm.cell.units
+    values = keras.ops.convert_to_numpy(bias).copy()
+    values[units : 2 * units] = cfg.forget_bias
+    bias.assign(values)
+
+
+CELLS = {
+    "lstm": Cell(keras.layers.LSTM, ("h", "c"), lambda layer: {}, _set_forget_bias),
+    "gru": Cell(
+        keras.layers.GRU,
+        ("h",),
+        lambda layer: {"reset_after=False": not layer.cell.reset_after},
+        lambda layer, cfg: None,
+    ),
+}
+
+
+def state_names(cfg: ModelConfig, with_state: bool) -> list[str]:
+    """The carried-state inputs of build_model, e.g. [lstm_0_h, lstm_0_c, lstm_1_h, ...] (none without)."""
+    kinds = CELLS[cfg.cell].states
+    return [f"{cfg.cell}_{i}_{kind}" for i in range(cfg.num_layers if with_state else 0) for kind in kinds]
+
+
+def build_layers(cfg: ModelConfig, with_state: bool) -> list[keras.layers.RNN]:
+    """The stack's layers, unbuilt: [batch, time, in] -> [batch, time, units] (and the states after)."""
+    cell = CELLS[cfg.cell]
+    return [
+        cell.layer(cfg.units, return_sequences=True, return_state=with_state, name=f"{cfg.cell}_{i}")
+        for i in range(cfg.num_layers)
+    ]
+
+
+def initialize(layers: list[keras.layers.RNN], cfg: ModelConfig) -> None:
+    for layer in layers:
+        CELLS[cfg.cell].init(layer, cfg)
+
+
+def states_per_layer(layer: keras.layers.Layer) -> int:
+    """How many state tensors a recurrent layer carries (0: not a recurrent layer of ours)."""
+    for cell in CELLS.values():
+        if type(layer) is cell.layer:
+            return len(cell.states)
+    return 0
+
+
+def states_per_layer_of(model: keras.Model) -> int:
+    """The states each recurrent layer of build_model's model carries (its layers are all one cell)."""
+    return max(states_per_layer(layer) for layer in model.layers)
+
+
+def cudnn_reasons(layer: keras.layers.RNN) -> list[str]:
+    """Why cuDNN would not run this layer (empty: eligible)."""
+    (cell,) = [c for c in CELLS.values() if type(layer) is c.layer]
+    checks = {
+        "activation is not tanh": layer.cell.activation is not keras.activations.tanh,
+        "recurrent_activation is not sigmoid": layer.cell.recurrent_activation is not keras.activations.sigmoid,
+        "recurrent_dropout > 0": layer.cell.recurrent_dropout > 0,
+        "unroll=True": layer.unroll,
+        "use_bias=False": not layer.cell.use_bias,
+        **cell.extra_checks(layer),
+    }
+    return [f"{layer.name}: {why}" for why, bad in checks.items() if bad]
