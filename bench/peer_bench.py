@@ -139,7 +139,8 @@ def main() -> None:
     p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
-        print(json.dumps(ours(str(IDS), args.units, args.layers, args.steps, warmup=10, batch=20, bptt=35, jit=args.jit)))
+        shape = {"units": args.units, "layers": args.layers, "steps": args.steps}
+        print(json.dumps(ours(str(IDS), **shape, warmup=10, batch=20, bptt=35, jit=args.jit)))
         return
     if not TORCH_PYTHON.exists():
         raise SystemExit(f"{TORCH_PYTHON} not found: create it as this file's docstring says")

@@ -52,7 +52,6 @@ RECIPES: dict[str, list[str]] = {
         "train.model.embedding_dim=384",
         "train.model.units=384",
         "train.model.dropout=0.65",
-        "train.model.adaptive_cutoffs=[983,3934]",
     ],
 }
 RESULTS = REPO / "bench" / "results" / "quality"

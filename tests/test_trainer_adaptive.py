@@ -17,7 +17,9 @@ from trainer.export import export_bundle
 from trainer.model import build_model
 
 VOCAB = 40
-ADAPTIVE = ModelConfig(embedding_dim=16, units=16, dropout=0.0, adaptive_cutoffs=(6, 20), adaptive_factor=2)
+ADAPTIVE = ModelConfig(
+    embedding_dim=16, units=16, dropout=0.0, head="adaptive", adaptive_cutoffs=(6, 20), adaptive_factor=2
+)
 
 
 def random_ids(shape, seed=0):
@@ -33,7 +35,7 @@ def test_clusters_cut_the_vocabulary_and_drop_cutoffs_past_it():
 
 @pytest.mark.unit
 def test_cutoffs_are_checked_and_round_trip_through_yaml():
-    config = config_lib.from_dict({"train": {"model": {"adaptive_cutoffs": [100, 400]}}})
+    config = config_lib.from_dict({"train": {"model": {"head": "adaptive", "adaptive_cutoffs": [100, 400]}}})
     assert config.train.model.adaptive_cutoffs == (100, 400)
     assert config_lib.from_dict(config_lib.section_to_dict(config)) == config
     with pytest.raises(config_lib.ConfigError, match=r"^train.model.adaptive_cutoffs: must be increasing"):
@@ -42,6 +44,8 @@ def test_cutoffs_are_checked_and_round_trip_through_yaml():
         config_lib.from_dict({"train": {"model": {"adaptive_cutoffs": [100, "x"]}}})
     with pytest.raises(config_lib.ConfigError, match="^train.model.adaptive_cutoffs: the full head has none"):
         config_lib.from_dict({"train": {"model": {"adaptive_cutoffs": [100], "head": "full"}}})
+    with pytest.raises(config_lib.ConfigError, match="^train.model.adaptive_cutoffs: the tied head has none"):
+        config_lib.from_dict({"train": {"model": {"adaptive_cutoffs": [100]}}})  # the default head: not ignored
 
 
 @pytest.mark.train

@@ -71,7 +71,7 @@ def test_tied_output_with_other_units_projects_to_the_embedding_size():
 
 
 def test_auto_head_is_tied_below_5000_words_and_adaptive_from_there():
-    cfg = ModelConfig(embedding_dim=8, units=8)
+    cfg = ModelConfig(embedding_dim=8, units=8, head="auto")
     assert heads.resolve(4999, cfg) == "tied" and heads.resolve(5000, cfg) == "adaptive"
     adaptive = build_model(10000, cfg)
     assert adaptive.get_layer("embedding").ranges == [(0, 1000), (1000, 4000), (4000, 10000)]

@@ -94,13 +94,16 @@ def replica_streams(
     first = context.input_pipeline_id * local * per_replica
     length = windows_fn(0, 1).element_spec.shape[0]
     padding = tf.data.Dataset.from_tensors((tf.zeros([length], tf.int32), tf.constant(0.0)))
-    rows = []
-    for stream in range(first, first + local * per_replica):
-        real = max(0, min(steps, count - stream * steps))
-        row = windows_fn(stream * steps, real).map(lambda ids: (ids, tf.constant(1.0)))
-        if real < steps:
-            row = row.concatenate(padding.repeat(steps - real))
-        rows.append(row.skip(skip_steps))
-    order = tf.data.Dataset.range(len(rows)).repeat(max(steps - skip_steps, 0))
-    batches = tf.data.Dataset.choose_from_datasets(rows, order).batch(per_replica)
+
+    def row(stream: tf.Tensor) -> tf.data.Dataset:
+        real = tf.clip_by_value(count - stream * steps, 0, steps)
+        windows = windows_fn(stream * steps, real).map(lambda ids: (ids, tf.constant(1.0)))
+        return windows.concatenate(padding.repeat(steps - real)).skip(skip_steps)
+
+    # One reader per row, read in turn (row 0's next window, row 1's, ...): an interleave over the rows
+    # builds one pipeline whatever the batch size (one per row took ~0.1 s each to build).
+    rows = local * per_replica
+    streams_of_pipeline = tf.data.Dataset.range(first, first + rows)
+    interleaved = streams_of_pipeline.interleave(row, cycle_length=max(rows, 1), block_length=1)  # sequential: in order
+    batches = interleaved.batch(per_replica)
     return batches.prefetch(tf.data.AUTOTUNE)
