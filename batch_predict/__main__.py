@@ -77,7 +77,10 @@ def score_file(path: str, options: list[str]) -> None:
     with tempfile.TemporaryDirectory() as out:
         where = ["--set", f"predict.input_glob={glob.escape(path)}", "--set", f"predict.output_dir={out}"]
         summary = pipeline.run([*options, *where, "--set", "predict.mode=score"])
-        records = [json.loads(line) for shard in summary["output_shards"] for line in open(os.path.join(out, shard))]
+        records = []
+        for shard in summary["output_shards"]:
+            with open(os.path.join(out, shard), encoding="utf-8") as f:
+                records += [json.loads(line) for line in f]
     with open(path, "rb") as f:
         texts = f.read().decode("utf-8", errors="replace").split("\n")  # lines as the job counts them
     for record in sorted(records, key=lambda r: r["line"]):
@@ -94,16 +97,16 @@ def score_file(path: str, options: list[str]) -> None:
 def _run(argv: list[str]) -> None:
     texts, options = split_texts(argv)
     options = context_as_override(options)
-    files = [text for text in texts if os.path.isfile(text)]
-    for path in files:
-        score_file(path, options)
-    if texts and len(files) < len(texts):
-        predict_texts([text for text in texts if text not in files], options)
-    if texts:
-        return
-    from batch_predict.pipeline import run
+    if not texts:
+        from batch_predict.pipeline import run
 
-    run(options)
+        run(options)
+        return
+    for path in filter(os.path.isfile, texts):
+        score_file(path, options)
+    others = [text for text in texts if not os.path.isfile(text)]
+    if others:
+        predict_texts(others, options)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -64,12 +64,14 @@ def initialize(layers: list[keras.layers.RNN], cfg: ModelConfig) -> None:
         CELLS[cfg.cell].init(layer, cfg)
 
 
+def _cell_of(layer: keras.layers.Layer) -> Cell | None:
+    return next((cell for cell in CELLS.values() if type(layer) is cell.layer), None)
+
+
 def states_per_layer(layer: keras.layers.Layer) -> int:
     """How many state tensors a recurrent layer carries (0: not a recurrent layer of ours)."""
-    for cell in CELLS.values():
-        if type(layer) is cell.layer:
-            return len(cell.states)
-    return 0
+    cell = _cell_of(layer)
+    return len(cell.states) if cell else 0
 
 
 def states_per_layer_of(model: keras.Model) -> int:
@@ -79,7 +81,7 @@ def states_per_layer_of(model: keras.Model) -> int:
 
 def cudnn_reasons(layer: keras.layers.RNN) -> list[str]:
     """Why cuDNN would not run this layer (empty: eligible)."""
-    (cell,) = [c for c in CELLS.values() if type(layer) is c.layer]
+    cell = _cell_of(layer)
     checks = {
         "activation is not tanh": layer.cell.activation is not keras.activations.tanh,
         "recurrent_activation is not sigmoid": layer.cell.recurrent_activation is not keras.activations.sigmoid,
