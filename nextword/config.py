@@ -66,12 +66,13 @@ class PreprocessConfig:
 class ModelConfig:
     # Named parts (trainer/model.py): an embedding, a recurrent stack (trainer/recurrent.py) and an
     # output head (trainer/heads.py). The defaults are the recipe measured in bench/quality.py (README,
-    # "Quality"): one tied 256-unit LSTM layer with strong dropout.
-    embedding_dim: int = 256
+    # "Quality"): one tied LSTM layer with strong dropout, sized by the training split (trainer/sizing.py):
+    # 384 units and dropout 0.65 below 500k tokens, 256 and 0.5 from there.
+    embedding_dim: int = 0  # 0: the units
     cell: str = "lstm"  # lstm | gru, both cuDNN-eligible
-    units: int = 256
+    units: int = 0  # 0: by the training split's size
     num_layers: int = 1
-    dropout: float = 0.5
+    dropout: float | None = None  # null: by the training split's size
     # One dropout mask per sequence, the same at every time step (Gal & Ghahramani 2016), on the
     # embeddings, between layers and before the output; outside the recurrent layers, so cuDNN stays eligible.
     locked_dropout: bool = False
@@ -108,7 +109,7 @@ class TrainConfig:
     data_dir: str = "runs/data"
     model_dir: str = "runs/model"
     strategy: str = "local"  # local | mirrored | multiworker
-    per_replica_batch_size: int = 32
+    per_replica_batch_size: int = 0  # 0: by the training split's size (16 below 500k tokens, else 32)
     epochs: int = 40  # a cap: early stopping usually ends the run first
     steps_per_epoch: int = 0  # 0: one full pass over the training split
     max_steps: int = 0  # 0: no limit
@@ -353,14 +354,11 @@ def _check(config: Config) -> None:
         "preprocess.num_shards": p.num_shards,
         "preprocess.split.block_lines": p.split.block_lines,
         "preprocess.read_chunk_bytes": p.read_chunk_bytes,
-        "train.per_replica_batch_size": config.train.per_replica_batch_size,
         "train.epochs": config.train.epochs,
         "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
         "train.keep_checkpoints": config.train.keep_checkpoints,
         "train.cluster_join_timeout_s": config.train.cluster_join_timeout_s,
         "train.shuffle_buffer": config.train.shuffle_buffer,
-        "train.model.embedding_dim": config.train.model.embedding_dim,
-        "train.model.units": config.train.model.units,
         "train.model.num_layers": config.train.model.num_layers,
         "train.optimizer.learning_rate": config.train.optimizer.learning_rate,
         "predict.top_k": config.predict.top_k,
@@ -377,6 +375,9 @@ def _check(config: Config) -> None:
     non_negative = {
         "preprocess.text.min_count": p.text.min_count,
         "preprocess.stride": p.stride,
+        "train.model.units": config.train.model.units,
+        "train.model.embedding_dim": config.train.model.embedding_dim,
+        "train.per_replica_batch_size": config.train.per_replica_batch_size,
         "preprocess.split.valid_fraction": p.split.valid_fraction,
         "preprocess.split.test_fraction": p.split.test_fraction,
         "train.steps_per_epoch": config.train.steps_per_epoch,
@@ -418,7 +419,7 @@ def _check(config: Config) -> None:
             raise ConfigError(f"train.model.adaptive_cutoffs: the {model.head} head has none; set head: adaptive")
     if model.adaptive_factor < 1:
         raise ConfigError(f"train.model.adaptive_factor: must be >= 1, got {model.adaptive_factor}")
-    if not 0 <= config.train.model.dropout < 1:
+    if config.train.model.dropout is not None and not 0 <= config.train.model.dropout < 1:
         raise ConfigError(f"train.model.dropout: must be in [0, 1), got {config.train.model.dropout}")
     if not 0 < config.train.optimizer.decay <= 1:
         raise ConfigError(f"train.optimizer.decay: must be in (0, 1], got {config.train.optimizer.decay}")

@@ -63,7 +63,7 @@ def test_locked_dropout_uses_one_mask_per_sequence_and_keeps_cudnn_eligibility()
 
 
 def test_tied_output_with_other_units_projects_to_the_embedding_size():
-    model = build_model(50, ModelConfig(embedding_dim=8, units=12, head="tied"))
+    model = build_model(50, ModelConfig(embedding_dim=8, units=12, dropout=0.5, head="tied"))
     assert model.get_layer("tied_projection").kernel.shape == (12, 8)
     assert model(np.zeros((2, 5), "int32")).shape == (2, 5, 50)
     names = [w.path for w in model.weights]
@@ -71,18 +71,18 @@ def test_tied_output_with_other_units_projects_to_the_embedding_size():
 
 
 def test_auto_head_is_tied_below_5000_words_and_adaptive_from_there():
-    cfg = ModelConfig(embedding_dim=8, units=8, head="auto")
+    cfg = ModelConfig(embedding_dim=8, units=8, dropout=0.5, head="auto")
     assert heads.resolve(4999, cfg) == "tied" and heads.resolve(5000, cfg) == "adaptive"
     adaptive = build_model(10000, cfg)
     assert adaptive.get_layer("embedding").ranges == [(0, 1000), (1000, 4000), (4000, 10000)]
     assert heads.resolve(50, ModelConfig(head="adaptive", adaptive_cutoffs=(60,))) == "tied"  # no cluster left
-    full = build_model(50, ModelConfig(embedding_dim=8, units=8, head="full"))
+    full = build_model(50, ModelConfig(embedding_dim=8, units=8, dropout=0.5, head="full"))
     assert full.get_layer("logits").kernel.shape == (8, 50)  # its own output matrix
 
 
 @pytest.mark.parametrize("cell, states", [("lstm", 2), ("gru", 1)])
 def test_each_cell_is_cudnn_eligible_and_carries_its_states(cell, states):
-    cfg = ModelConfig(embedding_dim=8, units=8, num_layers=2, cell=cell)
+    cfg = ModelConfig(embedding_dim=8, units=8, dropout=0.5, num_layers=2, cell=cell)
     model = build_model(50, cfg, with_state=True)
     assert cudnn_eligible(model) == []
     assert [i.name for i in model.inputs[1:]] == recurrent.state_names(cfg, True)

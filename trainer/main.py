@@ -23,6 +23,7 @@ from nextword import baseline_report, cli_common, contract, data_dir, storage
 from nextword import config as config_lib
 from nextword.config import Config
 from trainer import evaluate as evaluate_lib
+from trainer import sizing
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
 from trainer.loop import TrainLoop, checkpoint_dirs
@@ -118,9 +119,10 @@ def compare_with_baseline(config: Config, metrics: dict) -> dict:
 
 def train(config: Config) -> dict:
     """Trains (or resumes), evaluates on valid and test, writes the outputs; returns the metrics."""
+    strategy, worker = make_strategy(config.train)  # first: multi-worker collectives start before any op
+    spec = load_data_spec(config.train.data_dir)
+    config = sizing.resolve(config, spec.targets("train"))
     cfg = config.train
-    strategy, worker = make_strategy(cfg)  # first: multi-worker collectives start before any op
-    spec = load_data_spec(cfg.data_dir)
     checkpoints, _ = checkpoint_dirs(cfg.model_dir, worker)
     lock = RunLock(cfg.model_dir)
     if worker.is_chief:
@@ -189,11 +191,13 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def restored_best(config: Config, what: str) -> Iterator[tuple[TrainLoop, DataSpec]]:
-    """The training loop with the best validation epoch's weights (those training exported) restored."""
+def restored_best(config: Config, what: str) -> Iterator[tuple[TrainLoop, DataSpec, Config]]:
+    """The training loop with the best validation epoch's weights (those training exported) restored,
+    and the config with its sizes resolved as training resolved them."""
+    strategy, worker = make_strategy(config.train)
+    spec = load_data_spec(config.train.data_dir)
+    config = sizing.resolve(config, spec.targets("train"))
     cfg = config.train
-    strategy, worker = make_strategy(cfg)
-    spec = load_data_spec(cfg.data_dir)
     checkpoints, _ = checkpoint_dirs(cfg.model_dir, worker)
     with precision(cfg.mixed_precision), lost_peers_reported(worker, checkpoints):
         inputs, model, optimizer = _build(config, spec, strategy, worker)
@@ -201,21 +205,21 @@ def restored_best(config: Config, what: str) -> Iterator[tuple[TrainLoop, DataSp
         if not loop.restore():
             raise FileNotFoundError(f"{loop.read_dir}: no checkpoint to {what}; train first (nextword train)")
         loop.restore_best()
-        yield loop, spec
+        yield loop, spec, config
 
 
 def run_export(argv: list[str] | None = None) -> str:
     """`nextword export`: the bundle again from the best checkpoint (e.g. for signatures added since)."""
     config = parse("export", argv)
-    with restored_best(config, "export") as (loop, spec):
-        return export(loop.model, spec, config)
+    with restored_best(config, "export") as (loop, spec, resolved):
+        return export(loop.model, spec, resolved)
 
 
 def run_evaluate(argv: list[str] | None = None) -> dict:
     """`nextword evaluate`: the best validation epoch's weights (the exported ones) on valid and test."""
     config = parse("evaluate", argv)
     cfg = config.train
-    with restored_best(config, "evaluate") as (loop, _):
+    with restored_best(config, "evaluate") as (loop, _, _):
         found = {split: loop.evaluator(split) for split in ("valid", "test")}
         found["weights_sha256"] = weights_sha256(loop.model)
         worker = loop.worker

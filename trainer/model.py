@@ -29,6 +29,8 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False) -> 
     [ids, *states] -> [logits, *states after], named by recurrent.state_names, each [batch, units].
     The weights (names, shapes, order) are the same either way.
     """
+    if not cfg.units or not cfg.embedding_dim or cfg.dropout is None:
+        raise ValueError("train.model: a size is left to the corpus; call trainer.sizing.resolve first")
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     initial_states = [keras.Input(shape=(cfg.units,), name=name) for name in recurrent.state_names(cfg, with_state)]
     per_layer = len(recurrent.CELLS[cfg.cell].states)
