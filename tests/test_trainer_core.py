@@ -71,6 +71,13 @@ def test_eval_sums_weights_out_padding_and_counts_top_k():
     assert sums[1:].tolist() == [2.0, 1.0, 1.0]
 
 
+def test_the_evaluation_cross_entropy_equals_the_fused_training_one():
+    logits = tf.random.stateless_normal([2, 5, 300], seed=[3, 4]) * 8.0  # peaked, as trained logits are
+    targets = tf.random.stateless_uniform([2, 5], seed=[5, 6], maxval=300, dtype=tf.int32)
+    fused, ours = steps.token_losses(logits, targets).numpy(), steps.eval_token_losses(logits, targets).numpy()
+    np.testing.assert_allclose(ours, fused, rtol=1e-6, atol=1e-5)
+
+
 def test_token_losses_of_uniform_logits_are_log_vocab():
     losses = steps.token_losses(tf.zeros([1, 3, 8]), tf.constant([[0, 3, 7]]))
     assert losses.numpy() == pytest.approx(np.full([1, 3], math.log(8)))

@@ -33,8 +33,23 @@ def split_window(ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
 
 
 def token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-    """Cross-entropy in nats: logits [b, L, V], targets [b, L] -> [b, L] float32."""
+    """Cross-entropy in nats, for training: logits [b, L, V], targets [b, L] -> [b, L] float32.
+
+    TF's fused op, which computes the gradient along with the loss: with the gradient it is faster than
+    log-sum-exp by hand (bench/results/cross_entropy_bench.json).
+    """
     return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=tf.cast(logits, tf.float32))
+
+
+def eval_token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """The same cross-entropy without a gradient, for evaluation: [b, L, V], [b, L] -> [b, L] float32.
+
+    Log-sum-exp over the vocabulary minus the target's logit: the fused op computes its gradient on every
+    call, which evaluation never uses, and took 2.7 times as long forward at [700, 10k] logits
+    (bench/cross_entropy_bench.py).
+    """
+    logits = tf.cast(logits, tf.float32)
+    return tf.reduce_logsumexp(logits, axis=-1) - tf.gather(logits, targets, batch_dims=2)
 
 
 def clip_scale(global_norm: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -66,7 +81,7 @@ def eval_sums(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, mask: t
     flat_logits = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])  # [b*L, V]
     flat_targets = tf.reshape(targets, [-1])
     flat_weights = tf.reshape(token_weights, [-1])
-    losses = tf.reshape(token_losses(logits, targets), [-1])
+    losses = tf.reshape(eval_token_losses(logits, targets), [-1])
 
     def weighted(values):
         return tf.reduce_sum(tf.cast(values, tf.float64) * tf.cast(flat_weights, tf.float64))
