@@ -45,7 +45,7 @@ def eval_token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     """The same cross-entropy without a gradient, for evaluation: [b, L, V], [b, L] -> [b, L] float32.
 
     Log-sum-exp over the vocabulary minus the target's logit: the fused op computes its gradient on every
-    call, which evaluation never uses, and took 2.7 times as long forward at [700, 10k] logits
+    call, which evaluation never uses, and took 2.6 times as long forward at [700, 10k] logits
     (bench/cross_entropy_bench.py).
     """
     logits = tf.cast(logits, tf.float32)
