@@ -2,7 +2,8 @@
 
 import sys
 
-from nextword import cli, console
+from nextword import cli
+from nextword.cli import console
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,7 +15,7 @@ from typing import TextIO
 
 from baseline.kneser_ney import NgramModel
 from baseline.ngrams import BOS
-from nextword import contract
+from nextword.text import contract
 
 ARPA_UNK, ARPA_BOS, ARPA_EOS = "<unk>", "<s>", "</s>"
 _RESERVED = (ARPA_UNK, ARPA_BOS, ARPA_EOS)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from nextword import contract
+from nextword.text import contract
 
 BOS = -1  # stream-start context: never predicted, never a vocabulary id
 

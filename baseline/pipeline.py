@@ -24,9 +24,13 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
 from baseline import arpa, kneser_ney, ngrams, score
-from nextword import baseline_report, cli_common, cloud, contract, data_dir, storage
-from nextword.baseline_report import BaselineReport
+from nextword import cloud, storage
+from nextword.artifacts import baseline_report, data_dir
+from nextword.artifacts.baseline_report import BaselineReport
+from nextword.artifacts.data_dir import Manifest
+from nextword.beam import pipelines
 from nextword.config import Config
+from nextword.text import contract
 
 _LOG = logging.getLogger(__name__)
 _NAMESPACE = "nextword.baseline"
@@ -85,7 +89,7 @@ def _write_arpa(model: kneser_ney.NgramModel, vocab: list[str], path: str) -> No
         out.detach()
 
 
-def _estimate_and_score(_, config: Config, manifest: dict, vocab: list[str], buckets: list, started: float) -> str:
+def _estimate_and_score(_, config: Config, manifest: Manifest, vocab: list[str], buckets: list, started: float) -> str:
     """The last step: model, ARPA file, evaluation on valid and test, then baseline.json."""
     counted = time.monotonic()
     folder, source = baseline_dir(config), config.train.data_dir
@@ -95,7 +99,7 @@ def _estimate_and_score(_, config: Config, manifest: dict, vocab: list[str], buc
     order = config.baseline.order
     model = kneser_ney.estimate(raw, order, len(vocab))
     del raw
-    overlap = ngrams.overlap_of(manifest["record_length"], manifest["stride"])
+    overlap = ngrams.overlap_of(manifest.record_length, manifest.stride)
     evaluation = {
         protocol: {
             split: score.evaluate(
@@ -110,9 +114,9 @@ def _estimate_and_score(_, config: Config, manifest: dict, vocab: list[str], buc
     report = BaselineReport(
         order=order,
         data_dir=source,
-        data_fingerprint=manifest["fingerprint"],
+        data_fingerprint=manifest.fingerprint,
         manifest_sha256=data_dir.manifest_sha256(source),
-        train_tokens=int(manifest["counts"]["tokens"]["train"]),
+        train_tokens=manifest.count("tokens", "train"),
         ngrams=model.ngram_counts(),
         discounts=[list(d) for d in model.discounts],
         fallback_orders=list(model.fallback_orders),
@@ -144,7 +148,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
     if not cloud.launch_only(p.options):  # the old marker goes first: a failed rerun never looks complete
         storage.makedirs(folder, "baseline.output_dir")
         storage.delete(storage.join(folder, baseline_report.REPORT_FILE))
-    overlap = ngrams.overlap_of(manifest["record_length"], manifest["stride"])
+    overlap = ngrams.overlap_of(manifest.record_length, manifest.stride)
     _LOG.info("%d-gram baseline of %s (%d training shards) into %s", config.baseline.order, source, len(shards), folder)
     counts = (
         p
@@ -153,7 +157,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
         | "CountShards" >> beam.ParDo(CountShardFn(config.baseline.order, overlap, config.baseline.buckets))
         | "MergeBuckets" >> beam.CombinePerKey(MergeCountsFn())
     )
-    cli_common.write_last(
+    pipelines.write_last(
         p,
         "EstimateAndScore",
         _estimate_and_score,
@@ -171,4 +175,4 @@ def report_path(config: Config) -> str:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the baseline stage and returns baseline.json ({} when Beam only builds the job)."""
-    return cli_common.run_job("baseline", argv, test_pipeline, build, report_path)
+    return pipelines.run_job("baseline", argv, test_pipeline, build, report_path)

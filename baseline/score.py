@@ -9,7 +9,8 @@ from collections.abc import Iterator
 from baseline import ngrams
 from baseline.kneser_ney import NgramModel
 from beam_preprocess import core
-from nextword import contract, storage
+from nextword import storage
+from nextword.text import contract
 
 
 def read_windows(paths: list[str]) -> Iterator[list[int]]:

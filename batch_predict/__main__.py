@@ -18,7 +18,10 @@ import os
 import sys
 import tempfile
 
-from nextword import cli, cli_common, cli_parsers, console
+from nextword import cli
+from nextword.artifacts.predictions import PredictionRecord, Summary
+from nextword.beam import pipelines
+from nextword.cli import cli_parsers, console
 
 
 def split_texts(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -33,7 +36,7 @@ def predict_texts(texts: list[str], argv: list[str]) -> None:
     """Prints the top-k next words of each text, then `Prediction: <text> <most likely word>`."""
     from batch_predict.handler import LoadedBundle
 
-    config, extra = cli_common.parse("predict", argv)
+    config, extra = pipelines.parse("predict", argv)
     if extra:
         raise ValueError(f"{' '.join(extra)}: unknown option for text predictions (Beam options need no text)")
     cfg = config.predict
@@ -76,21 +79,21 @@ def score_file(path: str, options: list[str]) -> None:
 
     with tempfile.TemporaryDirectory() as out:
         where = ["--set", f"predict.input_glob={glob.escape(path)}", "--set", f"predict.output_dir={out}"]
-        summary = pipeline.run([*options, *where, "--set", "predict.mode=score"])
+        summary = Summary.from_dict(pipeline.run([*options, *where, "--set", "predict.mode=score"]), out)
         records = []
-        for shard in summary["output_shards"]:
+        for shard in summary.output_shards:
             with open(os.path.join(out, shard), encoding="utf-8") as f:
-                records += [json.loads(line) for line in f]
+                records += [PredictionRecord.from_dict(json.loads(line), shard) for line in f]
     with open(path, "rb") as f:
         texts = f.read().decode("utf-8", errors="replace").split("\n")  # lines as the job counts them
-    for record in sorted(records, key=lambda r: r["line"]):
-        shown = "-" if record["perplexity"] is None else f"{record['perplexity']:.2f}"
-        text = texts[record["line"] - 1] if record["line"] <= len(texts) else ""
-        print(f"{shown:>10} {record['scored_tokens'] or 0:>5}  {record['error'] or text}")
+    for record in sorted(records, key=lambda r: r.line):
+        shown = "-" if record.perplexity is None else f"{record.perplexity:.2f}"
+        text = texts[record.line - 1] if record.line <= len(texts) else ""
+        print(f"{shown:>10} {record.scored_tokens or 0:>5}  {record.error or text}")
     print(
-        f"{path}: perplexity {summary['perplexity']} over {summary['scored_tokens']} tokens, "
-        f"{summary['known_perplexity']} without the {summary['unknown_scored_tokens']} unknown ones "
-        f"({summary['context']} context)"
+        f"{path}: perplexity {summary.perplexity} over {summary.scored_tokens} tokens, "
+        f"{summary.known_perplexity} without the {summary.unknown_scored_tokens} unknown ones "
+        f"({summary.context} context)"
     )
 
 

@@ -16,7 +16,11 @@ from typing import BinaryIO, NamedTuple
 
 import numpy as np
 
-BOM = b"\xef\xbb\xbf"
+from nextword.artifacts.predictions import PredictionRecord
+from nextword.text import contract
+from nextword.text.contract import TextSettings
+from nextword.text.decode import decode_line
+
 # A model call's fixed cost, in padded token positions, when grouping a batch by length.
 # Measured on the PTB-shaped bundle (2 x 200 LSTM, 25k lines, mode next): 128 made
 # 129 calls and 4.12 s of model time, 1024 made 85 (3.94 s), 4096 made 80 (3.83 s).
@@ -32,10 +36,6 @@ ERROR_TOO_SHORT_TO_SCORE = "too_short_to_score"  # nothing to predict: one word 
 FLAG_EMPTY = "empty"
 FLAG_ALL_UNKNOWN = "all_unknown"
 FLAG_SHORT = "shorter_than_window"
-FLAG_CRLF = "crlf"
-FLAG_UNDECODABLE = "undecodable"
-FLAG_NUL = "nul_bytes"
-FLAG_BOM = "bom"
 
 MODES = {"next": (True, False), "score": (False, True), "both": (True, True)}  # mode -> (next, score)
 
@@ -156,25 +156,6 @@ def first_line_numbers(counts: Mapping[tuple[str, int], int]) -> dict[tuple[str,
     return first
 
 
-def decode_line(raw: bytes, at_file_start: bool) -> tuple[str, tuple[str, ...]]:
-    """Line bytes -> (text, flags): a BOM and a CR ending are removed, bad bytes become U+FFFD."""
-    flags = []
-    if at_file_start and raw.startswith(BOM):
-        raw = raw[len(BOM) :]
-        flags.append(FLAG_BOM)
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-        flags.append(FLAG_CRLF)
-    if b"\0" in raw:
-        flags.append(FLAG_NUL)
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        text = raw.decode("utf-8", "replace")
-        flags.append(FLAG_UNDECODABLE)
-    return text, tuple(flags)
-
-
 def line_cost(words: int, window: int, mode: str, eos: bool) -> int:
     """Padded token positions a line adds to a model call (at least 1, so batches stay bounded).
 
@@ -242,24 +223,19 @@ def length_groups(costs: list[int], budget: int, overhead: int = CALL_OVERHEAD_P
 
 
 def prepare_line(
-    raw: bytes | None, at_file_start: bool, window: int, mode: str, eos: bool, max_line_tokens: int
+    raw: bytes | None, at_file_start: bool, window: int, mode: str, settings: TextSettings, max_line_tokens: int
 ) -> PreparedLine:
     """One raw input line (None: longer than the reader holds) -> PreparedLine."""
     if raw is None:
         return PreparedLine("", 1, (), ERROR_LINE_TOO_LONG)
     text, flags = decode_line(raw, at_file_start)
-    words = len(text.split())  # >= the contract's word count in both normalizations: a cheap bound
+    words = contract.normalization(settings).word_bound(text)  # cheap, and never below the true count
     if words > max_line_tokens:
         return PreparedLine("", 1, flags, ERROR_LINE_TOO_LONG)
-    return PreparedLine(text, line_cost(words, window, mode, eos), flags)
+    return PreparedLine(text, line_cost(words, window, mode, settings.eos), flags)
 
 
 # --- output records ----------------------------------------------------------
-RECORD_FIELDS = (
-    "file", "line", "offset", "words", "unknown_words", "next", "log_prob", "perplexity",
-    "scored_tokens", "unknown_scored_tokens", "known_log_prob", "known_perplexity", "token_scores",
-    "flags", "error", "model",
-)  # fmt: skip
 
 
 def _rounded(value: float) -> float:
@@ -327,24 +303,23 @@ def prediction_record(
     return record
 
 
-def keyed_record(key: LineKey, fields: dict) -> dict:
-    """A full output record: every field of RECORD_FIELDS, null where `fields` is silent."""
-    record = dict.fromkeys(RECORD_FIELDS)
-    record.update(file=key.path, line=key.line, offset=key.offset)
-    record.update(fields)
-    return record
+def keyed_record(key: LineKey, fields: dict, model: str) -> PredictionRecord:
+    """A full output record of `model` (the bundle's model fingerprint), null where `fields` is silent."""
+    return PredictionRecord(file=key.path, line=key.line, offset=key.offset, model=model, **fields)
 
 
-def count_record(record: dict, stats: Counter) -> None:
+def count_record(record: PredictionRecord, stats: Counter) -> None:
     """Adds one output record to the job's figures: records, error.<reason>, flag.<flag>, and the sums of
     scored_tokens, unknown_scored_tokens, log_prob and known_log_prob."""
     stats["records"] += 1
-    if record["error"]:
-        stats[f"error.{record['error']}"] += 1
-    for flag in record["flags"]:
+    if record.error:
+        stats[f"error.{record.error}"] += 1
+    for flag in record.flags:
         stats[f"flag.{flag}"] += 1
-    for name in ("scored_tokens", "unknown_scored_tokens", "log_prob", "known_log_prob"):
-        stats[name] += record[name] or 0
+    stats["scored_tokens"] += record.scored_tokens or 0
+    stats["unknown_scored_tokens"] += record.unknown_scored_tokens or 0
+    stats["log_prob"] += record.log_prob or 0
+    stats["known_log_prob"] += record.known_log_prob or 0
 
 
 def score_totals(stats: Mapping[str, float]) -> dict:

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import sys
 
-from nextword import cli, cli_parsers, console
+from nextword import cli
 from nextword import config as config_lib
+from nextword.cli import cli_parsers, console
 
 
 def _run(argv: list[str]) -> None:

@@ -15,8 +15,8 @@ from collections.abc import Sequence
 import numpy as np
 
 from batch_predict import core
-from nextword import bundle as bundle_lib
-from nextword import contract
+from nextword.artifacts import bundle as bundle_lib
+from nextword.text import contract
 
 
 class LoadedBundle:

@@ -26,12 +26,13 @@ import apache_beam as beam
 
 from batch_predict import core, resume
 from batch_predict.transforms import ScoreRanges
-from nextword import bundle as bundle_lib
-from nextword import cli_common, cloud, storage
+from nextword import cloud, storage
+from nextword.artifacts import bundle as bundle_lib
+from nextword.artifacts.predictions import SUMMARY_FILE, Summary
+from nextword.beam import pipelines
 from nextword.config import Config, PredictConfig
 
 _LOG = logging.getLogger(__name__)
-SUMMARY_FILE = resume.SUMMARY_FILE
 
 
 def list_inputs(input_glob: str) -> list[tuple[str, int]]:
@@ -47,50 +48,52 @@ def list_inputs(input_glob: str) -> list[tuple[str, int]]:
     return sorted(files.items())
 
 
-def summary_dict(
+def make_summary(
     cfg: PredictConfig, bundle: bundle_lib.Bundle, files: list[tuple[str, int]], line_counts: dict,
     stats: Counter, shards: list[str], seconds: float, ranges: int, resumed: dict[int, dict],
-) -> dict:  # fmt: skip
+) -> Summary:  # fmt: skip
     input_lines = sum(line_counts.values())
-    return {
-        "input_glob": cfg.input_glob,
-        "bundle_dir": bundle.path,
-        "fingerprint": bundle.fingerprint,
-        "model_fingerprint": bundle.model_fingerprint,
-        "mode": cfg.mode,
-        "context": cfg.context,
-        "files": len(files),
-        "bytes": sum(size for _, size in files),
-        "input_lines": input_lines,
-        "output_records": stats["records"],
-        "complete": input_lines == stats["records"],
-        "rejects_by_reason": {k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("error.")},
-        "flags": {k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("flag.")},
-        **core.score_totals(stats),
-        "seconds": round(seconds, 3),
-        "lines_per_second": round(input_lines / seconds, 1) if seconds > 0 else None,
-        "ranges": ranges,
-        "resumed_ranges": len(resumed),
-        "resumed_lines": sum(marker["stats"].get("records", 0) for marker in resumed.values()),
-        "output_shards": sorted(shards),
-    }
+    return Summary(
+        **{
+            "input_glob": cfg.input_glob,
+            "bundle_dir": bundle.path,
+            "fingerprint": bundle.fingerprint,
+            "model_fingerprint": bundle.model_fingerprint,
+            "mode": cfg.mode,
+            "context": cfg.context,
+            "files": len(files),
+            "bytes": sum(size for _, size in files),
+            "input_lines": input_lines,
+            "output_records": stats["records"],
+            "complete": input_lines == stats["records"],
+            "rejects_by_reason": {k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("error.")},
+            "flags": {k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("flag.")},
+            **core.score_totals(stats),
+            "seconds": round(seconds, 3),
+            "lines_per_second": round(input_lines / seconds, 1) if seconds > 0 else None,
+            "ranges": ranges,
+            "resumed_ranges": len(resumed),
+            "resumed_lines": sum(marker["stats"].get("records", 0) for marker in resumed.values()),
+            "output_shards": sorted(shards),
+        }
+    )
 
 
 def _write_summary(_, cfg, bundle, files, started, ranges, resumed, line_counts, stats, scored) -> dict:
     """Writes summary.json, the commit marker, only for a complete job: one record per input line."""
-    stats = cli_common.sum_counters([stats, *(Counter(marker["stats"]) for marker in resumed.values())])
+    stats = pipelines.sum_counters([stats, *(Counter(marker["stats"]) for marker in resumed.values())])
     shards = scored + [resume.shard_name(i, ranges) for i in resumed]
-    summary = summary_dict(cfg, bundle, files, line_counts, stats, shards, time.time() - started, ranges, resumed)
+    summary = make_summary(cfg, bundle, files, line_counts, stats, shards, time.time() - started, ranges, resumed)
     path = storage.join(cfg.output_dir, SUMMARY_FILE)
-    if not summary["complete"]:
+    if not summary.complete:
         raise OSError(
-            f"{cfg.input_glob}: {summary['input_lines']} input lines but {summary['output_records']} records "
+            f"{cfg.input_glob}: {summary.input_lines} input lines but {summary.output_records} records "
             f"(an input file changed while the job ran), so no {path}; rerun once the input files stay unchanged"
         )
-    storage.write_marker(path, summary)
-    _LOG.info("wrote %s: %d input lines, %d records, %s lines/s", path, summary["input_lines"],
-              summary["output_records"], summary["lines_per_second"])  # fmt: skip
-    return summary
+    storage.write_marker(path, summary.to_dict())
+    _LOG.info("wrote %s: %d input lines, %d records, %s lines/s", path, summary.input_lines,
+              summary.output_records, summary.lines_per_second)  # fmt: skip
+    return summary.to_dict()
 
 
 def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
@@ -120,9 +123,9 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     stats = (
         scored
         | "RangeStats" >> beam.Map(lambda done: Counter(done["stats"]))
-        | "SumStats" >> beam.CombineGlobally(cli_common.sum_counters)
+        | "SumStats" >> beam.CombineGlobally(pipelines.sum_counters)
     )
-    cli_common.write_last(
+    pipelines.write_last(
         p,
         "WriteSummary",
         _write_summary,
@@ -145,4 +148,4 @@ def summary_path(config: Config) -> str:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the job and returns summary.json's content ({} when Beam only builds the job)."""
-    return cli_common.run_job("predict", argv, test_pipeline, build, summary_path)
+    return pipelines.run_job("predict", argv, test_pipeline, build, summary_path)

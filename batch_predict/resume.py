@@ -6,7 +6,7 @@ _ranges/<i>-of-<n>.json, with the digest of the job that made it and the range's
 identity (the model fingerprint, the settings that change records, the input ranges) is in
 _ranges/job.json. A rerun of the same job keeps the ranges whose marker and shard are there and
 scores only the others; a rerun of another job, or of one that completed (summary.json), starts
-over, and the log says why. Only this job's files are ever cleared (nextword/storage.py: clear_owned).
+over, and the log says why. Only this job's files are ever cleared (nextword/storage/__init__.py: clear_owned).
 """
 
 from __future__ import annotations
@@ -17,12 +17,12 @@ import logging
 import re
 
 from batch_predict import core
-from nextword import bundle as bundle_lib
 from nextword import storage
+from nextword.artifacts import bundle as bundle_lib
+from nextword.artifacts.predictions import SUMMARY_FILE
 from nextword.config import PredictConfig
 
 _LOG = logging.getLogger(__name__)
-SUMMARY_FILE = "summary.json"
 OUTPUT_PREFIX = "predictions"
 OUTPUT_SUFFIX = ".jsonl"
 RANGES_DIR = "_ranges"

@@ -14,9 +14,13 @@ from apache_beam.utils import multi_process_shared, shared
 
 from batch_predict import core, resume
 from batch_predict.handler import GATHER_BUDGETS, BundleModelHandler, LoadedBundle, line_scores
-from nextword import contract, progress, storage
-from nextword.bundle import Bundle
+from nextword import storage
+from nextword.artifacts.bundle import Bundle
+from nextword.beam import progress
 from nextword.config import PredictConfig
+from nextword.text import contract
+from nextword.text.contract import TextSettings
+from nextword.text.decode import decode_line
 
 NAMESPACE = "nextword.predict"
 
@@ -35,10 +39,12 @@ class ReadLinesFn(beam.DoFn):
 
     LINES_PER_CHECK = 256  # how often the reader looks at the clock for its progress line
 
-    def __init__(self, cfg: PredictConfig, context_tokens: int, eos: bool, inputs: tuple[int, int] = (0, 0)):
+    def __init__(
+        self, cfg: PredictConfig, context_tokens: int, settings: TextSettings, inputs: tuple[int, int] = (0, 0)
+    ):
         self._cfg = cfg
         self._window = context_tokens  # what a line costs in a model call
-        self._eos = eos
+        self._settings = settings
         self._inputs = inputs  # (ranges, bytes) of the whole job, for progress
 
     def setup(self):
@@ -58,7 +64,10 @@ class ReadLinesFn(beam.DoFn):
         with storage.open_read(file_range.path) as stream:  # byte ranges: no compressed input
             for number, (offset, raw) in enumerate(core.read_range(stream, file_range, cfg.max_line_bytes), first):
                 key = core.LineKey(file_range.path, number, offset)
-                yield key, core.prepare_line(raw, offset == 0, self._window, cfg.mode, self._eos, cfg.max_line_tokens)
+                yield (
+                    key,
+                    core.prepare_line(raw, offset == 0, self._window, cfg.mode, self._settings, cfg.max_line_tokens),
+                )
                 if (number - first + 1) % self.LINES_PER_CHECK == 0:
                     self.progress.advance(bytes=offset - reported, lines=self.LINES_PER_CHECK)
                     reported = offset
@@ -106,6 +115,7 @@ class DocumentScorer:
     def __init__(self, cfg: PredictConfig, bundle: Bundle, model: LoadedBundle):
         self._cfg = cfg
         self._eos = bundle.settings.eos
+        self._word_bound = contract.normalization(bundle.settings).word_bound
         self._state_size = bundle.state_size
         self._model = model
 
@@ -120,8 +130,8 @@ class DocumentScorer:
         before = core.FileRange(file_range.path, begin, file_range.start, file_range.size)
         with storage.open_read(file_range.path) as stream:
             lines = core.read_range(stream, before, self._cfg.max_line_bytes)
-            texts = [core.decode_line(raw, offset == 0)[0] for offset, raw in lines if raw is not None]
-        for chunk in core.token_chunks([len(text.split()) + 1 for text in texts], self._cfg.max_batch_tokens):
+            texts = [decode_line(raw, offset == 0)[0] for offset, raw in lines if raw is not None]
+        for chunk in core.token_chunks([self._word_bound(text) + 1 for text in texts], self._cfg.max_batch_tokens):
             state, last_id = self._model.advance_stream([texts[i] for i in chunk], state, last_id)
         return state, last_id
 
@@ -166,7 +176,7 @@ class ScoreRangesFn(ReadLinesFn):
     """
 
     def __init__(self, cfg: PredictConfig, bundle: Bundle, job_digest: str, inputs: tuple[int, int]):
-        super().__init__(cfg, bundle.context_tokens, bundle.settings.eos, inputs)
+        super().__init__(cfg, bundle.context_tokens, bundle.settings, inputs)
         self._bundle = bundle
         self._model_fingerprint = bundle.model_fingerprint  # a hash: once, not per record
         self._job = job_digest
@@ -195,10 +205,12 @@ class ScoreRangesFn(ReadLinesFn):
         # if the whole range was scored.
         with storage.atomic_write(storage.join(self._cfg.output_dir, name)) as shard:
             for key, fields in self._scorer.score(file_range, self.read(file_range, first_lines)):
-                record = core.keyed_record(key, fields)
-                record["model"] = self._model_fingerprint  # scores of two models are never mixed silently
+                # The model fingerprint in every record: scores of two models are never mixed silently.
+                record = core.keyed_record(key, fields, self._model_fingerprint)
                 core.count_record(record, stats)
-                shard.write(json.dumps(record, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode())
+                shard.write(
+                    json.dumps(record.to_dict(), ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode()
+                )
                 shard.write(b"\n")
             counted = line_counts[(file_range.path, file_range.start)]
             if stats["records"] != counted:  # never commit a range read from a file that changed since counted

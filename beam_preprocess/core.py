@@ -16,8 +16,9 @@ from typing import BinaryIO
 
 import google_crc32c
 
-from nextword import contract
-from nextword.contract import TextSettings
+from nextword.text import contract
+from nextword.text.contract import TextSettings
+from nextword.text.decode import FLAG_BOM, FLAG_CRLF, FLAG_NUL, FLAG_UNDECODABLE, decode_line
 
 # Figures counted per file and summed over the corpus (manifest "counts").
 FILE_STATS = (
@@ -47,8 +48,8 @@ def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[t
 
     A line longer than `chunk_bytes` comes out in several pieces, cut at a
     space so no word is split (a single word longer than a chunk is cut).
-    Undecodable bytes become U+FFFD and the line is counted; a leading BOM is
-    dropped; CRLF endings are counted and the CR removed.
+    Each piece is decoded as every stage decodes (nextword/text/decode.py): undecodable
+    lines, a leading BOM and CRLF endings are counted.
     """
     line_index = 0
     carry = b""
@@ -61,13 +62,6 @@ def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[t
         raw = stream.readline(limit)
         at_end = len(raw) < limit and not raw.endswith(b"\n")
         stats["bytes"] += len(raw)
-        if first:
-            first = False
-            if raw.startswith(b"\xef\xbb\xbf"):
-                stats["bom_files"] += 1
-                raw = raw[3:]
-        if b"\0" in raw:
-            stats["_nul"] = 1
         data = carry + raw
         carry = b""
         if not data:
@@ -78,19 +72,18 @@ def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[t
         ends_line = raw.endswith(b"\n") or at_end
         if ends_line:
             data = data[:-1] if data.endswith(b"\n") else data
-            if data.endswith(b"\r"):
-                stats["crlf_lines"] += 1
-                data = data[:-1]
         else:
             cut = data.rfind(b" ")
             if cut <= 0:  # one enormous word: cut it, at a UTF-8 character boundary
                 cut = _utf8_boundary(data)
             data, carry = data[:cut], data[cut:]
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError:
-            text = data.decode("utf-8", "replace")
-            line_has_error = True
+        text, flags = decode_line(data, at_file_start=first, at_line_end=ends_line)
+        first = False
+        if flags:  # rare: counted apart from the common path
+            stats["bom_files"] += FLAG_BOM in flags
+            stats["crlf_lines"] += FLAG_CRLF in flags
+            stats["_nul"] |= FLAG_NUL in flags
+            line_has_error |= FLAG_UNDECODABLE in flags
         yield line_index, text
         line_open = not ends_line
         if ends_line:
@@ -121,19 +114,20 @@ def iter_split_tokens(
 
     Pieces of one line share its index; the end-of-line token follows the last piece.
     """
-    pending_eos: str | None = None
+    line_end = contract.line_end_tokens(settings)
+    pending_split: str | None = None  # the split of the line whose end tokens are due
     current = -1
     for index, text in lines:
         if index != current:
-            if pending_eos is not None:
-                yield pending_eos, contract.EOS_TOKEN
+            if pending_split is not None:
+                yield from ((pending_split, token) for token in line_end)
             current = index
-            pending_eos = split_of_line(index) if settings.eos else None
+            pending_split = split_of_line(index)
         split = split_of_line(index)
         for token in contract.tokenize(text, settings):
             yield split, token
-    if pending_eos is not None:
-        yield pending_eos, contract.EOS_TOKEN
+    if pending_split is not None:
+        yield from ((pending_split, token) for token in line_end)
 
 
 def line_splitter(

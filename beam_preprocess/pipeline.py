@@ -20,8 +20,12 @@ import apache_beam as beam
 
 from beam_preprocess import core
 from beam_preprocess.transforms import CountVocabulary, WriteWindows
-from nextword import cli_common, cloud, contract, storage
+from nextword import cloud, storage
+from nextword.artifacts.data_dir import Manifest
+from nextword.beam import pipelines
+from nextword.cli import cli_common
 from nextword.config import Config, PreprocessConfig
+from nextword.text import contract
 
 _LOG = logging.getLogger(__name__)
 TEMP_DIR = "_parts"  # per-bundle shard parts, deleted before the manifest is written
@@ -72,7 +76,7 @@ def list_corpus(cfg: PreprocessConfig) -> tuple[list[core.CorpusFile], int, str]
     return files, max(ignored, 0), " ".join(glob for _, glob in globs)
 
 
-def manifest_dict(
+def make_manifest(
     cfg: PreprocessConfig,
     glob: str,
     vocab_tokens: list[str],
@@ -81,7 +85,7 @@ def manifest_dict(
     shards: dict[str, list[str]],
     ignored_files: int,
     output_dir: str,
-) -> dict:
+) -> Manifest:
     """The manifest: every figure of the run, and the settings later stages need."""
     _, figures = counts
     per_split = {
@@ -89,27 +93,26 @@ def manifest_dict(
         for name in ("tokens", "unknown_tokens", "windows", "targets")
     }
     prefix = output_dir.rstrip("/") + "/"
-    return {
-        "format_version": 1,
-        "created_unix": int(time.time()),
-        "corpus_glob": glob,
-        "text": cfg.text.to_dict(),
-        "window_length": cfg.window_length,
-        "record_length": cfg.window_length + 1,
-        "stride": cfg.window_stride,
-        "pad_id": contract.PAD_ID if cfg.pad_last_window else None,
-        "vocab_size": len(vocab_tokens),
-        "fingerprint": contract.fingerprint(vocab_tokens, cfg.text),
-        "counts": {
+    return Manifest(
+        created_unix=int(time.time()),
+        corpus_glob=glob,
+        text=cfg.text,
+        window_length=cfg.window_length,
+        record_length=cfg.window_length + 1,
+        stride=cfg.window_stride,
+        pad_id=contract.PAD_ID if cfg.pad_last_window else None,
+        vocab_size=len(vocab_tokens),
+        fingerprint=contract.fingerprint(vocab_tokens, cfg.text),
+        counts={
             **{name: int(figures[name]) for name in core.FILE_STATS},
             "ignored_files": ignored_files,
             **per_split,
         },
-        "shards": {
+        shards={
             split: sorted(path[len(prefix) :] if path.startswith(prefix) else path for path in shards.get(split, []))
             for split in contract.SPLITS
         },
-    }
+    )
 
 
 def _write_vocab(vocab_tokens: list[str], counts: tuple[Counter, Counter], output_dir: str) -> int:
@@ -133,24 +136,24 @@ def _write_manifest(
     storage.clear_owned(output_dir, [TEMP_PARTS])
     # Written by the job, not its builder: a template built now and launched later writes it when it runs.
     storage.write_text(storage.join(output_dir, contract.CONFIG_FILE), config_text)
-    manifest = manifest_dict(output_dir=output_dir, shards=shards, **parts)
+    manifest = make_manifest(output_dir=output_dir, shards=shards, **parts)
     for warning in degenerate_data(manifest, parts["cfg"]):
         _LOG.warning("%s: %s", output_dir, warning)
     path = storage.join(output_dir, contract.MANIFEST_FILE)
-    storage.write_marker(path, manifest)
-    _LOG.info("wrote %s: %s", path, json.dumps(manifest["counts"]))
+    storage.write_marker(path, manifest.to_dict())
+    _LOG.info("wrote %s: %s", path, json.dumps(manifest.counts))
     return path
 
 
-def degenerate_data(manifest: dict, cfg: PreprocessConfig) -> list[str]:
+def degenerate_data(manifest: Manifest, cfg: PreprocessConfig) -> list[str]:
     """One line per way the data is committed but barely usable, with what to do about it."""
     found = []
-    if manifest["vocab_size"] <= len(contract.special_tokens(cfg.text)):
+    if manifest.vocab_size <= len(contract.special_tokens(cfg.text)):
         found.append(
             f"the vocabulary holds only {', '.join(contract.special_tokens(cfg.text))}: no word occurs more than "
             f"preprocess.text.min_count={cfg.text.min_count} times; lower it or add text"
         )
-    windows = manifest["counts"]["windows"]
+    windows = manifest.counts["windows"]
     for split in contract.SPLITS:
         if not windows[split]:
             found.append(f"the {split} split has no window: training will refuse it; give it text or a larger fraction")
@@ -187,7 +190,7 @@ def clear_output(output_dir: str, inputs: Iterable[str] = ()) -> None:
 
     Only the shards the old manifest lists and files with this stage's own names
     (OWNED) go, never through a symbolic link (refused with one line), never one
-    of `inputs` (nextword/storage.py: clear_owned).
+    of `inputs` (nextword/storage/__init__.py: clear_owned).
     """
     storage.makedirs(output_dir, "preprocess.output_dir")
     storage.clear_owned(output_dir, OWNED, marker=contract.MANIFEST_FILE, listed_key="shards", keep=inputs)
@@ -211,7 +214,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
     vocab_written = vocab | "WriteVocab" >> beam.Map(_write_vocab, beam.pvalue.AsSingleton(counts), output_dir)
     temp_dir = storage.join(output_dir, TEMP_DIR)
     shards, window_figures = (file_pcoll, vocab) | "WriteWindows" >> WriteWindows(cfg, output_dir, temp_dir, corpus)
-    cli_common.write_last(
+    pipelines.write_last(
         p,
         "WriteManifest",
         _write_manifest,
@@ -234,4 +237,4 @@ def manifest_path(config: Config) -> str:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs preprocessing and returns the manifest ({} when Beam only builds the job: --dry_run, a template)."""
-    return cli_common.run_job("preprocess", argv, test_pipeline, build, manifest_path)
+    return pipelines.run_job("preprocess", argv, test_pipeline, build, manifest_path)

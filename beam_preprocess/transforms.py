@@ -16,8 +16,10 @@ from apache_beam.utils.timestamp import MIN_TIMESTAMP
 from apache_beam.utils.windowed_value import WindowedValue
 
 from beam_preprocess import core
-from nextword import cli_common, contract, progress, storage
+from nextword import storage
+from nextword.beam import pipelines, progress
 from nextword.config import PreprocessConfig
+from nextword.text import contract
 
 _LOG = logging.getLogger(__name__)
 _NAMESPACE = "nextword.preprocess"
@@ -235,7 +237,7 @@ class WriteWindows(beam.PTransform):
         windowed = files | "WriteParts" >> beam.ParDo(
             WriteShardPartsFn(self._cfg, self._temp_dir, self._corpus), beam.pvalue.AsSingleton(vocab)
         ).with_outputs(WriteShardPartsFn.PARTS, main="figures")
-        figures = windowed.figures | "SumFigures" >> beam.CombineGlobally(cli_common.sum_counters)
+        figures = windowed.figures | "SumFigures" >> beam.CombineGlobally(pipelines.sum_counters)
         keys = [(split, shard) for split in contract.SPLITS for shard in range(self._cfg.num_shards)]
         shards = (
             files.pipeline

@@ -46,8 +46,8 @@ def build_ptb_bundle(work: str) -> str:
     from collections import Counter
 
     from nextword import config as config_lib
-    from nextword import contract
     from nextword.config import ModelConfig
+    from nextword.text import contract
     from trainer.export import export_bundle
     from trainer.model import build_model
 
@@ -107,7 +107,7 @@ def child_beam(args) -> dict:
 def child_signature(args) -> dict:
     from batch_predict import core
     from batch_predict.handler import LoadedBundle
-    from nextword.bundle import load_bundle
+    from nextword.artifacts.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)
     model = LoadedBundle(args.bundle)
@@ -124,7 +124,7 @@ def child_signature(args) -> dict:
 
     import tensorflow as tf
 
-    from nextword import contract
+    from nextword.text import contract
 
     # The bare `score` signature (line sums only), though the job calls score_tokens (per-token values,
     # known-only sums): the ceiling is the cheapest way to get a line's score.
@@ -161,7 +161,7 @@ def seed_loop(keras_model: str, bundle, texts: list[str]) -> float:
     import numpy as np
 
     import trainer.model  # noqa: F401  (registers the model's custom layers)
-    from nextword import contract
+    from nextword.text import contract
 
     model = keras.saving.load_model(keras_model)
     vocab = contract.Vocabulary(bundle.tokens)

@@ -36,7 +36,7 @@ def reference(glob: str, output_dir: str) -> dict:
     from beam_preprocess import core
     from beam_preprocess.pipeline import list_corpus
     from nextword import config as config_lib
-    from nextword import contract
+    from nextword.text import contract
 
     cfg = config_lib.from_dict(None, [*SETTINGS, f"preprocess.corpus_glob={glob}"]).preprocess
     files, _, _ = list_corpus(cfg)

@@ -33,8 +33,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nextword import cli_common, contract, storage  # noqa: E402
 from nextword import config as config_lib  # noqa: E402
+from nextword import storage  # noqa: E402
+from nextword.cli import cli_common  # noqa: E402
+from nextword.text import contract  # noqa: E402
 
 PUBLISHED_TEST_PERPLEXITY = {
     "Kneser-Ney 5-gram, sentence contexts (Mikolov et al. 2011)": 141.2,

@@ -31,8 +31,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nextword import cli_common  # noqa: E402
 from nextword import config as config_lib  # noqa: E402
+from nextword.artifacts.data_dir import read_manifest  # noqa: E402
+from nextword.cli import cli_common  # noqa: E402
 
 PTB = "../shared/data/ptb"
 CORPORA = {
@@ -76,15 +77,15 @@ def run_one(corpus: str, recipe: str, work: Path, fresh: bool, extra: list[str] 
     from trainer.main import train
 
     metrics = train(config_lib.load(None, overrides))
-    manifest = json.loads((data_dir / "manifest.json").read_text())
+    manifest = read_manifest(str(data_dir))
     baseline = metrics["baseline"]
     trained = metrics["train"]
-    train_tokens = manifest["counts"]["targets"]["train"]
+    train_tokens = manifest.count("targets", "train")
     return {
         "corpus": corpus,
         "recipe": recipe,
         "overrides": RECIPES[recipe] + list(extra),
-        "vocab_size": manifest["vocab_size"],
+        "vocab_size": manifest.vocab_size,
         "train_tokens": train_tokens,
         "test_tokens": metrics["test"]["tokens"],
         "baseline_test_perplexity": baseline["test"]["perplexity"],

@@ -17,7 +17,7 @@ from typing import Any
 
 import yaml
 
-from nextword.contract import NORMALIZATIONS, TextSettings
+from nextword.text.contract import NORMALIZATIONS, TextSettings
 
 _LOG = logging.getLogger(__name__)
 
@@ -215,7 +215,7 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class CloudConfig:
-    """Google Cloud settings: see nextword/cloud.py and `nextword cloud render`."""
+    """Google Cloud settings: see nextword/cloud/__init__.py and `nextword cloud render`."""
 
     project: str = ""
     region: str = "us-central1"

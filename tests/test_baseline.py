@@ -137,7 +137,7 @@ def test_arpa_refuses_reserved_words():
 @pytest.mark.beam
 def test_beam_stage_matches_the_pure_core_and_learns_the_chain(synthetic, tmp_path):
     from baseline import pipeline
-    from nextword import data_dir
+    from nextword.artifacts import data_dir
     from tests.support.beam import local_test_pipeline
     from tests.support.trainer import GENERATOR
 
@@ -148,10 +148,10 @@ def test_beam_stage_matches_the_pure_core_and_learns_the_chain(synthetic, tmp_pa
     manifest, _ = data_dir.read_manifest_and_vocab(str(synthetic))
     for protocol in ("carried", "window"):
         for split in ("valid", "test"):  # exactly the tokens the LSTM predicts
-            assert report["evaluation"][protocol][split]["tokens"] == manifest["counts"]["targets"][split]
+            assert report["evaluation"][protocol][split]["tokens"] == manifest.count("targets", split)
     # The same model in one process: the Beam counts are the pure counts.
     train = score.read_windows(data_dir.shard_paths(str(synthetic), manifest, "train"))
-    model = kneser_ney.estimate(ngrams.count_ngrams(train, 3, 1), 3, manifest["vocab_size"])
+    model = kneser_ney.estimate(ngrams.count_ngrams(train, 3, 1), 3, manifest.vocab_size)
     test = score.read_windows(data_dir.shard_paths(str(synthetic), manifest, "test"))
     assert report["evaluation"]["carried"]["test"]["loss"] == pytest.approx(
         score.evaluate(model, test, 1, True)["loss"]

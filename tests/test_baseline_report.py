@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nextword.baseline_report import BaselineReport, compare
+from nextword.artifacts.baseline_report import BaselineReport, compare
 
 pytestmark = pytest.mark.unit
 

@@ -20,8 +20,9 @@ from batch_predict import __main__ as predict_main
 from batch_predict import core, pipeline
 from batch_predict.handler import BundleModelHandler, LoadedBundle
 from batch_predict.transforms import ReadLinesFn
-from nextword import bundle as bundle_lib
-from nextword import contract
+from nextword.artifacts import bundle as bundle_lib
+from nextword.text import contract
+from nextword.text.contract import TextSettings
 from tests.support.beam import local_test_pipeline
 from tests.support.predict import chain_words, expected_lines, job_config, predict_argv, read_records
 from tests.support.tiny_bundle import corpus_lines
@@ -202,7 +203,7 @@ def test_read_lines_dofn_keys_every_line(tiny_bundle, tmp_path):
     path = tmp_path / "in.txt"
     path.write_bytes(b"a b\n" + b"w " * 20 + b"\nc\n")
     cfg = job_config(tiny_bundle, tmp_path, str(path), "predict.max_line_bytes=30").predict
-    fn = ReadLinesFn(cfg, context_tokens=4, eos=False)
+    fn = ReadLinesFn(cfg, context_tokens=4, settings=TextSettings())
     fn.setup()
     file_range = core.FileRange(str(path), 0, path.stat().st_size, path.stat().st_size)
     out = list(fn.process(file_range, {(str(path), 0): 10}))
@@ -220,7 +221,7 @@ def test_handler_loads_once_and_answers_in_batch_order(tiny_bundle):
     handler = BundleModelHandler(bundle, "both", top_k=2, max_batch_tokens=12)
     model = handler.load_model()
     sizes = [9, 1, 5, 2, 9, 3]  # costs 12, 1, 8, 3, 12, 5: several calls, lines reordered by length
-    lines = [core.prepare_line(chain_words(tiny_bundle, i, n).encode() + b"\r", False, 4, "both", False, 99)
+    lines = [core.prepare_line(chain_words(tiny_bundle, i, n).encode() + b"\r", False, 4, "both", TextSettings(), 99)
              for i, n in enumerate(sizes)]  # fmt: skip
     assert len(core.length_groups([line.cost for line in lines], 12)) > 2
     too_long = core.PreparedLine("", 1, ("crlf",), "line_too_long")
@@ -260,7 +261,7 @@ def test_scores_do_not_depend_on_batching_or_order(tiny_bundle, loaded_tiny, siz
     bundle, model = loaded_tiny
     handler = BundleModelHandler(bundle, "both", top_k=3, max_batch_tokens=budget, per_token=True)
     window = bundle.context_tokens
-    lines = [core.prepare_line(chain_words(tiny_bundle, i % 7, n).encode(), False, window, "both", False, 99)
+    lines = [core.prepare_line(chain_words(tiny_bundle, i % 7, n).encode(), False, window, "both", TextSettings(), 99)
              for i, n in enumerate(sizes)]  # fmt: skip
     shuffled = list(range(len(lines)))
     order.shuffle(shuffled)

@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import io
+import json
+import types
+import typing
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +16,9 @@ from hypothesis import strategies as st
 
 from batch_predict import core
 from batch_predict.__main__ import split_texts
+from nextword.artifacts.predictions import RECORD_FIELDS, PredictionRecord
+from nextword.text.contract import TextSettings
+from nextword.text.decode import decode_line
 from tests.support.predict import expected_lines
 
 pytestmark = pytest.mark.unit
@@ -65,10 +72,10 @@ def test_overlong_line_is_skipped_without_being_held():
 
 
 def test_decode_line_flags():
-    assert core.decode_line(b"\xef\xbb\xbfhi\r", at_file_start=True) == ("hi", ("bom", "crlf"))
-    assert core.decode_line(b"\xef\xbb\xbfhi", at_file_start=False) == ("\ufeffhi", ())
-    assert core.decode_line(b"a\x00b", at_file_start=False) == ("a\x00b", ("nul_bytes",))
-    assert core.decode_line(b"caf\xe9 \xff", at_file_start=False) == ("caf\ufffd \ufffd", ("undecodable",))
+    assert decode_line(b"\xef\xbb\xbfhi\r", at_file_start=True) == ("hi", ("bom", "crlf"))
+    assert decode_line(b"\xef\xbb\xbfhi", at_file_start=False) == ("\ufeffhi", ())
+    assert decode_line(b"a\x00b", at_file_start=False) == ("a\x00b", ("nul_bytes",))
+    assert decode_line(b"caf\xe9 \xff", at_file_start=False) == ("caf\ufffd \ufffd", ("undecodable",))
 
 
 @pytest.mark.parametrize(
@@ -93,12 +100,12 @@ def test_length_groups_minimize_padding_plus_call_overhead():
 
 
 def test_prepare_line():
-    line = core.prepare_line(b"The cat\r", False, window=4, mode="both", eos=False, max_line_tokens=5)
+    line = core.prepare_line(b"The cat\r", False, window=4, mode="both", settings=TextSettings(), max_line_tokens=5)
     assert line == core.PreparedLine("The cat", 3, ("crlf",), None)
-    assert core.prepare_line(b"a b c d e\xff f", False, 4, "next", False, 5) == core.PreparedLine(
+    assert core.prepare_line(b"a b c d e\xff f", False, 4, "next", TextSettings(), 5) == core.PreparedLine(
         "", 1, ("undecodable",), "line_too_long"
     )
-    assert core.prepare_line(None, False, 4, "next", False, 5) == core.PreparedLine("", 1, (), "line_too_long")
+    assert core.prepare_line(None, False, 4, "next", TextSettings(), 5) == core.PreparedLine("", 1, (), "line_too_long")
 
 
 def test_prediction_records():
@@ -129,24 +136,65 @@ def test_prediction_records():
     assert eos_empty["error"] is None and eos_empty["flags"] == ["empty"] and eos_empty["scored_tokens"] == 1
     one_word = core.prediction_record((), 1, 1, window=4, eos=False, score=core.LineScore(0.0, 0, 0, 0.0))
     assert one_word["error"] == "too_short_to_score" and one_word["flags"] == ["all_unknown", "shorter_than_window"]
-    keyed = core.keyed_record(core.LineKey("f.txt", 7, 70), one_word)
-    assert list(keyed) == list(core.RECORD_FIELDS) and keyed["file"] == "f.txt" and keyed["next"] is None
+    keyed = core.keyed_record(core.LineKey("f.txt", 7, 70), one_word, "m").to_dict()
+    assert list(keyed) == list(RECORD_FIELDS) and keyed["file"] == "f.txt" and keyed["next"] is None
     rejected = core.rejected_fields(core.PreparedLine("", 1, ("crlf",), "line_too_long"))
-    assert core.keyed_record(core.LineKey("f", 2, 5), rejected) == {
-        **dict.fromkeys(core.RECORD_FIELDS), "file": "f", "line": 2, "offset": 5, "flags": ["crlf"],
-        "error": "line_too_long",
+    assert core.keyed_record(core.LineKey("f", 2, 5), rejected, "m").to_dict() == {
+        **dict.fromkeys(RECORD_FIELDS), "file": "f", "line": 2, "offset": 5, "flags": ["crlf"],
+        "error": "line_too_long", "model": "m",
     }  # fmt: skip
 
 
-def test_the_bigquery_schema_names_every_record_field_in_order():
-    import json
-    from pathlib import Path
+_BIGQUERY_TYPES = {str: "STRING", int: "INTEGER", float: "FLOAT", bool: "BOOLEAN"}
 
+
+def _bigquery_fields(typed: type) -> list[dict]:
+    """(name, type, mode) of every field of a dataclass or TypedDict, nested records included, from its hints."""
+    fields = []
+    for name, hint in typing.get_type_hints(typed).items():
+        args = (
+            [a for a in typing.get_args(hint) if a is not type(None)]
+            if typing.get_origin(hint) is types.UnionType
+            else [hint]
+        )
+        (inner,) = args
+        mode = "NULLABLE" if len(typing.get_args(hint)) > len(args) else "REQUIRED"
+        if typing.get_origin(inner) is list:
+            (inner,), mode = typing.get_args(inner), "REPEATED"
+        if typing.is_typeddict(inner):
+            fields.append({"name": name, "type": "RECORD", "mode": mode, "fields": _bigquery_fields(inner)})
+        else:
+            fields.append({"name": name, "type": _BIGQUERY_TYPES[inner], "mode": mode})
+    return fields
+
+
+def _without_descriptions(fields: list[dict]) -> list[dict]:
+    return [
+        {k: _without_descriptions(v) if k == "fields" else v for k, v in field.items() if k != "description"}
+        for field in fields
+    ]
+
+
+def test_the_bigquery_schema_matches_the_record_type_field_by_field():
     schema = json.loads((Path(core.__file__).parent / "schema.json").read_text())
-    assert [field["name"] for field in schema] == list(core.RECORD_FIELDS)
+    assert _without_descriptions(schema) == _bigquery_fields(PredictionRecord)
+    assert all(field.get("description") for field in schema)  # what each column means, for the table's users
+    assert [field["name"] for field in schema] == list(RECORD_FIELDS)
     token_fields = next(field for field in schema if field["name"] == "token_scores")["fields"]
     record = core.prediction_record((), 2, 0, 0, True, score=core.LineScore(-1.0, 1, 0, -1.0, [("a", False, -1.0)]))
     assert [field["name"] for field in token_fields] == list(record["token_scores"][0])
+    next_fields = next(field for field in schema if field["name"] == "next")["fields"]
+    record = core.prediction_record((), 2, 0, 0, True, next_words=[("a", 0.5)])
+    assert [field["name"] for field in next_fields] == list(record["next"][0])
+
+
+def test_a_record_reads_back_as_written_and_a_foreign_one_is_refused():
+    record = core.keyed_record(core.LineKey("f", 3, 12), core.prediction_record(("crlf",), 2, 0, 0, True,
+                               next_words=[("a", 0.5)]), "abc")  # fmt: skip
+    text = json.dumps(record.to_dict())
+    assert PredictionRecord.from_dict(json.loads(text), "shard-1") == record
+    with pytest.raises(ValueError, match=r"^shard-1: not a prediction record of this nextword \(missing \['model'\]"):
+        PredictionRecord.from_dict({k: v for k, v in json.loads(text).items() if k != "model"}, "shard-1")
 
 
 def test_split_texts_takes_the_arguments_before_the_first_option():
@@ -157,9 +205,9 @@ def test_split_texts_takes_the_arguments_before_the_first_option():
 def test_count_record_adds_up_errors_flags_and_tokens():
     stats = Counter()
     scored = {"scored_tokens": 7, "unknown_scored_tokens": 2, "log_prob": -14.0, "known_log_prob": -5.0}
-    core.count_record({"error": None, "flags": ["crlf"], **scored}, stats)
+    core.count_record(PredictionRecord("f", 1, 0, error=None, flags=["crlf"], **scored), stats)
     unscored = dict.fromkeys(scored)
-    core.count_record({"error": "empty_line", "flags": ["empty", "crlf"], **unscored}, stats)
+    core.count_record(PredictionRecord("f", 2, 9, error="empty_line", flags=["empty", "crlf"], **unscored), stats)
     assert stats == Counter({"records": 2, "flag.crlf": 2, "flag.empty": 1, "error.empty_line": 1, **scored})
     assert core.score_totals(stats) == {
         "scored_tokens": 7, "unknown_scored_tokens": 2, "perplexity": 7.38906, "known_perplexity": 2.71828,

@@ -18,7 +18,8 @@ from apache_beam.portability.api import beam_runner_api_pb2
 
 from batch_predict import pipeline as predict_pipeline
 from beam_preprocess import pipeline as preprocess_pipeline
-from nextword import cli_common, storage
+from nextword import storage
+from nextword.beam import pipelines
 
 pytestmark = pytest.mark.beam
 
@@ -72,7 +73,13 @@ def _check_job(job: dict, stage: str, labels: set[str]) -> None:
     staged = package["location"].replace("storage.googleapis.com/", "gs://", 1)
     with tarfile.open(fileobj=io.BytesIO(_read_gcs(staged))) as sdist:
         files = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-    assert {"nextword/storage.py", "beam_preprocess/pipeline.py", "batch_predict/pipeline.py", "setup.py"} <= files
+    assert {
+        "nextword/storage/__init__.py",
+        "nextword/text/contract.py",
+        "beam_preprocess/pipeline.py",
+        "batch_predict/pipeline.py",
+        "setup.py",
+    } <= files
 
 
 def test_preprocessing_job_for_dataflow(gcs_bucket, tmp_path):
@@ -106,10 +113,10 @@ def test_batch_prediction_job_for_dataflow(gcs_bucket, tiny_bundle, tmp_path):
     storage.write_text(f"{gcs_bucket}/in/lines.txt", "w1 w2 w3\n")
     old = _write_old_run(f"{gcs_bucket}/out", ["summary.json", "predictions-00000-of-00001.jsonl"])
     job_file = str(tmp_path / "predict-job.json")
-    config, beam_args = cli_common.parse("predict", _cloud_args(
+    config, beam_args = pipelines.parse("predict", _cloud_args(
         gcs_bucket, job_file, f"predict.bundle_dir={gcs_bucket}/bundle", f"predict.input_glob={gcs_bucket}/in/*.txt",
         f"predict.output_dir={gcs_bucket}/out"))  # fmt: skip
-    with beam.Pipeline(options=cli_common.pipeline_options(beam_args)) as p:
+    with beam.Pipeline(options=pipelines.pipeline_options(beam_args)) as p:
         predict_pipeline.build(p, config)
     labels = {"PlanRanges", "RangesToScore", "Score/ScoreRanges", "WriteSummary"}
     _check_job(json.load(open(job_file)), "predict", labels)

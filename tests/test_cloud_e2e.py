@@ -13,7 +13,10 @@ import pytest
 
 from batch_predict import pipeline as predict_pipeline
 from beam_preprocess import pipeline as preprocess_pipeline
-from nextword import cli, contract, runs, storage, synthetic
+from nextword import cli, storage
+from nextword.cloud import runs
+from nextword.text import contract
+from tests.support import synthetic
 
 pytestmark = pytest.mark.e2e
 

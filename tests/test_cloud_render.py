@@ -8,8 +8,10 @@ import pytest
 from google.cloud.aiplatform_v1.types import CustomJob
 from google.cloud.scheduler_v1.types import HttpMethod, Job
 
-from nextword import cli, cli_common, cloud, cloud_specs
+from nextword import cli, cloud
 from nextword import config as config_lib
+from nextword.beam import pipelines
+from nextword.cloud import cloud_specs
 from nextword.config import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -103,11 +105,11 @@ def test_schedule_strategy_is_a_checked_choice():
 
 
 def test_dataflow_options_come_from_the_config_and_the_command_line_wins():
-    config, args = cli_common.parse("preprocess", ["--config", CLOUD_YAML, "--runner", "DataflowRunner",
+    config, args = pipelines.parse("preprocess", ["--config", CLOUD_YAML, "--runner", "DataflowRunner",
                                                     "--num_workers", "5"])  # fmt: skip
     from apache_beam.options.pipeline_options import GoogleCloudOptions, SetupOptions, WorkerOptions
 
-    options = cli_common.pipeline_options(args)
+    options = pipelines.pipeline_options(args)
     gcp = options.view_as(GoogleCloudOptions)
     assert (gcp.project, gcp.region, gcp.temp_location) == ("my-project", "us-central1", "gs://my-bucket/dataflow/tmp")
     assert gcp.job_name.startswith("nextword-preprocess-")
@@ -117,5 +119,5 @@ def test_dataflow_options_come_from_the_config_and_the_command_line_wins():
     # A custom container replaces setup_file; no --runner: the local runner, no cloud options.
     image = cloud.dataflow_args(_config("cloud.dataflow.sdk_container_image=gcr.io/p/beam:1"), "j")
     assert "--sdk_container_image=gcr.io/p/beam:1" in image and not any("setup_file" in a for a in image)
-    assert cli_common.parse("preprocess", ["--config", CLOUD_YAML])[1] == []
+    assert pipelines.parse("preprocess", ["--config", CLOUD_YAML])[1] == []
     assert config.cloud.project == "my-project"

@@ -1,11 +1,13 @@
-"""Dated runs, their artifacts and the LATEST pointer (nextword/runs.py) on the real emulator."""
+"""Dated runs, their artifacts and the LATEST pointer (nextword/cloud/runs.py) on the real emulator."""
 
 import datetime
 import threading
 
 import pytest
 
-from nextword import contract, runs, storage
+from nextword import storage
+from nextword.cloud import runs
+from nextword.text import contract
 
 DAY = datetime.date(2025, 6, 2)
 BAR = {"max_test_perplexity": 10.0}
@@ -26,8 +28,9 @@ def test_run_name_and_the_bar():
 
 @pytest.mark.unit
 def test_the_baseline_gate_needs_the_ratio_and_names_both_perplexities():
-    from nextword import cloud, cloud_cli
+    from nextword import cloud
     from nextword import config as config_lib
+    from nextword.cloud import cloud_cli
 
     assert "max_baseline_ratio" not in cloud.promotion_bar(config_lib.from_dict(None))  # off unless set
     bar = cloud.promotion_bar(

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from nextword import cli, cli_common, cli_parsers
+from nextword import cli
+from nextword.cli import cli_common, cli_parsers
 from tests.support import trainer as trainer_support
 
 REPO = Path(__file__).resolve().parent.parent
@@ -121,12 +122,11 @@ def test_train_help_takes_under_a_second():
 
 
 @pytest.mark.unit
-def test_baseline_is_a_command_whose_module_parses_with_the_baseline_parser():
-    if not (REPO / "baseline" / "__main__.py").exists():
-        pytest.skip("baseline/__main__.py is not written yet (it is added with the n-gram baseline)")
-    import importlib
-
-    assert callable(importlib.import_module(cli.SUBCOMMANDS["baseline"]).main)
+def test_every_command_names_a_function_that_runs_it():
+    targets = [*cli.SUBCOMMANDS.values(), *cli.NESTED_SUBCOMMANDS.values()]
+    assert all(callable(cli.entry_point(target)) for target in targets)
+    with pytest.raises(AttributeError):
+        cli.entry_point("trainer.commands:no_such_command")
 
 
 def _tiny_corpus(root: Path) -> Path:

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from nextword import contract
-from nextword.contract import TextSettings
+from nextword.text import contract
+from nextword.text.contract import TextSettings
 
 pytestmark = pytest.mark.unit
 

@@ -20,8 +20,9 @@ from batch_predict import core as predict_core
 from batch_predict import pipeline as predict_pipeline
 from batch_predict import resume
 from beam_preprocess import __main__ as preprocess_main
-from nextword import bundle as bundle_lib
-from nextword import contract, storage
+from nextword import storage
+from nextword.artifacts import bundle as bundle_lib
+from nextword.text import contract
 from tests.support.predict import chain_words, job_config, predict_argv, read_records
 
 
@@ -227,7 +228,7 @@ def test_broken_bundle_is_refused_in_one_line_before_the_previous_output_is_clea
         lines = error_lines(capsys)
         assert len(lines) == 1 and lines[0].startswith(f"error: {message}"), (name, lines)
         assert snapshot(tmp_path / "out") == good and snapshot(victim) == before, name
-    assert bundle_lib.load_bundle(tiny_bundle.bundle_dir).info["checksums"].keys() == {
+    assert bundle_lib.load_bundle(tiny_bundle.bundle_dir).info.checksums.keys() == {
         "saved_model.pb", "variables/variables.index", "variables/variables.data-00000-of-00001",
     }  # fmt: skip
 
@@ -327,5 +328,5 @@ def test_rerun_removes_beam_temp_and_saved_model_tmp_leftovers(tiny_bundle, tmp_
     mine.write_text("the user's\n")
     export_bundle(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, str(bundle_dir))
     assert not any(os.path.lexists(p) for p in leftovers) and not (bundle_dir / "variables" / "variables_temp").exists()
-    assert mine.exists() and bundle_lib.load_bundle(str(bundle_dir)).info["checksums"]
+    assert mine.exists() and bundle_lib.load_bundle(str(bundle_dir)).info.checksums
     assert snapshot(victim) == before

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nextword import bundle as bundle_lib
 from nextword import config as config_lib
-from nextword import contract
+from nextword.artifacts import bundle as bundle_lib
+from nextword.text import contract
 from tests.support.tiny_bundle import (
     TINY_MODEL,
     corpus_lines,
@@ -192,7 +192,7 @@ def test_load_bundle_checks_files_and_fingerprint(tiny_bundle, tmp_path):
     assert loaded.tokens == tiny_bundle.vocab.tokens and loaded.settings == tiny_bundle.settings
     assert loaded.window_length == tiny_bundle.config.preprocess.window_length
     manifest = json.loads((Path(tiny_bundle.data_dir) / contract.MANIFEST_FILE).read_text())
-    assert loaded.fingerprint == manifest["fingerprint"] == loaded.info["fingerprint"]
+    assert loaded.fingerprint == manifest["fingerprint"] == loaded.info.fingerprint
 
     def copy(name):
         path = tmp_path / name

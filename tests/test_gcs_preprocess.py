@@ -6,7 +6,8 @@ import pytest
 
 from beam_preprocess import __main__ as preprocess_cli
 from beam_preprocess import pipeline
-from nextword import contract, storage
+from nextword import storage
+from nextword.text import contract
 
 pytestmark = pytest.mark.beam
 

@@ -8,7 +8,8 @@ import requests
 from google.api_core import exceptions as api_exceptions
 from google.api_core.exceptions import RetryError
 
-from nextword import gcs_errors, storage
+from nextword import storage
+from nextword.storage import gcs_errors
 
 
 # --- describe(): the one-line messages, exactly --------------------------------

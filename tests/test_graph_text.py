@@ -9,8 +9,8 @@ import tensorflow as tf
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nextword import contract, graph_text
-from nextword.contract import TextSettings
+from nextword.text import contract, graph_text
+from nextword.text.contract import TextSettings
 
 pytestmark = pytest.mark.unit
 
@@ -18,7 +18,8 @@ SEED = TextSettings(normalization="seed", eos=False)
 SEED_EOS = TextSettings(normalization="seed", eos=True)
 WHITESPACE = TextSettings(normalization="whitespace", eos=False)
 WHITESPACE_EOS = TextSettings(normalization="whitespace", eos=True)
-ALL_SETTINGS = [SEED, SEED_EOS, WHITESPACE, WHITESPACE_EOS]
+# Every normalization of the table, with and without <eos>: a new one is tested by being added.
+ALL_SETTINGS = [TextSettings(normalization=name, eos=eos) for name in contract.NORMALIZATIONS for eos in (False, True)]
 VOCAB = ["<???>", "<eos>", "the", "cat", "don't", "a-b", "é", "x"]
 
 _GRAPHS: dict = {}
@@ -93,9 +94,25 @@ def test_lookup_ids_match_vocabulary_with_unknown_as_zero():
     assert got == [[2, 0, 1], [], [6, 0, 0, 7]]
 
 
+def test_every_normalization_has_its_graph_twin():
+    assert set(graph_text.GRAPH_WORDS) == set(contract.NORMALIZATION_TABLE)
+    assert {SEED, SEED_EOS, WHITESPACE, WHITESPACE_EOS} <= set(ALL_SETTINGS)
+
+
+def test_eos_before_and_after_in_the_graph_as_the_contract_places_it():
+    words = tf.ragged.constant([["a", "b"], []], dtype=tf.string)
+    before = graph_text.with_eos(words, SEED_EOS, contract.EOS_TOKEN, before=True, after=False).to_list()
+    both = graph_text.with_eos(words, SEED_EOS, contract.EOS_TOKEN, before=True).to_list()
+    assert before == [[b"<eos>", b"a", b"b"], [b"<eos>"]]
+    assert both == [[b"<eos>", b"a", b"b", b"<eos>"], [b"<eos>", b"<eos>"]]
+    assert graph_text.with_eos(words, SEED, contract.EOS_TOKEN, before=True).to_list() == [[b"a", b"b"], []]
+
+
 def test_unknown_normalization_is_a_one_line_error():
     with pytest.raises(ValueError, match="text.normalization: unknown value 'bpe'"):
         graph_text.tokenize(tf.constant(["x"]), TextSettings(normalization="bpe"))
+    with pytest.raises(ValueError, match="text.normalization: unknown value 'bpe'"):
+        contract.tokenize("x", TextSettings(normalization="bpe"))
 
 
 # Text drawn from every Unicode category except surrogates (which Python cannot
@@ -114,5 +131,7 @@ def test_graph_and_python_agree_on_arbitrary_text(texts):
     for text_settings in ALL_SETTINGS:
         expected = python_tokens(texts, text_settings)
         assert graph_tokens(texts, text_settings) == expected
+        bound = contract.normalization(text_settings).word_bound  # batch prediction sizes lines by it
+        assert all(bound(text) >= len(contract.tokenize(text, text_settings)) for text in texts)
         ragged = tf.ragged.constant(expected, dtype=tf.string, ragged_rank=1, inner_shape=())
         assert graph_text.lookup_ids(ragged, table).to_list() == [vocab.ids(row) for row in expected]

@@ -4,6 +4,7 @@ shared package depends on no stage, and test modules share helpers only through 
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -14,28 +15,6 @@ REPO = Path(__file__).resolve().parent.parent
 PACKAGES = ("nextword", "beam_preprocess", "baseline", "trainer", "batch_predict")
 SHARED = "nextword"
 STAGES = ("beam_preprocess", "baseline", "trainer", "batch_predict")
-
-# Known imports of a stage by the shared package, each (importer, imported). Each one is a debt to pay
-# (issue 10 item 4: nothing in nextword imports a stage), not a pattern to copy; remove an entry when
-# its import goes. The test also fails when an entry is no longer needed.
-SHARED_IMPORTS_STAGE_ALLOWED = {
-    # `nextword cloud train` resolves the worker from TF_CONFIG, then runs the trainer's CLI in-process.
-    ("nextword.cloud_cli", "trainer.strategy"),
-    ("nextword.cloud_cli", "trainer.__main__"),  # importlib.import_module("trainer.__main__")
-}
-
-# Known import cycles, each as the sorted modules of one strongly connected component; any other cycle fails,
-# and so does an entry whose cycle is gone (remove it then).
-CYCLES_ALLOWED: set[tuple[str, ...]] = {
-    # trainer.evaluate.main() (the `nextword evaluate` entry point, named in nextword/cli.py's SUBCOMMANDS)
-    # imports trainer.main inside the function for run_evaluate, while trainer.main imports trainer.evaluate
-    # and trainer.loop (which imports trainer.evaluate's Evaluator) at the top. Issue 10 item 5 untangles it.
-    ("trainer.evaluate", "trainer.loop", "trainer.main"),
-}
-
-# Old helper-module names test modules may still import (tests/trainer_support.py is an alias of
-# tests/support/trainer.py), each (test file, module). Remove an entry when its import goes.
-LEGACY_HELPER_IMPORTS: set[tuple[str, str]] = set()
 
 
 def module_name(path: Path, root: Path = REPO) -> str:
@@ -50,7 +29,7 @@ def project_modules() -> dict[str, Path]:
 
 
 def _imported_names(node: ast.AST, importer: str, is_package: bool) -> list[str]:
-    """Every dotted name an import statement may load: `import a.b` -> a.b; `from a import b` -> a, a.b."""
+    """Every dotted name an import statement may load: `import a.b` -> a.b; `from a import b` -> a.b."""
     if isinstance(node, ast.Import):
         return [alias.name for alias in node.names]
     if node.level:  # relative: from the importer's package, one level up per extra dot
@@ -59,7 +38,8 @@ def _imported_names(node: ast.AST, importer: str, is_package: bool) -> list[str]
         module = ".".join(base + ([node.module] if node.module else []))
     else:
         module = node.module or ""
-    return [module] + [f"{module}.{alias.name}" for alias in node.names if alias.name != "*"]
+    # a.b when b is a submodule, else a (resolved in import_graph); the package a itself is not the target
+    return [f"{module}.{alias.name}" for alias in node.names if alias.name != "*"] or [module]
 
 
 def _import_module_calls(node: ast.AST) -> list[str]:
@@ -157,21 +137,22 @@ def a_cycle(graph: dict[str, set[str]], component: list[str]) -> list[str]:
     return component
 
 
-def test_the_graph_sees_top_level_function_level_and_submodule_imports():
+def test_the_graph_sees_top_level_function_level_submodule_and_dynamic_imports():
     graph = import_graph()
     assert "nextword.config" in graph["beam_preprocess.pipeline"]  # top level
-    assert "trainer.strategy" in graph["nextword.cloud_cli"]  # inside a function
-    assert "trainer.__main__" in graph["nextword.cloud_cli"]  # importlib.import_module("trainer.__main__")
-    assert {"nextword", "nextword.cli"} <= graph["batch_predict.__main__"]  # from nextword import cli
+    assert "nextword.cloud" in graph["nextword.beam.pipelines"]  # inside a function
+    assert {"nextword.cli", "nextword.cli.console"} <= graph["trainer.__main__"]  # from nextword(.cli) import ...
+    assert "nextword" not in graph["trainer.__main__"]  # `from nextword import cli` loads nextword.cli
+    assert "trainer.main" in graph["trainer.commands"]  # from trainer import main
     assert all(target in graph for targets in graph.values() for target in targets)
+    dynamic = ast.parse('importlib.import_module("trainer.main")').body[0].value
+    assert _import_module_calls(dynamic) == ["trainer.main"]
 
 
 def test_no_import_cycles_among_project_modules():
     graph = import_graph()
     cycles = {tuple(c): a_cycle(graph, c) for c in strongly_connected(graph)}
-    new = {key: path for key, path in cycles.items() if key not in CYCLES_ALLOWED}
-    assert not new, "import cycles among project modules:\n" + "\n".join(" -> ".join(p) for p in new.values())
-    assert not CYCLES_ALLOWED - set(cycles), f"allowed cycles that are gone (drop them): {CYCLES_ALLOWED - set(cycles)}"
+    assert not cycles, "import cycles among project modules:\n" + "\n".join(" -> ".join(p) for p in cycles.values())
 
 
 def test_the_shared_package_imports_no_stage():
@@ -182,10 +163,7 @@ def test_the_shared_package_imports_no_stage():
         for target in targets
         if target.split(".")[0] in STAGES
     }
-    new = sorted(found - SHARED_IMPORTS_STAGE_ALLOWED)
-    assert not new, "nextword/ (shared) imports a stage:\n" + "\n".join(f"{a} imports {b}" for a, b in new)
-    gone = SHARED_IMPORTS_STAGE_ALLOWED - found
-    assert not gone, f"allowed imports that are gone (drop them from the allow-list): {sorted(gone)}"
+    assert not found, "nextword/ (shared) imports a stage:\n" + "\n".join(f"{a} imports {b}" for a, b in sorted(found))
 
 
 def _test_imports(path: Path) -> set[str]:
@@ -212,8 +190,7 @@ def test_no_test_module_imports_another_test_module_or_conftest():
             if leaf.startswith("test_") or leaf == "conftest":
                 wrong.append(f"{path.name} imports {name} (shared helpers belong in tests/support/)")
             elif name not in ("tests", "tests.support") and not name.startswith("tests.support."):
-                if not any(f == path.name and (name + ".").startswith(m + ".") for f, m in LEGACY_HELPER_IMPORTS):
-                    wrong.append(f"{path.name} imports {name}: helpers live in tests/support/")
+                wrong.append(f"{path.name} imports {name}: helpers live in tests/support/")
     assert not wrong, "\n".join(wrong)
 
 
@@ -226,3 +203,27 @@ def test_the_import_readers_resolve_relative_and_from_imports(tmp_path):
     }  # fmt: skip
     assert strongly_connected({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert a_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}, ["a", "b", "c"]) == ["a", "b", "c", "a"]
+
+
+def _where_things_live() -> dict[str, str]:
+    """README's "Where things live" table: {first cell's path: the row's text}."""
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    table = text.split("## Where things live", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
+    return {row.split("`")[1]: row for row in rows}
+
+
+def test_the_readme_map_matches_the_tree():
+    rows = _where_things_live()
+    packages = {f"nextword/{p.name}/" for p in (REPO / "nextword").iterdir() if (p / "__init__.py").exists()}
+    stages = {f"{name}/" for name in STAGES}
+    assert packages | stages <= rows.keys(), (packages | stages) - rows.keys()
+    wrong = []
+    for path, row in rows.items():
+        if not (REPO / path).exists():
+            wrong.append(path)
+        folder = REPO / path if path.endswith("/") else REPO
+        for name in re.findall(r"`([a-z_]+\.py)`", row):
+            if not (folder / name).exists():
+                wrong.append(f"{path}{name}")
+    assert not wrong, f"README names what is not in the tree: {wrong}"

@@ -8,7 +8,7 @@ import pytest
 from beam_preprocess import core
 from beam_preprocess.transforms import CorpusCountsFn, CountFileWordsFn, WriteShardPartsFn
 from nextword import config as config_lib
-from nextword.contract import TextSettings
+from nextword.text.contract import TextSettings
 
 pytestmark = pytest.mark.unit
 
@@ -125,7 +125,7 @@ def test_corpus_counts_combiner_merges_partials():
 
 
 def test_progress_lines_count_files_bytes_lines_and_tokens_against_the_corpus(cfg, write_files, caplog):
-    from nextword import progress
+    from nextword.beam import progress
 
     text = "the cat sat\n" * 3000  # 12,000 tokens: the stream checks the clock every 4,096
     root = write_files({"a.txt": text, "b.txt": text})
@@ -143,7 +143,7 @@ def test_progress_lines_count_files_bytes_lines_and_tokens_against_the_corpus(cf
 
 
 def test_progress_reports_only_after_its_interval():
-    from nextword import progress
+    from nextword.beam import progress
 
     now = [0.0]
     tracker = progress.Progress("test", "scoring", total_bytes=1000, clock=lambda: now[0], every_s=10)

@@ -9,7 +9,8 @@ import time
 
 import pytest
 
-from nextword import contract, synthetic
+from nextword.text import contract
+from tests.support import synthetic
 from tests.support.preprocess import read_windows
 
 pytestmark = pytest.mark.e2e

@@ -13,7 +13,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from beam_preprocess import core, pipeline
 from beam_preprocess.transforms import CountVocabulary
 from nextword import config as config_lib
-from nextword import contract
+from nextword.text import contract
 from tests.support.beam import local_test_pipeline
 from tests.support.preprocess import read_windows
 

@@ -99,7 +99,7 @@ def test_shuffled_records_are_refused_for_carry_state(synthetic, tmp_path):
 
 def test_overlapping_windows_are_refused_for_carry_state(ordered):
     spec = data.load_data_spec(str(ordered))
-    overlapping = dataclasses.replace(spec, manifest={**spec.manifest, "stride": 1})
+    overlapping = dataclasses.replace(spec, manifest=dataclasses.replace(spec.manifest, stride=1))
     with pytest.raises(ValueError, match="carried state needs preprocess.stride == window_length"):
         streams.check_in_order(overlapping, "train", streams.read_windows(spec, "train"))
 

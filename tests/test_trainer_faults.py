@@ -12,7 +12,7 @@ import signal
 
 import pytest
 
-from nextword import bundle as bundle_lib
+from nextword.artifacts import bundle as bundle_lib
 from tests.support import trainer as trainer_support
 from tests.support.trainer import latest_checkpoint_step, train_args
 from trainer.main import run

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from nextword import synthetic
 from nextword.config import ModelConfig
+from tests.support import synthetic
 from trainer import heads, recurrent
 from trainer.model import build_model, cudnn_eligible
 

@@ -155,7 +155,7 @@ def test_mixed_precision_run_trains_and_restores_the_policy(synthetic, tmp_path)
 
 
 def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(synthetic, tmp_path):
-    from nextword import bundle as bundle_lib
+    from nextword.artifacts import bundle as bundle_lib
 
     trained = run(train_args(synthetic, tmp_path / "model", "train.max_steps=20"))
     (tmp_path / "model" / "metrics.json").unlink()
@@ -168,8 +168,7 @@ def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(
     assert cli.main(["export", *train_args(synthetic, tmp_path / "model")]) == 0
     again = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))  # complete, and the same model
     assert (
-        again.model_fingerprint == exported.model_fingerprint
-        and again.info["weights_sha256"] == trained["weights_sha256"]
+        again.model_fingerprint == exported.model_fingerprint and again.info.weights_sha256 == trained["weights_sha256"]
     )
 
 

@@ -2,7 +2,8 @@
 
 import sys
 
-from nextword import cli, console
+from nextword import cli
+from nextword.cli import console
 
 # The shell's codes for "terminated by a signal" (128 + its number): 143 for SIGTERM, 130 for Ctrl-C.
 # The job did not finish and may be rerun.

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
-from nextword import contract, storage
-from nextword.contract import TextSettings
-from nextword.data_dir import read_manifest_and_vocab, shard_paths
+from nextword import storage
+from nextword.artifacts.data_dir import Manifest, read_manifest_and_vocab, shard_paths
+from nextword.text import contract
+from nextword.text.contract import TextSettings
 
 _FILE = tf.data.experimental.AutoShardPolicy.FILE
 _DATA = tf.data.experimental.AutoShardPolicy.DATA
@@ -25,7 +26,7 @@ class DataSpec:
     """What the trainer knows about one preprocessed data directory."""
 
     data_dir: str
-    manifest: dict
+    manifest: Manifest
     vocab: list[str]
 
     @property
@@ -34,7 +35,7 @@ class DataSpec:
 
     @property
     def window_length(self) -> int:
-        return int(self.manifest["window_length"])
+        return self.manifest.window_length
 
     @property
     def record_length(self) -> int:
@@ -42,22 +43,23 @@ class DataSpec:
 
     @property
     def text(self) -> TextSettings:
-        return TextSettings.from_dict(self.manifest["text"])
+        return self.manifest.text
 
     @property
     def fingerprint(self) -> str:
-        return self.manifest["fingerprint"]
+        return self.manifest.fingerprint
 
     def shard_paths(self, split: str) -> list[str]:
         return shard_paths(self.data_dir, self.manifest, split)
 
     def windows(self, split: str) -> int:
-        return int(self.manifest["counts"]["windows"][split])
+        return self.manifest.count("windows", split)
 
     def targets(self, split: str) -> int:
         """Tokens the model predicts in a split (manifests before padded windows: every window position)."""
-        counts = self.manifest["counts"]
-        return int(counts["targets"][split]) if "targets" in counts else self.windows(split) * self.window_length
+        if "targets" not in self.manifest.counts:
+            return self.windows(split) * self.window_length
+        return self.manifest.count("targets", split)
 
 
 def load_data_spec(data_dir: str) -> DataSpec:
@@ -67,7 +69,7 @@ def load_data_spec(data_dir: str) -> DataSpec:
     spec = DataSpec(data_dir=data_dir, manifest=manifest, vocab=vocab)
     for split in contract.SPLITS:
         # Without a token to predict, validation (the schedule, early stopping) and the test figures have no meaning.
-        if not manifest["shards"][split] or not spec.windows(split) or not spec.targets(split):
+        if not manifest.shards[split] or not spec.windows(split) or not spec.targets(split):
             raise ValueError(
                 f"{manifest_path}: the {split} split has no token to predict; give it text "
                 f"(preprocess.split.{split}_fraction or {split}_glob, or a larger corpus) and rerun preprocessing"

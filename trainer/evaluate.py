@@ -9,18 +9,15 @@ import functools
 import io
 import json
 import math
-import sys
 
 import keras
 import numpy as np
 import tensorflow as tf
 
 from nextword import storage
+from nextword.artifacts.model_dir import METRICS_FILE
 from trainer.inputs import Inputs
 from trainer.steps import EVAL_FIGURES, replica_eval_step
-
-METRICS_FILE = "metrics.json"
-CURVES_FILE = "curves.png"
 
 
 def summarize(sums: np.ndarray) -> dict:
@@ -108,17 +105,3 @@ def plot_curves(history: list[dict], path: str) -> None:
     plt.close(fig)
     with tf.io.gfile.GFile(path, "wb") as f:
         f.write(buffer.getvalue())
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`nextword evaluate`: the best validation epoch's weights on valid and test; writes metrics.json."""
-    from nextword import cli, console
-    from trainer import main as trainer_main
-
-    argv = sys.argv[1:] if argv is None else argv
-    console.start(argv)
-    return cli.guarded(trainer_main.run_evaluate, argv)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

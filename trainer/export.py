@@ -58,10 +58,12 @@ import time
 import keras
 import tensorflow as tf
 
-from nextword import bundle as bundle_lib
-from nextword import cli_common, contract, graph_text, storage
+from nextword import storage
+from nextword.artifacts import bundle as bundle_lib
+from nextword.cli import cli_common
 from nextword.config import Config
-from nextword.contract import TextSettings
+from nextword.text import contract, graph_text
+from nextword.text.contract import TextSettings
 from trainer import recurrent
 from trainer.data import read_manifest_and_vocab
 from trainer.model import weights_sha256
@@ -113,13 +115,6 @@ class BundleGraph:
         unknown_count = tf.reduce_sum(tf.cast(tf.equal(ids, contract.UNK_ID), tf.int32), axis=1)
         return ids, word_count, unknown_count
 
-    def _line_ids(self, word_ids: tf.RaggedTensor, trailing_eos: bool, eos=contract.EOS_ID) -> tf.RaggedTensor:
-        """A line's ids (or, with eos=contract.EOS_TOKEN, its token strings): `<eos>` before, and after if asked."""
-        if not self.settings.eos:
-            return word_ids
-        column = tf.RaggedTensor.from_tensor(tf.fill(tf.stack([word_ids.nrows(), 1]), eos))
-        return tf.concat([column, word_ids, column] if trailing_eos else [column, word_ids], axis=1)
-
     @staticmethod
     def _gather_padded(ids: tf.RaggedTensor, positions: tf.Tensor, valid: tf.Tensor) -> tf.Tensor:
         """ids.flat_values at `positions` where valid, else 0 (padding)."""
@@ -131,7 +126,7 @@ class BundleGraph:
     def next_words(self, text: tf.Tensor, k: tf.Tensor) -> dict[str, tf.Tensor]:
         tf.debugging.assert_greater_equal(k, 1, message="next_words: k must be >= 1")
         word_ids, word_count, unknown_count = self._words(text)
-        context = self._line_ids(word_ids, trailing_eos=False)
+        context = graph_text.with_eos(word_ids, self.settings, contract.EOS_ID, before=True, after=False)
         lengths = context.row_lengths()  # [batch] int64
         used = tf.minimum(lengths, self.window)  # context ids used, [batch]
         offsets = tf.range(_widest(used, self.window), dtype=tf.int64)[tf.newaxis, :]  # [1, w], w <= W
@@ -182,7 +177,7 @@ class BundleGraph:
     def _line_log_probs(self, text: tf.Tensor, per_token: bool) -> dict[str, tf.Tensor]:
         """The score protocol over a batch of lines; with `per_token`, also every scored token's value."""
         word_ids, word_count, unknown_count = self._words(text)
-        ids = self._line_ids(word_ids, trailing_eos=True)
+        ids = graph_text.with_eos(word_ids, self.settings, contract.EOS_ID, before=True)
         windows, valid, line_of = self._windows(ids)
         num_windows = tf.shape(windows)[0]
         batch = tf.cast(ids.nrows(), tf.int32)
@@ -217,7 +212,7 @@ class BundleGraph:
             # Windows run line by line and, within a line, in order: the values come out line-major.
             token_log_prob = tokens[0].concat()[: tf.size(predicted.flat_values)]
             words = graph_text.tokenize(text, self.settings)
-            strings = self._line_ids(words, trailing_eos=True, eos=contract.EOS_TOKEN)
+            strings = graph_text.with_eos(words, self.settings, contract.EOS_TOKEN, before=True)
             known = tf.where(unknown.flat_values, tf.constant(0.0, tf.float64), tf.cast(token_log_prob, tf.float64))
             out.update(
                 token_log_prob=token_log_prob,
@@ -264,10 +259,8 @@ class BundleGraph:
         """
         word_ids, word_count, unknown_count = self._words(text)
         strings = graph_text.tokenize(text, self.settings)
-        if self.settings.eos:
-            column = lambda value: tf.RaggedTensor.from_tensor(tf.fill(tf.stack([word_ids.nrows(), 1]), value))  # noqa: E731
-            word_ids = tf.concat([word_ids, column(contract.EOS_ID)], axis=1)
-            strings = tf.concat([strings, column(contract.EOS_TOKEN)], axis=1)
+        word_ids = graph_text.with_eos(word_ids, self.settings, contract.EOS_ID)
+        strings = graph_text.with_eos(strings, self.settings, contract.EOS_TOKEN)
         flat = word_ids.flat_values
         has_previous = tf.cast(last_id >= 0, tf.int32)
         sequence = tf.concat([tf.reshape(last_id, [1])[:has_previous], flat], axis=0)  # [s]
@@ -341,7 +334,8 @@ class BundleGraph:
         allow_unknown: tf.Tensor,
     ) -> dict[str, tf.Tensor]:
         word_ids, _, _ = self._words(text[tf.newaxis])
-        context = self._line_ids(word_ids, trailing_eos=False).flat_values  # [c] int32
+        context = graph_text.with_eos(word_ids, self.settings, contract.EOS_ID, before=True, after=False)
+        context = context.flat_values  # [c] int32
         is_unknown = tf.equal(tf.range(self.vocab_size), contract.UNK_ID)  # [V]
         k = tf.where(top_k > 0, tf.minimum(top_k, self.vocab_size), self.vocab_size)
 
@@ -442,14 +436,14 @@ def export_bundle(
     context_tokens: ids the signatures condition on (default: the data's window_length).
     """
     manifest, tokens = read_manifest_and_vocab(data_dir)  # the trainer's own checks
-    settings = TextSettings.from_dict(manifest["text"])
+    settings = manifest.text
     model_vocab = model.output_shape[-1]
     if model_vocab != len(tokens):
         raise ValueError(
             f"{data_dir}: the model predicts {model_vocab} ids but {contract.VOCAB_FILE} has {len(tokens)} tokens; "
             "export the model with the data it was trained on"
         )
-    window_length = int(manifest["window_length"])
+    window_length = manifest.window_length
     context_tokens = context_tokens or window_length
     meta_dir = storage.join(bundle_dir, contract.BUNDLE_META_DIR)
     info_path = storage.join(meta_dir, contract.BUNDLE_INFO_FILE)
@@ -459,11 +453,13 @@ def export_bundle(
     build_archive(graph).write_out(bundle_dir, verbose=False)
     storage.makedirs(meta_dir)
     storage.write_text(storage.join(meta_dir, contract.VOCAB_FILE), contract.vocab_text(tokens))
-    storage.write_text(storage.join(meta_dir, contract.MANIFEST_FILE), json.dumps(manifest, indent=2, sort_keys=True))
+    storage.write_text(
+        storage.join(meta_dir, contract.MANIFEST_FILE), json.dumps(manifest.to_dict(), indent=2, sort_keys=True)
+    )
     storage.write_text(storage.join(meta_dir, contract.CONFIG_FILE), cli_common.config_yaml(config))
-    info = bundle_lib.bundle_info(
-        fingerprint=manifest["fingerprint"],
-        settings=settings,
+    info = bundle_lib.BundleInfo(
+        fingerprint=manifest.fingerprint,
+        text=settings,
         window_length=window_length,
         context_tokens=context_tokens,
         vocab_size=len(tokens),
@@ -472,6 +468,6 @@ def export_bundle(
         state_size=graph.state_size,
         weights_sha256=weights_sha256(model),
     )
-    storage.write_marker(info_path, info)
-    _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info["fingerprint"], len(tokens))
+    storage.write_marker(info_path, info.to_dict())
+    _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info.fingerprint, len(tokens))
     return bundle_dir

@@ -1,11 +1,10 @@
 """The custom distributed training loop: `strategy.run` inside a `tf.function`, one step at a time.
 
 Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy in TF 2.21
-(keras-team/keras#20585); this loop avoids it and owns the checkpoints:
+(keras-team/keras#20585); this loop avoids it and decides when to checkpoint (trainer/checkpoints.py):
 
-- A checkpoint holds the model, the optimizer (its step counter included),
-  the epoch, the batches done in it and the training seconds. It is written
-  every `checkpoint_every_steps` steps, at each epoch end and when stopping.
+- A checkpoint is written every `checkpoint_every_steps` steps, at each epoch
+  end and when stopping.
 - A rerun restores the latest one and rebuilds that epoch's input order
   (fixed by the seed and the epoch), skipping the batches already done:
   `kill -9` costs at most one checkpoint interval of steps.
@@ -21,7 +20,6 @@ import functools
 import json
 import logging
 import math
-import re
 import signal
 import sys
 import time
@@ -32,9 +30,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nextword import cli_common, storage
+from nextword import storage
+from nextword.artifacts.model_dir import HISTORY_FILE
 from nextword.config import TrainConfig
-from trainer import carried_state, recurrent
+from trainer.checkpoints import Checkpoints, RunState
 from trainer.evaluate import Evaluator
 from trainer.inputs import Inputs
 from trainer.steps import replica_train_step
@@ -42,15 +41,10 @@ from trainer.strategy import Worker
 
 _LOG = logging.getLogger(__name__)
 
-CHECKPOINT_DIR = "checkpoints"
-BEST_DIR = "best"  # the weights of the best validation epoch: what is evaluated and exported
-HISTORY_FILE = "history.json"
 SUMMARY_SPLITS = ("train", "valid")  # TensorBoard runs under <model_dir>/logs/
 # Validation loss (nats/token) an epoch must gain to count as progress: 0.2% of perplexity. Smaller
 # gains, as a decayed learning rate gives epoch after epoch, would keep early stopping from ever stopping.
 MIN_IMPROVEMENT = 0.002
-# What an unfinished tf.train.CheckpointManager save leaves behind (and all a restart may delete).
-_ORPHAN = re.compile(r"ckpt-[0-9]+_temp")
 # Stop votes, in the order the train step sums them.
 _BUDGET, _PREEMPTED = 0, 1
 
@@ -109,15 +103,6 @@ def sigterm_flag() -> Iterator[dict]:
             signal.signal(sig, old)
 
 
-def checkpoint_dirs(model_dir: str, worker: Worker, name: str = CHECKPOINT_DIR) -> tuple[str, str]:
-    """(where checkpoints are read from, where this worker writes them).
-
-    Every worker takes part in saving, but only the chief's copy is kept.
-    """
-    shared = storage.join(model_dir, name)
-    return shared, shared if worker.is_chief else storage.join(model_dir, "tmp", f"worker-{worker.task_id}-{name}")
-
-
 class TrainLoop:
     def __init__(
         self,
@@ -137,37 +122,9 @@ class TrainLoop:
         self.inputs = inputs
         self.cfg = cfg
         self.evaluator = Evaluator(model, strategy, inputs)
-        self.fingerprint = fingerprint
-        self.heartbeat = heartbeat  # called at every checkpoint (the chief refreshes its model_dir lock)
+        self.state = RunState(fingerprint)
+        self.checkpoints = Checkpoints(model, optimizer, self.state, strategy, worker, cfg, fingerprint, heartbeat)
         self._resumed_states = None  # the carried states of a checkpoint taken inside an epoch
-        # The best epoch's weights of this process, in memory: on other workers the chief's copy on disk
-        # may still be being written when training ends (reading it there gave workers different weights).
-        self._best_weights: list | None = None
-        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        self.batch = tf.Variable(0, dtype=tf.int64, trainable=False, name="batch_in_epoch")
-        self.seconds = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="train_seconds")
-        self.data_fingerprint = tf.Variable(fingerprint, dtype=tf.string, trainable=False, name="data_fingerprint")
-        # The validation-driven schedule's state, checkpointed so that a resumed run decides as the first would.
-        self.best_loss = tf.Variable(math.inf, dtype=tf.float64, trainable=False, name="best_valid_loss")
-        self.best_epoch = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_epoch")
-        self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
-        self.lr_scale = tf.Variable(1.0, dtype=tf.float64, trainable=False, name="learning_rate_scale")
-        self.checkpoint = tf.train.Checkpoint(
-            model=model,
-            optimizer=optimizer,
-            epoch=self.epoch,
-            batch=self.batch,
-            train_seconds=self.seconds,
-            data_fingerprint=self.data_fingerprint,
-            best_valid_loss=self.best_loss,
-            best_epoch=self.best_epoch,
-            epochs_without_improvement=self.bad_epochs,
-            learning_rate_scale=self.lr_scale,
-        )
-        self.read_dir, self.write_dir = checkpoint_dirs(cfg.model_dir, worker)
-        self.manager = tf.train.CheckpointManager(self.checkpoint, self.write_dir, max_to_keep=cfg.keep_checkpoints)
-        self.best_read_dir, best_write_dir = checkpoint_dirs(cfg.model_dir, worker, BEST_DIR)
-        self.best = tf.train.CheckpointManager(tf.train.Checkpoint(model=model), best_write_dir, max_to_keep=1)
         self._train_step = tf.function(self._distributed_train_step)
         self.history_path = storage.join(cfg.model_dir, HISTORY_FILE)
 
@@ -184,89 +141,29 @@ class TrainLoop:
         figures, states = self.strategy.run(step, args=(ids, states, votes))
         return self.strategy.experimental_local_results(figures)[0], states
 
-    # --- checkpoints -----------------------------------------------------------
+    # --- checkpoints (trainer/checkpoints.py) ----------------------------------
     @property
     def step(self) -> int:
-        return int(self.optimizer.iterations.numpy())
+        return self.checkpoints.step
 
     def restore(self) -> int:
-        """Restores the newest readable checkpoint, if any; returns its step (0: fresh start).
-
-        The manager names a checkpoint in its state file only after its files are
-        complete, so a save that died midway leaves just an orphaned `*_temp`
-        directory, removed here. A named checkpoint that still cannot be read (a
-        copy cut short, a disk that lost the tail of a file) is skipped with a
-        warning for the one before it: a resumable job loses one interval, not the run.
-        """
-        if self.worker.is_chief:
-            for folder in (self.read_dir, self.best_read_dir):
-                for orphan in tf.io.gfile.glob(storage.join(folder, "ckpt-*_temp")):
-                    if not _ORPHAN.fullmatch(orphan.rstrip("/").rsplit("/", 1)[-1]):
-                        continue
-                    _LOG.warning("%s: removing the leftovers of a checkpoint write that did not finish", orphan)
-                    storage.remove_tree(orphan)  # never through a link: only the link itself goes
-        state = tf.train.get_checkpoint_state(self.read_dir)
-        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
-        for path in candidates:
-            try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
-            except (ValueError, AssertionError) as err:
-                raise ValueError(
-                    f"{path}: does not fit this model ({cli_common.one_line(err)}); use a new train.model_dir "
-                    "or the train.model settings it was made with"
-                ) from None
-            except (tf.errors.OpError, IndexError, OSError) as err:  # IndexError: TF's "read less bytes"
-                _LOG.warning("%s: unreadable (%s); trying the checkpoint before it", path, cli_common.one_line(err))
-                continue
-            restored = self.data_fingerprint.numpy().decode()
-            if restored != self.fingerprint:
-                raise ValueError(
-                    f"{path}: trained on data with fingerprint {restored}, but train.data_dir has "
-                    f"{self.fingerprint}; use a new train.model_dir"
-                )
+        """Restores the newest readable checkpoint, if any; returns its step (0: fresh start)."""
+        step, self._resumed_states = self.checkpoints.restore()
+        if step:
             self._apply_learning_rate()
-            if self.cfg.carry_state and int(self.batch.numpy()) > 0:
-                self._resumed_states = carried_state.load(self.read_dir, self.worker, self.step, self.strategy)
-            _LOG.info(
-                "resumed from %s: step %d, epoch %d, batch %d, %.0f s trained",
-                path,
-                self.step,
-                int(self.epoch.numpy()),
-                int(self.batch.numpy()),
-                float(self.seconds.numpy()),
-            )
-            return self.step
-        if candidates:
-            raise ValueError(
-                f"{self.read_dir}: none of its {len(candidates)} checkpoints can be read (see the warnings); "
-                "restore them from a copy or use a new train.model_dir"
-            )
-        return 0
+        return step
 
     def save(self, epoch: int, batch: int, seconds: float, states: tuple = ()) -> None:
-        """A checkpoint at this position; inside an epoch, the carried states too (before it, see carried_state)."""
-        self.epoch.assign(epoch)
-        self.batch.assign(batch)
-        self.seconds.assign(seconds)
-        if states and 0 < batch < self.inputs.steps_per_epoch:
-            per_layer = recurrent.states_per_layer_of(self.model)
-            carried_state.save(self.read_dir, self.worker, self.step, states, per_layer, self.strategy)
-        self._save_with(self.manager)
-        if self.worker.is_chief:
-            carried_state.prune(self.read_dir, {int(p.rsplit("-", 1)[-1]) for p in self.manager.checkpoints})
-        if self.heartbeat:
-            self.heartbeat()
+        self.checkpoints.save(epoch, batch, seconds, states, inside_epoch=0 < batch < self.inputs.steps_per_epoch)
 
-    def _save_with(self, manager: tf.train.CheckpointManager) -> None:
-        manager.save(checkpoint_number=self.step)
-        if not self.worker.is_chief:
-            tf.io.gfile.rmtree(manager.directory)
+    def restore_best(self) -> None:
+        self.checkpoints.restore_best()
 
     # --- the validation-driven schedule ------------------------------------------
     def _apply_learning_rate(self) -> None:
         """The configured rate times the plateau scale (a fixed decay schedule, decay < 1, runs alone)."""
         if self.cfg.optimizer.decay == 1:
-            self.optimizer.learning_rate = self.cfg.optimizer.learning_rate * float(self.lr_scale.numpy())
+            self.optimizer.learning_rate = self.cfg.optimizer.learning_rate * float(self.state.lr_scale.numpy())
 
     def _track_best(self, valid_loss: float, done: float, schedule: bool) -> bool:
         """Keeps the best epoch's weights apart, lowers the rate on a plateau; True when patience ran out.
@@ -279,38 +176,28 @@ class TrainLoop:
         kept: a stub epoch says nothing about a plateau, and a resumed run goes
         on at the same rate.
         """
-        best = float(self.best_loss.numpy())
+        best = float(self.state.best_loss.numpy())
         if valid_loss < best:  # NaN is never better
-            self.best_loss.assign(valid_loss)
-            self.best_epoch.assign(done)
-            self._save_with(self.best)
-            self._best_weights = self.model.get_weights()
+            self.state.best_loss.assign(valid_loss)
+            self.state.best_epoch.assign(done)
+            self.checkpoints.save_best()
         if not schedule:
             return False
         if valid_loss < best - MIN_IMPROVEMENT:
-            self.bad_epochs.assign(0)
+            self.state.bad_epochs.assign(0)
             return False
-        self.bad_epochs.assign_add(1)
+        self.state.bad_epochs.assign_add(1)
         factor = self.cfg.optimizer.plateau_factor
         if factor < 1 and self.cfg.optimizer.decay == 1:
-            self.lr_scale.assign(self.lr_scale * factor)
+            self.state.lr_scale.assign(self.state.lr_scale * factor)
             self._apply_learning_rate()
             _LOG.info(
                 "validation did not improve: learning rate x%g -> %.3g",
                 factor,
-                self.cfg.optimizer.learning_rate * float(self.lr_scale.numpy()),
+                self.cfg.optimizer.learning_rate * float(self.state.lr_scale.numpy()),
             )
         patience = self.cfg.early_stopping_patience
-        return bool(patience) and int(self.bad_epochs.numpy()) >= patience
-
-    def restore_best(self) -> None:
-        """Puts the best validation epoch's weights into the model (kept as they are if none was saved)."""
-        if self._best_weights is not None:
-            self.model.set_weights(self._best_weights)
-            return
-        latest = tf.train.latest_checkpoint(self.best_read_dir)  # written by an earlier process: complete
-        if latest:
-            tf.train.Checkpoint(model=self.model).restore(latest).assert_existing_objects_matched()
+        return bool(patience) and int(self.state.bad_epochs.numpy()) >= patience
 
     # --- history ---------------------------------------------------------------
     def _load_history(self, epoch: int) -> list[dict]:
@@ -327,10 +214,10 @@ class TrainLoop:
     def fit(self, resumed_from: int) -> FitResult:
         """Trains from the restored position (`restore()` first) to the end, a stop, or preemption."""
         cfg = self.cfg
-        epoch, batch = int(self.epoch.numpy()), int(self.batch.numpy())
+        epoch, batch = int(self.state.epoch.numpy()), int(self.state.batch.numpy())
         history = self._load_history(epoch)
         steps_per_epoch = self.inputs.steps_per_epoch
-        clock = _Clock(float(self.seconds.numpy()))
+        clock = _Clock(float(self.state.seconds.numpy()))
         writers = _summary_writers(cfg.model_dir, self.worker)
         stopped_by = "epochs"
         if cfg.max_steps and self.step >= cfg.max_steps:
@@ -338,7 +225,7 @@ class TrainLoop:
         elif cfg.time_budget_s and clock() >= cfg.time_budget_s:
             stopped_by = "time_budget"
         with sigterm_flag() as sigterm:
-            if cfg.early_stopping_patience and int(self.bad_epochs.numpy()) >= cfg.early_stopping_patience:
+            if cfg.early_stopping_patience and int(self.state.bad_epochs.numpy()) >= cfg.early_stopping_patience:
                 stopped_by = "early_stopping"
             while epoch < cfg.epochs and stopped_by == "epochs":
                 batch, train_loss, stopped_by, states = self._train_epoch(epoch, batch, clock, sigterm, writers)
@@ -346,7 +233,7 @@ class TrainLoop:
                 history.append(self._epoch_record(done, train_loss, clock(), writers))
                 if self._track_best(history[-1]["valid_loss"], done, schedule=stopped_by == "epochs"):
                     stopped_by = "early_stopping"
-                history[-1]["best_epoch"] = float(self.best_epoch.numpy())
+                history[-1]["best_epoch"] = float(self.state.best_epoch.numpy())
                 self._write_history(history)
                 if batch >= steps_per_epoch:
                     epoch, batch = epoch + 1, 0
@@ -362,8 +249,8 @@ class TrainLoop:
             stopped_by=stopped_by,
             resumed_from_step=resumed_from,
             history=history,
-            best_epoch=float(self.best_epoch.numpy()),
-            best_valid_loss=float(self.best_loss.numpy()),
+            best_epoch=float(self.state.best_epoch.numpy()),
+            best_valid_loss=float(self.state.best_loss.numpy()),
         )
 
     def _train_epoch(
@@ -403,7 +290,7 @@ class TrainLoop:
                 self.save(epoch, batch, clock(), states)
                 raise TrainingPreempted(
                     f"stopped at step {step} for {signal.Signals(sigterm['signum']).name}; checkpoint written "
-                    f"to {self.read_dir}: rerun the same command to resume",
+                    f"to {self.checkpoints.read_dir}: rerun the same command to resume",
                     sigterm["signum"],
                 )
             if summed_votes[_BUDGET]:

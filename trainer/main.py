@@ -14,27 +14,31 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 
 import keras
 import tensorflow as tf
 
-from nextword import baseline_report, cli_common, contract, data_dir, storage
 from nextword import config as config_lib
+from nextword import storage
+from nextword.artifacts import baseline_report, data_dir
+from nextword.artifacts.model_dir import BUNDLE_DIR, CURVES_FILE
+from nextword.cli import cli_common
 from nextword.config import Config
+from nextword.text import contract
 from trainer import evaluate as evaluate_lib
 from trainer import sizing
+from trainer.checkpoints import checkpoint_dirs
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
-from trainer.loop import TrainLoop, checkpoint_dirs
+from trainer.loop import TrainLoop
 from trainer.model import build_model, cudnn_eligible, weights_sha256
 from trainer.optim import make_optimizer
 from trainer.run_lock import RunLock, check_resume_settings
 from trainer.strategy import Worker, lost_peers_reported, make_strategy
 
 _LOG = logging.getLogger(__name__)
-
-BUNDLE_DIR = "bundle"
 
 
 def parse(stage: str, argv: list[str] | None) -> Config:
@@ -117,33 +121,52 @@ def compare_with_baseline(config: Config, metrics: dict) -> dict:
     return section
 
 
-def train(config: Config) -> dict:
-    """Trains (or resumes), evaluates on valid and test, writes the outputs; returns the metrics."""
+@dataclass(frozen=True)
+class Setup:
+    """What training, evaluating and exporting start from, made one way for all three."""
+
+    config: Config  # its sizes resolved by the training split (trainer/sizing.py)
+    strategy: tf.distribute.Strategy
+    worker: Worker
+    spec: DataSpec
+
+
+def set_up(config: Config) -> Setup:
     strategy, worker = make_strategy(config.train)  # first: multi-worker collectives start before any op
     spec = load_data_spec(config.train.data_dir)
-    config = sizing.resolve(config, spec.targets("train"))
-    cfg = config.train
-    checkpoints, _ = checkpoint_dirs(cfg.model_dir, worker)
-    lock = RunLock(cfg.model_dir)
-    if worker.is_chief:
-        storage.makedirs(cfg.model_dir, "train.model_dir")
+    return Setup(sizing.resolve(config, spec.targets("train")), strategy, worker, spec)
+
+
+@contextlib.contextmanager
+def training_loop(setup: Setup, heartbeat: Callable[[], None] | None = None) -> Iterator[TrainLoop]:
+    """The inputs, model, optimizer and loop, built in the strategy's scope; no checkpoint restored yet."""
+    cfg = setup.config.train
+    checkpoints, _ = checkpoint_dirs(cfg.model_dir, setup.worker)
+    with precision(cfg.mixed_precision), lost_peers_reported(setup.worker, checkpoints):
+        inputs, model, optimizer = _build(setup.config, setup.spec, setup.strategy, setup.worker)
+        yield TrainLoop(model, optimizer, setup.strategy, setup.worker, inputs, cfg, setup.spec.fingerprint, heartbeat)
+
+
+def train(config: Config) -> dict:
+    """Trains (or resumes), evaluates on valid and test, writes the outputs; returns the metrics."""
+    setup = set_up(config)
+    lock = RunLock(setup.config.train.model_dir)
+    if setup.worker.is_chief:
+        storage.makedirs(setup.config.train.model_dir, "train.model_dir")
         lock.acquire()  # one trainer per model_dir
     try:
-        return _train_locked(config, spec, strategy, worker, checkpoints, lock)
+        return _train_locked(setup, lock)
     finally:
-        if worker.is_chief:
+        if setup.worker.is_chief:
             lock.release()
 
 
-def _train_locked(
-    config: Config, spec: DataSpec, strategy: tf.distribute.Strategy, worker: Worker, checkpoints: str, lock: RunLock
-) -> dict:
+def _train_locked(setup: Setup, lock: RunLock) -> dict:
+    config, strategy, worker, spec = setup.config, setup.strategy, setup.worker, setup.spec
     cfg = config.train
-    with precision(cfg.mixed_precision), lost_peers_reported(worker, checkpoints):
-        inputs, model, optimizer = _build(config, spec, strategy, worker)
+    with training_loop(setup, lock.refresh if worker.is_chief else None) as loop:
+        model, inputs = loop.model, loop.inputs
         _log_setup(model, strategy, worker, inputs)
-        heartbeat = lock.refresh if worker.is_chief else None
-        loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint, heartbeat)
         resumed_from = loop.restore()  # refuses a model_dir of another model or other data
         config_path = storage.join(cfg.model_dir, contract.CONFIG_FILE)
         if resumed_from and storage.exists(config_path):
@@ -180,7 +203,7 @@ def _train_locked(
     if worker.is_chief:
         evaluate_lib.write_metrics(cfg.model_dir, metrics)
         if fit.history:
-            evaluate_lib.plot_curves(fit.history, storage.join(cfg.model_dir, evaluate_lib.CURVES_FILE))
+            evaluate_lib.plot_curves(fit.history, storage.join(cfg.model_dir, CURVES_FILE))
         metrics["bundle_dir"] = export(model, spec, config)
     return metrics
 
@@ -191,35 +214,30 @@ def run(argv: list[str] | None = None) -> dict:
 
 
 @contextlib.contextmanager
-def restored_best(config: Config, what: str) -> Iterator[tuple[TrainLoop, DataSpec, Config]]:
-    """The training loop with the best validation epoch's weights (those training exported) restored,
-    and the config with its sizes resolved as training resolved them."""
-    strategy, worker = make_strategy(config.train)
-    spec = load_data_spec(config.train.data_dir)
-    config = sizing.resolve(config, spec.targets("train"))
-    cfg = config.train
-    checkpoints, _ = checkpoint_dirs(cfg.model_dir, worker)
-    with precision(cfg.mixed_precision), lost_peers_reported(worker, checkpoints):
-        inputs, model, optimizer = _build(config, spec, strategy, worker)
-        loop = TrainLoop(model, optimizer, strategy, worker, inputs, cfg, spec.fingerprint)
+def restored_best(config: Config, what: str) -> Iterator[tuple[TrainLoop, Setup]]:
+    """The training loop with the best validation epoch's weights (those training exported) restored."""
+    setup = set_up(config)
+    with training_loop(setup) as loop:
         if not loop.restore():
-            raise FileNotFoundError(f"{loop.read_dir}: no checkpoint to {what}; train first (nextword train)")
+            raise FileNotFoundError(
+                f"{loop.checkpoints.read_dir}: no checkpoint to {what}; train first (nextword train)"
+            )
         loop.restore_best()
-        yield loop, spec, config
+        yield loop, setup
 
 
 def run_export(argv: list[str] | None = None) -> str:
     """`nextword export`: the bundle again from the best checkpoint (e.g. for signatures added since)."""
     config = parse("export", argv)
-    with restored_best(config, "export") as (loop, spec, resolved):
-        return export(loop.model, spec, resolved)
+    with restored_best(config, "export") as (loop, setup):
+        return export(loop.model, setup.spec, setup.config)
 
 
 def run_evaluate(argv: list[str] | None = None) -> dict:
     """`nextword evaluate`: the best validation epoch's weights (the exported ones) on valid and test."""
     config = parse("evaluate", argv)
     cfg = config.train
-    with restored_best(config, "evaluate") as (loop, _, _):
+    with restored_best(config, "evaluate") as (loop, _):
         found = {split: loop.evaluator(split) for split in ("valid", "test")}
         found["weights_sha256"] = weights_sha256(loop.model)
         worker = loop.worker

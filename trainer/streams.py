@@ -51,9 +51,9 @@ def continuity(windows: np.ndarray) -> float:
 
 
 def check_in_order(spec: DataSpec, split: str, windows: np.ndarray) -> None:
-    if spec.manifest["stride"] != spec.window_length:
+    if spec.manifest.stride != spec.window_length:
         raise ValueError(
-            f"train.carry_state: {spec.data_dir} was preprocessed with stride {spec.manifest['stride']} "
+            f"train.carry_state: {spec.data_dir} was preprocessed with stride {spec.manifest.stride} "
             f"and window_length {spec.window_length}; carried state needs preprocess.stride == window_length"
         )
     share = continuity(windows)

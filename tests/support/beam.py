@@ -7,6 +7,6 @@ def local_test_pipeline():
     """A TestPipeline on the local FnApiRunner (Beam's DirectRunner would first try Prism, offline)."""
     from apache_beam.testing.test_pipeline import TestPipeline
 
-    from nextword.cli_common import LOCAL_RUNNER
+    from nextword.beam.pipelines import LOCAL_RUNNER
 
     return TestPipeline(runner=LOCAL_RUNNER)

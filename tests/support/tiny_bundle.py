@@ -18,8 +18,9 @@ import tensorflow as tf
 
 from beam_preprocess import pipeline as preprocess
 from nextword import config as config_lib
-from nextword import contract, synthetic
 from nextword.config import Config, ModelConfig
+from nextword.text import contract
+from tests.support import synthetic
 from trainer.export import export_bundle
 from trainer.model import build_model
 from trainer.steps import split_window

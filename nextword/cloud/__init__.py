@@ -1,6 +1,6 @@
 """The YAML config's `cloud` section -> Beam's Dataflow options, and its checks.
 
-Both Beam jobs go through `cli_common.parse`, which adds `dataflow_args` when
+Both Beam jobs go through `pipelines.parse`, which adds `dataflow_args` when
 the command line asks for `--runner DataflowRunner`, so
 
     nextword preprocess --config gs://BUCKET/nextword/config.yaml --runner DataflowRunner
@@ -106,7 +106,7 @@ def launch_only(options: PipelineOptions) -> bool:
 
 
 def promotion_bar(config: Config) -> dict[str, float]:
-    """The bar a run's metrics must pass before LATEST points at it (nextword/runs.py)."""
+    """The bar a run's metrics must pass before LATEST points at it (nextword/cloud/runs.py)."""
     bar = {"max_test_perplexity": config.cloud.max_test_perplexity}
     if config.cloud.max_baseline_ratio > 0:  # checked only when set: runs without a baseline still promote
         bar["max_baseline_ratio"] = config.cloud.max_baseline_ratio

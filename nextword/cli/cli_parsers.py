@@ -65,7 +65,7 @@ Beam options (any other option is passed to Beam's PipelineOptions), e.g.:
 
 
 def add_console_flags(p: argparse.ArgumentParser) -> None:
-    """--verbose and --debug: accepted by every command (nextword/console.py reads them first)."""
+    """--verbose and --debug: accepted by every command (nextword/cli/console.py reads them first)."""
     p.add_argument("--verbose", action="store_true", help="show third-party logs (TensorFlow, Beam, absl) as well")
     p.add_argument("--debug", action="store_true", help="print the full traceback of a failure (also NEXTWORD_DEBUG=1)")
 

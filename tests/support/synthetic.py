@@ -11,7 +11,7 @@ Lines are capitalised and end with a full stop, so the seed normalization has
 work to do; the chain runs on across line breaks within a file, as the
 preprocessing stream does.
 
-    python -m nextword.synthetic --out tests/data/synthetic   # regenerates the tests' corpus
+    python -m tests.support.synthetic --out tests/data/synthetic   # regenerates the tests' corpus
 """
 
 from __future__ import annotations
@@ -106,7 +106,7 @@ def write_corpus(out_dir: str, spec: ChainSpec, num_files: int, tokens_per_file:
         with open(path, "w", encoding="utf-8") as f:
             f.write("\n".join(generate_lines(chain, tokens_per_file, rng)) + "\n")
     info = {
-        "generator": "nextword.synthetic first-order Markov chain",
+        "generator": "tests.support.synthetic first-order Markov chain",
         "spec": asdict(spec),
         "num_files": num_files,
         "tokens_per_file": tokens_per_file,

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 
 from nextword import storage
+from nextword.artifacts import versioned
 
 FORMAT_VERSION = 1
 REPORT_FILE = "baseline.json"
@@ -20,6 +21,7 @@ DEFAULT_SUBDIR = "baseline"  # <train.data_dir>/baseline unless baseline.output_
 # The trainer's two evaluation protocols (trainer/inputs.py): context carried
 # across consecutive windows (train.carry_state) or reset at every window.
 PROTOCOLS = ("carried", "window")
+RERUN = "rerun `nextword baseline`"
 
 
 @dataclass(frozen=True)
@@ -43,16 +45,7 @@ class BaselineReport:
 
     @classmethod
     def from_dict(cls, data: dict, source: str) -> BaselineReport:
-        version = data.get("format_version")
-        if version != FORMAT_VERSION:
-            raise ValueError(
-                f"{source}: format_version {version!r}, this nextword reads {FORMAT_VERSION}; rerun `nextword baseline`"
-            )
-        names = {f.name for f in dataclasses.fields(cls)}
-        missing = sorted(names - data.keys())
-        if missing:
-            raise ValueError(f"{source}: missing {', '.join(missing)}; rerun `nextword baseline`")
-        return cls(**{k: data[k] for k in names})
+        return versioned.build(cls, data, source, FORMAT_VERSION, RERUN)
 
 
 def output_dir(configured: str, data_dir: str) -> str:
@@ -70,11 +63,7 @@ def read(folder: str) -> BaselineReport | None:
     path = storage.join(folder, REPORT_FILE)
     if not storage.exists(path):
         return None
-    try:
-        data = json.loads(storage.read_text(path))
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path}: not valid JSON ({err.msg}); rerun `nextword baseline`") from None
-    return BaselineReport.from_dict(data, path)
+    return BaselineReport.from_dict(versioned.read_json(path, RERUN), path)
 
 
 def compare(report: BaselineReport | None, metrics: dict, carried: bool, manifest_sha256: str) -> dict:

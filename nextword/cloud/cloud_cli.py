@@ -1,7 +1,7 @@
 """`nextword cloud`: launch files, the scheduled training run, and the runs on Cloud Storage.
 
 nextword cloud render  --config configs/cloud.yaml --out build/cloud   # specs and scripts (cloud_specs.py)
-nextword cloud train   --config gs://BUCKET/nextword/config.yaml       # what the Vertex AI job runs
+nextword cloud train   --config gs://BUCKET/nextword/config.yaml       # what Vertex AI runs (trainer/cloud_train.py)
 nextword cloud runs    --config ...                                    # runs, test perplexity, LATEST
 nextword cloud promote --config ... --run-dir gs://.../runs/2025-06-02-123  # re-check one run against the bar
 nextword cloud latest  --config ...                                    # the promoted bundle (for predict)
@@ -9,18 +9,19 @@ nextword cloud latest  --config ...                                    # the pro
 
 from __future__ import annotations
 
-import datetime
-import importlib
 import json
 import os
 import sys
 
-from nextword import cli, cli_parsers, cloud, cloud_specs, console, runs, storage
+from nextword import cli, cloud, storage
 from nextword import config as config_lib
+from nextword.artifacts.model_dir import METRICS_FILE
+from nextword.cli import cli_parsers, console
+from nextword.cloud import cloud_specs, runs
 from nextword.config import Config
 
-METRICS_FILE = "metrics.json"  # written by the trainer into its model_dir (trainer/evaluate.py)
-COMMANDS = tuple(cli_parsers.CLOUD_SUMMARIES)
+# `cloud train` runs the trainer: nextword/cli dispatches it to trainer/cloud_train.py, as a stage.
+COMMANDS = tuple(name for name in cli_parsers.CLOUD_SUMMARIES if name != "train")
 
 
 def _flat_metrics(metrics: dict) -> dict[str, float]:
@@ -55,26 +56,6 @@ def promote(config: Config, run_dir: str) -> bool:
     return runs.promote_latest(run_dir, latest_path(config), metrics, cloud.promotion_bar(config))
 
 
-def train(config_path: str | None, overrides: list[str]) -> int:
-    """Trains into this job's dated run directory, then (chief) promotes it if it passes the bar."""
-    from trainer.strategy import LOCAL_WORKER, worker_from_tf_config
-
-    config = config_lib.load(config_path, overrides)
-    cloud.require(config, "cloud.runs_dir")
-    tf_config = os.environ.get("TF_CONFIG", "")
-    worker = worker_from_tf_config(tf_config) if config.train.strategy == "multiworker" and tf_config else LOCAL_WORKER
-    now = datetime.datetime.now(datetime.UTC)
-    # Vertex AI sets CLOUD_ML_JOB_ID on every replica of a job; a local run gets its own id.
-    job_id = os.environ.get("CLOUD_ML_JOB_ID") or now.strftime("local%H%M%S")
-    run_dir = runs.resolve_run_dir(config.cloud.runs_dir, job_id, worker.is_chief, today=now.date())
-    trainer_cli = importlib.import_module("trainer.__main__")
-    args = (["--config", config_path] if config_path else []) + [a for o in overrides for a in ("--set", o)]
-    code = trainer_cli.main(args + ["--set", f"train.model_dir={run_dir}"])
-    if code == 0 and worker.is_chief:
-        promote(config, run_dir)
-    return code
-
-
 def _print_runs(config: Config) -> None:
     cloud.require(config, "cloud.runs_dir")
     latest = runs.read_latest(latest_path(config)) or {}
@@ -98,8 +79,6 @@ def _latest_bundle(config: Config) -> str:
 def run(argv: list[str]) -> int:
     command, rest = argv[0], argv[1:]
     args = cli_parsers.cloud(command).parse_args(rest)
-    if command == "train":
-        return train(args.config, args.overrides)
     config = config_lib.load(args.config, args.overrides)
     if command == "render":
         os.makedirs(args.out, exist_ok=True)
@@ -120,11 +99,10 @@ def run(argv: list[str]) -> int:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] not in COMMANDS:
-        print(f"usage: nextword cloud {{{', '.join(COMMANDS)}}} [options]", file=sys.stderr)
+        print(f"usage: nextword cloud {{{', '.join(cli_parsers.CLOUD_SUMMARIES)}}} [options]", file=sys.stderr)
         return 2
     console.start(argv[1:])
-    codes: list[int] = []  # run's own exit code (the trainer's, for `train`) unless guarded() caught an error
-    return cli.guarded(lambda args: codes.append(run(args)), argv) or codes[0]
+    return cli.guarded(run, argv)
 
 
 if __name__ == "__main__":

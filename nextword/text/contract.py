@@ -3,7 +3,7 @@
 Every stage (preprocessing, training, export, batch prediction) imports this
 module; it imports neither Beam nor Keras so that it stays cheap and pure.
 The in-graph normalization used by the exported model lives in
-`nextword.graph_text` and is tested against the functions here.
+`nextword.text.graph_text` and is tested against the functions here.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
 # --- Special tokens and ids -------------------------------------------------
@@ -22,7 +22,6 @@ EOS_ID = 1
 DEFAULT_UNKNOWN_TOKEN = "<???>"
 EOS_TOKEN = "<eos>"
 
-NORMALIZATIONS = ("seed", "whitespace")
 
 # --- Artifact file names ----------------------------------------------------
 VOCAB_FILE = "vocab.txt"
@@ -79,21 +78,55 @@ def normalize_seed(text: str) -> str:
     return _SPACES.sub(" ", _SEED_DELETE.sub("", text)).strip(" ")
 
 
+def _seed_words(text: str) -> list[str]:
+    return [w for w in normalize_seed(text).split(" ") if w and not w.startswith("-")]
+
+
+def _split_count(text: str) -> int:
+    """Words of str.split(): no normalization here splits where str.split() does not."""
+    return len(text.split())
+
+
+@dataclass(frozen=True)
+class Normalization:
+    """One way a line becomes words. Its TensorFlow twin is `graph_text.GRAPH_WORDS[name]`, proved equal to
+    `words` by tests/test_graph_text.py for every entry of NORMALIZATION_TABLE; adding one here and there
+    is all a new normalization takes."""
+
+    words: Callable[[str], list[str]]  # one line -> its words, without <eos>
+    # >= len(words(text)) for every text, without normalizing: what batch prediction sizes a line by
+    word_bound: Callable[[str], int]
+
+
+NORMALIZATION_TABLE = {
+    "seed": Normalization(_seed_words, _split_count),
+    "whitespace": Normalization(str.split, _split_count),
+}
+NORMALIZATIONS = tuple(NORMALIZATION_TABLE)
+
+
+def normalization(settings: TextSettings) -> Normalization:
+    try:
+        return NORMALIZATION_TABLE[settings.normalization]
+    except KeyError:
+        raise ValueError(
+            f"text.normalization: unknown value {settings.normalization!r}; use one of {NORMALIZATIONS}"
+        ) from None
+
+
 def tokenize(text: str, settings: TextSettings) -> list[str]:
     """Splits one line of text into words (without the end-of-line token)."""
-    if settings.normalization == "seed":
-        return [w for w in normalize_seed(text).split(" ") if w and not w.startswith("-")]
-    if settings.normalization == "whitespace":
-        return text.split()
-    raise ValueError(f"text.normalization: unknown value {settings.normalization!r}; use one of {NORMALIZATIONS}")
+    return normalization(settings).words(text)
+
+
+def line_end_tokens(settings: TextSettings) -> list[str]:
+    """What follows every line's words: `<eos>` when the settings have it."""
+    return [EOS_TOKEN] if settings.eos else []
 
 
 def line_tokens(line: str, settings: TextSettings) -> list[str]:
     """Words of one line plus the end-of-line token when enabled."""
-    words = tokenize(line, settings)
-    if settings.eos:
-        words.append(EOS_TOKEN)
-    return words
+    return tokenize(line, settings) + line_end_tokens(settings)
 
 
 # --- Vocabulary -------------------------------------------------------------

@@ -7,7 +7,7 @@ Deleting is narrow (`clear_owned`, `remove_tree`): a stage deletes only files it
 can prove it wrote, and never through a symbolic link.
 
 Cloud Storage failures come out as one-line errors that name the path and say
-what to do (`guard`, from nextword/gcs_errors.py).
+what to do (`guard`, from nextword/storage/gcs_errors.py).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from typing import BinaryIO, NamedTuple
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from nextword.gcs_errors import guard
+from nextword.storage.gcs_errors import guard
 
 
 def join(base: str, *parts: str) -> str:
@@ -403,7 +403,7 @@ def _delete_objects(paths: list[str]) -> None:
     from apache_beam.io.gcp import gcsio
     from google.api_core import exceptions as api_exceptions
 
-    from nextword.gcs_errors import describe
+    from nextword.storage.gcs_errors import describe
 
     with guard(paths[0], "delete"):
         results = gcsio.GcsIO().delete_batch(paths)

@@ -1,15 +1,15 @@
-"""Argument parsing and Beam pipeline options shared by every stage's entry point."""
+"""A Beam stage's job around its pipeline: config and Beam options from the command line, the local
+runner made explicit, the run, and its commit marker written last and read back."""
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from nextword import cli_parsers, console
 from nextword import config as config_lib
+from nextword.cli import cli_common
 
 # Beam 2.77's "DirectRunner" first tries to download the Prism runner, which
 # cannot work offline; FnApiRunner is the DirectRunner's own local engine
@@ -17,40 +17,20 @@ from nextword import config as config_lib
 LOCAL_RUNNER = "FnApiRunner"
 
 
-def one_line(err: BaseException) -> str:
-    """An error's first non-blank line (its type's name if it has none): what a one-line message shows."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
-
-
-def parser(stage: str) -> argparse.ArgumentParser:
-    """The stage's parser (nextword/cli_parsers.py: the same one `nextword <stage> --help` shows)."""
-    return cli_parsers.stage(stage)
-
-
 def parse(stage: str, argv: list[str] | None) -> tuple[config_lib.Config, list[str]]:
     """(config, remaining args for Beam) for one stage.
 
     With `--runner DataflowRunner`, the config's cloud section supplies the
-    Dataflow options first (nextword/cloud.py); the command line's own come
+    Dataflow options first (nextword/cloud/__init__.py); the command line's own come
     after them and win.
     """
-    args, rest = parser(stage).parse_known_args(argv)
+    args, rest = cli_common.parser(stage).parse_known_args(argv)
     config = config_lib.load(args.config, args.overrides)
     from nextword import cloud
 
     if cloud.wants_dataflow(rest):
         rest = cloud.dataflow_args(config, cloud.job_name(stage)) + rest
     return config, rest
-
-
-def setup_logging(verbose: bool = False) -> None:
-    """The console's logging for a program that is not a `nextword` command (bench/): quiet unless verbose."""
-    console.setup_logging(verbose)
-
-
-def config_yaml(config: config_lib.Config) -> str:
-    return config_lib.to_yaml(config)
 
 
 def pipeline_options(beam_args: list[str]):

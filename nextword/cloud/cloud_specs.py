@@ -10,7 +10,7 @@ The JSON files are the REST request bodies (customJobs.create, jobs.create), so
 what the tests parse into the official message types is exactly what is sent.
 Every job runs `nextword cloud train`, which picks the dated run directory,
 trains, evaluates and promotes LATEST only when the run passes the bar
-(nextword/runs.py); Scheduler's body is the same every time, so the date
+(nextword/cloud/runs.py); Scheduler's body is the same every time, so the date
 cannot be in the spec.
 """
 

@@ -6,12 +6,16 @@ this module proves that a directory is a complete, consistent bundle first.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
 
-from nextword import contract, storage
-from nextword.contract import TextSettings
+from nextword import storage
+from nextword.artifacts import versioned
+from nextword.artifacts.data_dir import Manifest
+from nextword.text import contract
+from nextword.text.contract import TextSettings
 
 FORMAT_VERSION = 2  # 2: bundle.json holds the CRC32C of the SavedModel files
 SAVED_MODEL_FILE = "saved_model.pb"
@@ -30,41 +34,93 @@ SIGNATURE_ADVANCE_STREAM = "advance_stream"
 _HOW_TO_FIX = "point predict.bundle_dir at the bundle that `nextword train` exported"
 
 
-@dataclass(frozen=True)
-class Bundle:
-    """A checked bundle: its path, text settings, vocabulary and window length."""
+SIGNATURES = (
+    contract.SIGNATURE_NEXT_WORDS,
+    contract.SIGNATURE_SCORE,
+    contract.SIGNATURE_GENERATE,
+    SIGNATURE_SCORE_TOKENS,
+    SIGNATURE_SCORE_STREAM,
+    SIGNATURE_ADVANCE_STREAM,
+)
+RERUN = "re-export the bundle (nextword export)"
 
-    path: str
-    settings: TextSettings
-    tokens: list[str]
+
+@dataclass(frozen=True)
+class BundleInfo:
+    """bundle.json: written last by the export (the bundle's commit marker), checked by every consumer."""
+
+    fingerprint: str  # vocabulary + text settings (contract.fingerprint)
+    text: TextSettings
     window_length: int  # the training window
     context_tokens: int  # ids the signatures condition on
-    fingerprint: str  # vocabulary + text settings (contract.fingerprint)
-    info: dict
+    vocab_size: int
+    created_unix: int
+    signatures: list[str] = dataclasses.field(default_factory=lambda: list(SIGNATURES))
+    # CRC32C of the SavedModel files by path relative to the bundle ({}: an export before checksums, refused)
+    checksums: dict[str, str] = dataclasses.field(default_factory=dict)
+    state_size: int = 0  # floats of the stream signatures' state (0: exported before they existed)
+    weights_sha256: str = ""  # taken at export ("": exported before model fingerprints)
+    format_version: int = FORMAT_VERSION
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str) -> BundleInfo:
+        return versioned.build(cls, data, source, FORMAT_VERSION, RERUN)
 
     @property
     def model_fingerprint(self) -> str:
-        return model_fingerprint(self.info)
+        """What makes a bundle's scores: vocabulary + text contract (the data fingerprint), the context
+        length and the weights (their sha256, taken at export), as 16 hex digits.
+
+        Re-exporting the same weights keeps it, wherever the bundle is written; any change of vocabulary,
+        normalization, <eos>, context or a single weight changes it. Every prediction record and
+        summary.json carry it, so scores of two models are never mixed silently. "" for a bundle exported
+        before fingerprints (batch prediction refuses it: check_scoring).
+        """
+        if not self.weights_sha256:
+            return ""
+        content = {
+            "fingerprint": self.fingerprint,
+            "text": self.text.to_dict(),
+            "context_tokens": self.context_tokens,
+            "weights_sha256": self.weights_sha256,
+        }
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A checked bundle: its path, vocabulary and bundle.json."""
+
+    path: str
+    tokens: list[str]
+    info: BundleInfo
+
+    @property
+    def settings(self) -> TextSettings:
+        return self.info.text
+
+    @property
+    def window_length(self) -> int:
+        return self.info.window_length
+
+    @property
+    def context_tokens(self) -> int:
+        return self.info.context_tokens
+
+    @property
+    def fingerprint(self) -> str:
+        return self.info.fingerprint
+
+    @property
+    def model_fingerprint(self) -> str:
+        return self.info.model_fingerprint
 
     @property
     def state_size(self) -> int:
-        """Floats of the stream signatures' state (0: a bundle exported before they existed)."""
-        return int(self.info.get("state_size", 0))
-
-
-def model_fingerprint(info: dict) -> str:
-    """What makes a bundle's scores: vocabulary + text contract (the data fingerprint), the context
-    length and the weights (their sha256, taken at export), as 16 hex digits.
-
-    Re-exporting the same weights keeps it, wherever the bundle is written; any change of vocabulary,
-    normalization, <eos>, context or a single weight changes it. Every prediction record and
-    summary.json carry it, so scores of two models are never mixed silently. "" for a bundle exported
-    before fingerprints (batch prediction refuses it: nextword/bundle.py check_scoring).
-    """
-    if "weights_sha256" not in info:
-        return ""
-    content = {key: info[key] for key in ("fingerprint", "text", "context_tokens", "weights_sha256")}
-    return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()[:16]
+        return self.info.state_size
 
 
 def check_scoring(bundle: Bundle) -> None:
@@ -74,40 +130,6 @@ def check_scoring(bundle: Bundle) -> None:
             f"{bundle.path}: exported before document scoring and model fingerprints; export it again with "
             "`nextword export` (same weights, same scores) or point predict.bundle_dir at a newer bundle"
         )
-
-
-def bundle_info(
-    fingerprint: str,
-    settings: TextSettings,
-    window_length: int,
-    context_tokens: int,
-    vocab_size: int,
-    created_unix: int,
-    checksums: dict[str, str],
-    state_size: int,
-    weights_sha256: str,
-) -> dict:
-    """bundle.json content."""
-    return {
-        "checksums": checksums,
-        "format_version": FORMAT_VERSION,
-        "fingerprint": fingerprint,
-        "text": settings.to_dict(),
-        "window_length": window_length,
-        "context_tokens": context_tokens,
-        "vocab_size": vocab_size,
-        "signatures": [
-            contract.SIGNATURE_NEXT_WORDS,
-            contract.SIGNATURE_SCORE,
-            contract.SIGNATURE_GENERATE,
-            SIGNATURE_SCORE_TOKENS,
-            SIGNATURE_SCORE_STREAM,
-            SIGNATURE_ADVANCE_STREAM,
-        ],  # fmt: skip
-        "state_size": state_size,
-        "weights_sha256": weights_sha256,
-        "created_unix": created_unix,
-    }
 
 
 def savedmodel_checksums(path: str) -> dict[str, str]:
@@ -146,16 +168,6 @@ def _check_savedmodel(path: str, info_path: str, checksums: object) -> None:
             )
 
 
-def _read_json(path: str) -> dict:
-    try:
-        data = json.loads(storage.read_text(path))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{path}: not valid JSON ({err}); re-export the bundle") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object; re-export the bundle")
-    return data
-
-
 def load_bundle(path: str) -> Bundle:
     """Checks that `path` holds a complete bundle whose vocabulary matches its fingerprint.
 
@@ -169,26 +181,22 @@ def load_bundle(path: str) -> Bundle:
             raise FileNotFoundError(f"{path}: not a nextword bundle: missing {rel}; {_HOW_TO_FIX}")
     meta = storage.join(path, contract.BUNDLE_META_DIR)
     info_path = storage.join(meta, contract.BUNDLE_INFO_FILE)
-    info = _read_json(info_path)
-    manifest = _read_json(storage.join(meta, contract.MANIFEST_FILE))
+    info = BundleInfo.from_dict(versioned.read_json(info_path, RERUN), info_path)
+    manifest_path = storage.join(meta, contract.MANIFEST_FILE)
+    manifest = Manifest.from_dict(versioned.read_json(manifest_path, RERUN), manifest_path)
     vocab_path = storage.join(meta, contract.VOCAB_FILE)
     tokens = contract.parse_vocab_text(storage.read_text(vocab_path), vocab_path)
-    try:
-        settings = TextSettings.from_dict(info["text"])
-        fingerprint, vocab_size = info["fingerprint"], info["vocab_size"]
-        window_length, context_tokens = int(info["window_length"]), int(info["context_tokens"])
-    except (KeyError, TypeError, ValueError) as err:
-        raise ValueError(f"{info_path}: incomplete or invalid ({err!r}); re-export the bundle") from None
-    _check_savedmodel(path, info_path, info.get("checksums"))
-    recomputed = contract.fingerprint(tokens, settings)
+    fingerprint, vocab_size = info.fingerprint, info.vocab_size
+    _check_savedmodel(path, info_path, info.checksums)
+    recomputed = contract.fingerprint(tokens, info.text)
     if recomputed != fingerprint:
         raise ValueError(
             f"{path}: fingerprint mismatch: {contract.VOCAB_FILE} and the text settings give {recomputed}, "
             f"{contract.BUNDLE_INFO_FILE} says {fingerprint}; the bundle was modified, re-export it"
         )
-    if manifest.get("fingerprint") != fingerprint:
+    if manifest.fingerprint != fingerprint:
         raise ValueError(
-            f"{path}: fingerprint mismatch: {contract.MANIFEST_FILE} says {manifest.get('fingerprint')}, "
+            f"{path}: fingerprint mismatch: {contract.MANIFEST_FILE} says {manifest.fingerprint}, "
             f"{contract.BUNDLE_INFO_FILE} says {fingerprint}; the bundle was modified, re-export it"
         )
     if vocab_size != len(tokens) or len(set(tokens)) != len(tokens):
@@ -196,4 +204,4 @@ def load_bundle(path: str) -> Bundle:
             f"{vocab_path}: {len(tokens)} tokens ({len(set(tokens))} distinct), bundle.json says {vocab_size}; "
             "re-export the bundle"
         )
-    return Bundle(path, settings, tokens, window_length, context_tokens, fingerprint, info)
+    return Bundle(path, tokens, info)

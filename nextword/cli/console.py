@@ -10,7 +10,7 @@ Quiet by default, set up by `start(argv)` before TensorFlow or Beam is imported:
 - Python logging: third-party INFO (Beam's type-hint conversions, absl's
   "Sharding callback duration", ...) is hidden, their warnings and errors are
   shown, except known noise (NOISE_MESSAGES) and a third-party record carrying
-  a traceback: the error boundary (nextword/cli.py) prints that error's one line.
+  a traceback: the error boundary (nextword/cli/__init__.py) prints that error's one line.
 `--verbose` (or NEXTWORD_VERBOSE=1) leaves all of it alone; `--debug` (or
 NEXTWORD_DEBUG=1) makes the error boundary print the traceback too.
 """
@@ -32,7 +32,7 @@ from dataclasses import dataclass
 PROJECT_PACKAGES = frozenset(
     {"nextword", "trainer", "beam_preprocess", "batch_predict", "baseline", "bench", "__main__"}
 )
-_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # nextword/cli/ -> repo
 PROJECT_DIRS = tuple(os.path.join(_ROOT, name) + os.sep for name in PROJECT_PACKAGES)
 
 # Third-party warnings that ask nothing of the user: (logger name, message start).

@@ -23,14 +23,15 @@ import re
 import time
 from collections.abc import Mapping
 
-from nextword import contract, storage
-from nextword.gcs_errors import guard
+from nextword import storage
+from nextword.artifacts.model_dir import BUNDLE_DIR
+from nextword.storage.gcs_errors import guard
+from nextword.text import contract
 
 _LOG = logging.getLogger(__name__)
 
 LATEST_FILE = "LATEST.json"
 RUN_MARKER = "RUN.json"
-BUNDLE_DIR = "bundle"  # trainer/main.py exports the bundle here, inside the run
 
 
 def _split(gs_path: str) -> tuple[str, str]:

@@ -4,9 +4,9 @@
     nextword train --config configs/local.yaml
     nextword predict "some of them looks like"
 
-`--help` is answered from nextword/cli_parsers.py before a stage's module is
+`--help` is answered from nextword/cli/cli_parsers.py before a stage's module is
 imported (no TensorFlow or Beam: well under a second); the console is set up
-(nextword/console.py) before the stage's module is imported too.
+(nextword/cli/console.py) before the stage's module is imported too.
 """
 
 from __future__ import annotations
@@ -17,19 +17,22 @@ import sys
 import traceback
 from collections.abc import Callable
 
-from nextword import cli_common, cli_parsers, console
+from nextword.cli import cli_common, cli_parsers, console
 
-# subcommand -> module whose `main(argv)` runs it
+# subcommand -> "module" whose `main(argv)` runs it, or "module:function"
 SUBCOMMANDS = {
     "preprocess": "beam_preprocess.__main__",
     "train": "trainer.__main__",
-    "evaluate": "trainer.evaluate",
-    "export": "trainer.export_cli",
+    "evaluate": "trainer.commands:evaluate",
+    "export": "trainer.commands:export",
     "predict": "batch_predict.__main__",
     "baseline": "baseline.__main__",
     "generate": "batch_predict.generate",
-    "cloud": "nextword.cloud_cli",
+    "cloud": "nextword.cloud.cloud_cli",
 }
+# Commands under a subcommand whose module is a stage's: `nextword cloud train` runs the trainer, and the
+# shared package never imports a stage.
+NESTED_SUBCOMMANDS = {("cloud", "train"): "trainer.cloud_train"}
 
 # The shell's code for "terminated by Ctrl-C" (128 + SIGINT).
 EXIT_INTERRUPTED = 130
@@ -158,9 +161,16 @@ def main(argv: list[str] | None = None) -> int:
         names = ",".join(SUBCOMMANDS)
         print(f"usage: nextword {{{names}}} [options]  (nextword --help for the commands)", file=sys.stderr)
         return 2
-    console.start(argv[1:])  # before the stage's module imports TensorFlow or Beam
-    module = importlib.import_module(SUBCOMMANDS[argv[0]])
-    return module.main(argv[1:])
+    nested = NESTED_SUBCOMMANDS.get(tuple(argv[:2]))
+    words = 2 if nested else 1
+    console.start(argv[words:])  # before the stage's module imports TensorFlow or Beam
+    return entry_point(nested or SUBCOMMANDS[argv[0]])(argv[words:])
+
+
+def entry_point(target: str) -> Callable[[list[str]], int]:
+    """The function a SUBCOMMANDS target names ("module" means its `main`); imports the module."""
+    module, _, function = target.partition(":")
+    return getattr(importlib.import_module(module), function or "main")
 
 
 if __name__ == "__main__":

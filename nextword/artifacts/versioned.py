@@ -1,0 +1,59 @@
+"""How every typed artifact is read back: a JSON object, its format_version, its fields, or one line.
+
+Each artifact module (data_dir, bundle, baseline_report, predictions) holds a frozen dataclass with
+`to_dict` (dataclasses.asdict) and `from_dict` (`build`), its file names and its FORMAT_VERSION.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+
+from nextword import storage
+
+
+def read_json(path: str, rerun: str) -> dict:
+    """The JSON object in `path`; `rerun` says which stage makes the file again."""
+    try:
+        data = json.loads(storage.read_text(path))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: not valid JSON ({err}); {rerun}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a JSON object; {rerun}")
+    return data
+
+
+def fields_of(cls: type, data: dict, source: str, version: int, rerun: str) -> dict:
+    """The values of `cls`'s fields in `data`, written at format `version`; a field with a default may be absent.
+
+    A newer format asks for a newer nextword, any other version or a missing field for the stage to be rerun.
+    """
+    found = data.get("format_version")
+    if found != version:
+        newer = isinstance(found, int) and not isinstance(found, bool) and found > version
+        fix = "it was written by a newer nextword: upgrade nextword to read it" if newer else rerun
+        raise ValueError(f"{source}: format_version {found!r}, this nextword reads {version}; {fix}")
+    fields = dataclasses.fields(cls)
+    missing = [
+        f.name
+        for f in fields
+        if f.name not in data and f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+    ]
+    if missing:
+        raise ValueError(f"{source}: missing {', '.join(missing)}; {rerun}")
+    return {f.name: data[f.name] for f in fields if f.name in data}
+
+
+def build(cls: type, data: dict, source: str, version: int, rerun: str):
+    """An instance of the dataclass `cls` from `data` (see fields_of); a field typed as a dataclass (the text
+    settings) is built with its own `from_dict`."""
+    values = fields_of(cls, data, source, version, rerun)
+    hints = typing.get_type_hints(cls)
+    try:
+        for name, value in values.items():
+            if dataclasses.is_dataclass(hints[name]) and isinstance(value, dict):
+                values[name] = hints[name].from_dict(value)
+        return cls(**values)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{source}: incomplete or invalid ({err}); {rerun}") from None

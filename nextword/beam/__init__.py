@@ -1,0 +1,1 @@
+"""Helpers every Beam stage shares: the job around a pipeline, progress counters."""

@@ -1,0 +1,7 @@
+"""`python -m nextword.cli`: the `nextword` console script."""
+
+import sys
+
+from nextword.cli import main
+
+sys.exit(main())

@@ -1,0 +1,28 @@
+"""Argument parsing shared by every stage's entry point (Beam stages: nextword/beam/pipelines.py)."""
+
+from __future__ import annotations
+
+import argparse
+
+from nextword import config as config_lib
+from nextword.cli import cli_parsers, console
+
+
+def one_line(err: BaseException) -> str:
+    """An error's first non-blank line (its type's name if it has none): what a one-line message shows."""
+    lines = [line for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def parser(stage: str) -> argparse.ArgumentParser:
+    """The stage's parser (nextword/cli/cli_parsers.py: the same one `nextword <stage> --help` shows)."""
+    return cli_parsers.stage(stage)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """The console's logging for a program that is not a `nextword` command (bench/): quiet unless verbose."""
+    console.setup_logging(verbose)
+
+
+def config_yaml(config: config_lib.Config) -> str:
+    return config_lib.to_yaml(config)
