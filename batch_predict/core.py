@@ -11,8 +11,8 @@ from __future__ import annotations
 import itertools
 import math
 from collections import Counter
-from collections.abc import Iterator, Mapping
-from typing import BinaryIO, NamedTuple
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from typing import BinaryIO, NamedTuple, TypeVar
 
 import numpy as np
 
@@ -36,6 +36,8 @@ ERROR_TOO_SHORT_TO_SCORE = "too_short_to_score"  # nothing to predict: one word 
 FLAG_EMPTY = "empty"
 FLAG_ALL_UNKNOWN = "all_unknown"
 FLAG_SHORT = "shorter_than_window"
+
+T = TypeVar("T")
 
 MODES = {"next": (True, False), "score": (False, True), "both": (True, True)}  # mode -> (next, score)
 
@@ -173,17 +175,19 @@ def line_cost(words: int, window: int, mode: str, eos: bool) -> int:
     return max(cost, 1)
 
 
-def token_chunks(tokens: list[int], budget: int) -> list[list[int]]:
-    """Consecutive indices in runs of about `budget` tokens (a run ends at the first line that reaches it;
-    every run has a line): the model calls of a document, in order."""
-    chunks, current, total = [], [], 0
-    for i, count in enumerate(tokens):
-        current.append(i)
-        total += count
+def token_runs(items: Iterable[T], cost: Callable[[T], int], budget: int) -> Iterator[list[T]]:
+    """Consecutive items in runs of about `budget` tokens, as they come (a run ends at the first item that
+    reaches it; no run is empty): the blocks of a range's lines, and the model calls of a document."""
+    run: list[T] = []
+    total = 0
+    for item in items:
+        run.append(item)
+        total += cost(item)
         if total >= budget:
-            chunks.append(current)
-            current, total = [], 0
-    return chunks + [current] if current else chunks
+            yield run
+            run, total = [], 0
+    if run:
+        yield run
 
 
 def length_groups(costs: list[int], budget: int, overhead: int = CALL_OVERHEAD_POSITIONS) -> list[list[int]]:

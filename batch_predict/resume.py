@@ -81,11 +81,14 @@ def _committed(output_dir: str, job: dict) -> tuple[dict[int, dict], str]:
     if previous != job:
         return {}, what_changed(previous, job)
     digest, count = job_digest(job), len(job["ranges"])
+    # Two listings, not two requests per range: on gs:// a job of many ranges starts at once.
+    listed = {path.rsplit("/", 1)[-1] for pattern in (f"{OUTPUT_PREFIX}-*", f"{RANGES_DIR}/*") for path, _ in
+              storage.match(storage.join(output_dir, pattern))}  # fmt: skip
     done = {}
     for index in range(count):
-        marker = storage.join(output_dir, marker_name(index, count))
-        if storage.exists(marker) and storage.exists(storage.join(output_dir, shard_name(index, count))):
-            content = json.loads(storage.read_text(marker))
+        marker = marker_name(index, count)
+        if marker.rsplit("/", 1)[-1] in listed and shard_name(index, count) in listed:
+            content = json.loads(storage.read_text(storage.join(output_dir, marker)))
             if content.get("job") == digest:
                 done[index] = content
     return done, ""

@@ -86,18 +86,7 @@ class LineScorer:
         self._block_tokens = block_tokens
 
     def score(self, file_range: core.FileRange, keyed_lines: Iterable[tuple[core.LineKey, core.PreparedLine]]):
-        block: list[tuple[core.LineKey, core.PreparedLine]] = []
-        tokens = 0
-        for key, line in keyed_lines:
-            block.append((key, line))
-            tokens += line.cost
-            if tokens >= self._block_tokens:
-                yield from self._run(block)
-                block, tokens = [], 0
-        yield from self._run(block)
-
-    def _run(self, block: list[tuple[core.LineKey, core.PreparedLine]]):
-        if block:
+        for block in core.token_runs(keyed_lines, lambda item: item[1].cost, self._block_tokens):
             fields = self._handler.run_inference([line for _, line in block], self._model)
             yield from zip((key for key, _ in block), fields, strict=True)
 
@@ -116,6 +105,7 @@ class DocumentScorer:
         self._cfg = cfg
         self._eos = bundle.settings.eos
         self._word_bound = contract.normalization(bundle.settings).word_bound
+        self._budget = cfg.max_batch_tokens
         self._state_size = bundle.state_size
         self._model = model
 
@@ -131,35 +121,30 @@ class DocumentScorer:
         with storage.open_read(file_range.path) as stream:
             lines = core.read_range(stream, before, self._cfg.max_line_bytes)
             texts = [decode_line(raw, offset == 0)[0] for offset, raw in lines if raw is not None]
-        for chunk in core.token_chunks([self._word_bound(text) + 1 for text in texts], self._cfg.max_batch_tokens):
-            state, last_id = self._model.advance_stream([texts[i] for i in chunk], state, last_id)
+        for chunk in core.token_runs(texts, lambda text: self._word_bound(text) + 1, self._cfg.max_batch_tokens):
+            state, last_id = self._model.advance_stream(chunk, state, last_id)
         return state, last_id
 
     def score(self, file_range: core.FileRange, keyed_lines: Iterable[tuple[core.LineKey, core.PreparedLine]]):
         state, last_id = self._warm_up(file_range)
-        pending: list[tuple[core.LineKey, core.PreparedLine]] = []
-        pending_tokens = 0
-        for key, line in keyed_lines:
-            if line.error:  # not sent to the model: the document goes on without it
-                yield key, core.rejected_fields(line)
-                continue
-            pending.append((key, line))
-            pending_tokens += line.cost
-            if pending_tokens >= self._cfg.max_batch_tokens:
-                state, last_id = yield from self._score(pending, state, last_id)
-                pending, pending_tokens = [], 0
-        if pending:
-            yield from self._score(pending, state, last_id)
+        # A rejected line costs nothing: it is not sent to the model, and the document goes on without it.
+        for run in core.token_runs(keyed_lines, lambda item: 0 if item[1].error else item[1].cost, self._budget):
+            state, last_id = yield from self._score(run, state, last_id)
 
-    def _score(self, lines: list, state: np.ndarray, last_id: int):
-        out = self._model.score_stream([line.text for _, line in lines], state, last_id)
-        state, last_id = out.pop("state"), int(out.pop("last_id"))
-        out = {name: value.tolist() for name, value in out.items()}
-        for i, ((key, line), score) in enumerate(zip(lines, line_scores(out, self._cfg.per_token), strict=True)):
-            # window 0: in a document no line is short of context.
-            fields = core.prediction_record(line.flags, out["word_count"][i], out["unknown_count"][i], 0, self._eos,
-                                            score=score)  # fmt: skip
-            yield key, fields
+    def _score(self, run: list, state: np.ndarray, last_id: int):
+        lines = [(key, line) for key, line in run if not line.error]
+        scored = {}
+        if lines:
+            out = self._model.score_stream([line.text for _, line in lines], state, last_id)
+            state, last_id = out.pop("state"), int(out.pop("last_id"))
+            out = {name: value.tolist() for name, value in out.items()}
+            for i, ((key, line), score) in enumerate(zip(lines, line_scores(out, self._cfg.per_token), strict=True)):
+                # window 0: in a document no line is short of context.
+                scored[key] = core.prediction_record(
+                    line.flags, out["word_count"][i], out["unknown_count"][i], 0, self._eos, score=score
+                )
+        for key, line in run:
+            yield key, core.rejected_fields(line) if line.error else scored[key]
         return state, last_id
 
 

@@ -274,6 +274,34 @@ def test_scores_do_not_depend_on_batching_or_order(tiny_bundle, loaded_tiny, siz
         assert _numbers(record) == pytest.approx(_numbers(alone), abs=1e-5)
 
 
+@pytest.mark.multiprocess
+@pytest.mark.parametrize(("context", "mode"), [("line", "both"), ("document", "score")])
+def test_scores_do_not_depend_on_the_runner_mode_or_the_batch_budget(tiny_bundle, tmp_path, context, mode):
+    """The same per-line and per-token scores in_memory with small model calls and on two worker processes
+    with large ones (a range's lines are batched differently, and ranges run in another order)."""
+    lines = corpus_lines(tiny_bundle)[:60] + ["", "zzz " + chain_words(tiny_bundle, 3, 9)]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    common = (f"predict.mode={mode}", f"predict.context={context}", "predict.per_token=true",
+              "predict.split_bytes=500", "predict.warmup_bytes=300")  # fmt: skip
+    runs = {}
+    for name, budget, beam_args in [
+        ("in_memory", 16, []),
+        ("multi_processing", 4096, ["--direct_running_mode=multi_processing", "--direct_num_workers=2"]),
+    ]:
+        config = job_config(tiny_bundle, tmp_path / name, str(tmp_path / "in.txt"), *common,
+                            f"predict.max_batch_tokens={budget}")  # fmt: skip
+        pipeline.run(predict_argv(config) + beam_args)
+        runs[name] = sorted(read_records(tmp_path / name / "out"), key=lambda r: r["line"])
+    one, other = runs["in_memory"], runs["multi_processing"]
+    assert [r["line"] for r in one] == [r["line"] for r in other] == list(range(1, len(lines) + 1))
+    assert sum(bool(r["token_scores"]) for r in one) > 50
+    for a, b in zip(one, other, strict=True):
+        assert [t["token"] for t in a["token_scores"] or []] == [t["token"] for t in b["token_scores"] or []]
+        # Records hold 6 significant digits: equal scores may differ by one unit of the last (rel 1e-6 x 3).
+        assert _numbers(a) == pytest.approx(_numbers(b), rel=3e-6, abs=1e-5)
+        assert (a["error"], a["flags"], a["scored_tokens"]) == (b["error"], b["flags"], b["scored_tokens"])
+
+
 def test_shared_model_across_processes_gives_the_same_records(tiny_bundle, tmp_path):
     (tmp_path / "in.txt").write_text("\n".join(chain_words(tiny_bundle, i, 6) for i in range(5)))
     config = job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=next")

@@ -219,3 +219,9 @@ def test_round_significant_keeps_six_digits_at_every_scale():
     values = np.array([[0.123456789, 1.23456789e-9, 0.0, 0.25], [-2.5e-5, 123456789.0, 1.0, 0.999999949]], np.float32)
     rounded = core.round_significant(values).tolist()
     assert rounded == [[0.123457, 1.23457e-9, 0.0, 0.25], [-2.5e-5, 123457000.0, 1.0, 1.0]]
+
+
+def test_token_runs_cut_where_a_run_reaches_the_budget_and_keep_the_order():
+    assert list(core.token_runs([3, 1, 5, 2, 9, 0], int, 4)) == [[3, 1], [5], [2, 9], [0]]
+    assert list(core.token_runs(iter(["a b", "c"]), lambda text: len(text.split()), 10)) == [["a b", "c"]]
+    assert list(core.token_runs([], int, 4)) == []

@@ -16,6 +16,7 @@ import tensorflow as tf
 
 from nextword import config as config_lib
 from nextword.artifacts import bundle as bundle_lib
+from nextword.artifacts.data_dir import Manifest
 from nextword.text import contract
 from tests.support.tiny_bundle import (
     TINY_MODEL,
@@ -155,12 +156,15 @@ def test_tied_embedding_model_exports_and_matches_keras(tiny_bundle, tmp_path):
 
 
 def _handmade_data(data_dir, tokens, settings, window):
-    """vocab.txt + the manifest fields export reads, for an untrained model of any settings."""
+    """vocab.txt + a manifest of no shards, for an untrained model of any settings."""
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, contract.VOCAB_FILE), "w") as f:
         f.write(contract.vocab_text(tokens))
-    manifest = {"text": settings.to_dict(), "fingerprint": contract.fingerprint(tokens, settings),
-                "window_length": window, "vocab_size": len(tokens)}  # fmt: skip
+    manifest = Manifest(
+        created_unix=0, corpus_glob="", text=settings, window_length=window, record_length=window + 1,
+        stride=window, pad_id=None, vocab_size=len(tokens), fingerprint=contract.fingerprint(tokens, settings),
+        counts={}, shards={split: [] for split in contract.SPLITS},
+    ).to_dict()  # fmt: skip
     with open(os.path.join(data_dir, contract.MANIFEST_FILE), "w") as f:
         json.dump(manifest, f)
     return manifest

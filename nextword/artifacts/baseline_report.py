@@ -7,9 +7,9 @@ by `nextword cloud runs` and by the promotion gate.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 
 from nextword import storage
 from nextword.artifacts import versioned
@@ -25,7 +25,7 @@ RERUN = "rerun `nextword baseline`"
 
 
 @dataclass(frozen=True)
-class BaselineReport:
+class BaselineReport(versioned.Versioned):
     order: int
     data_dir: str
     data_fingerprint: str
@@ -40,12 +40,8 @@ class BaselineReport:
     estimate_seconds: float
     format_version: int = FORMAT_VERSION
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str) -> BaselineReport:
-        return versioned.build(cls, data, source, FORMAT_VERSION, RERUN)
+    READS: ClassVar[int] = FORMAT_VERSION
+    RERUN: ClassVar[str] = RERUN
 
 
 def output_dir(configured: str, data_dir: str) -> str:

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 
 from nextword import storage
 from nextword.artifacts import versioned
@@ -46,7 +47,7 @@ RERUN = "re-export the bundle (nextword export)"
 
 
 @dataclass(frozen=True)
-class BundleInfo:
+class BundleInfo(versioned.Versioned):
     """bundle.json: written last by the export (the bundle's commit marker), checked by every consumer."""
 
     fingerprint: str  # vocabulary + text settings (contract.fingerprint)
@@ -62,12 +63,8 @@ class BundleInfo:
     weights_sha256: str = ""  # taken at export ("": exported before model fingerprints)
     format_version: int = FORMAT_VERSION
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str) -> BundleInfo:
-        return versioned.build(cls, data, source, FORMAT_VERSION, RERUN)
+    READS: ClassVar[int] = FORMAT_VERSION
+    RERUN: ClassVar[str] = RERUN
 
     @property
     def model_fingerprint(self) -> str:

@@ -6,9 +6,9 @@ n-gram baseline and the export (which copies the manifest into the bundle). Tens
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 from dataclasses import dataclass
+from typing import ClassVar
 
 from nextword import storage
 from nextword.artifacts import versioned
@@ -20,7 +20,7 @@ RERUN = "rerun `nextword preprocess` into it"
 
 
 @dataclass(frozen=True)
-class Manifest:
+class Manifest(versioned.Versioned):
     """Every figure of a preprocessing run, and the settings later stages need."""
 
     created_unix: int
@@ -37,12 +37,8 @@ class Manifest:
     shards: dict[str, list[str]]  # split -> shard files, relative to the data directory, in reading order
     format_version: int = FORMAT_VERSION
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str) -> Manifest:
-        return versioned.build(cls, data, source, FORMAT_VERSION, RERUN)
+    READS: ClassVar[int] = FORMAT_VERSION
+    RERUN: ClassVar[str] = RERUN
 
     def count(self, name: str, split: str) -> int:
         """A per-split figure: tokens, unknown_tokens, windows or targets."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import ClassVar, TypedDict
 
 from nextword.artifacts import versioned
 
@@ -68,7 +68,7 @@ RECORD_FIELDS = tuple(f.name for f in dataclasses.fields(PredictionRecord))
 
 
 @dataclass(frozen=True)
-class Summary:
+class Summary(versioned.Versioned):
     """summary.json: the job's figures, written last and only when every input line has its record."""
 
     input_glob: str
@@ -96,9 +96,5 @@ class Summary:
     output_shards: list[str]
     format_version: int = SUMMARY_FORMAT_VERSION
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict, source: str) -> Summary:
-        return versioned.build(cls, data, source, SUMMARY_FORMAT_VERSION, RERUN)
+    READS: ClassVar[int] = SUMMARY_FORMAT_VERSION
+    RERUN: ClassVar[str] = RERUN

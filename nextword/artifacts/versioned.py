@@ -1,7 +1,7 @@
 """How every typed artifact is read back: a JSON object, its format_version, its fields, or one line.
 
-Each artifact module (data_dir, bundle, baseline_report, predictions) holds a frozen dataclass with
-`to_dict` (dataclasses.asdict) and `from_dict` (`build`), its file names and its FORMAT_VERSION.
+Each artifact module (data_dir, bundle, baseline_report, predictions) holds a frozen dataclass that is a
+`Versioned` (to_dict, from_dict), its file names and its FORMAT_VERSION.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import typing
+from typing import ClassVar
 
 from nextword import storage
 
@@ -57,3 +58,18 @@ def build(cls: type, data: dict, source: str, version: int, rerun: str):
         return cls(**values)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{source}: incomplete or invalid ({err}); {rerun}") from None
+
+
+class Versioned:
+    """to_dict / from_dict for a frozen dataclass with a `format_version` field: READS is the version this
+    nextword reads and writes, RERUN what makes the file again."""
+
+    READS: ClassVar[int]
+    RERUN: ClassVar[str]
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str):
+        return build(cls, data, source, cls.READS, cls.RERUN)
