@@ -46,6 +46,7 @@ def build_ptb_bundle(work: str) -> str:
     from collections import Counter
 
     from nextword import config as config_lib
+    from nextword.artifacts.data_dir import Manifest
     from nextword.config import ModelConfig
     from nextword.text import contract
     from trainer.export import export_bundle
@@ -62,14 +63,22 @@ def build_ptb_bundle(work: str) -> str:
     os.makedirs(data_dir, exist_ok=True)
     with open(os.path.join(data_dir, contract.VOCAB_FILE), "w", encoding="utf-8") as f:
         f.write(contract.vocab_text(tokens))
-    manifest = {
-        "text": settings.to_dict(),
-        "fingerprint": contract.fingerprint(tokens, settings),
-        "window_length": config.preprocess.window_length,
-        "vocab_size": len(tokens),
-    }
+    window = config.preprocess.window_length
+    manifest = Manifest(
+        created_unix=0,
+        corpus_glob="",
+        text=settings,
+        window_length=window,
+        record_length=window + 1,
+        stride=window,
+        pad_id=None,
+        vocab_size=len(tokens),
+        fingerprint=contract.fingerprint(tokens, settings),
+        counts={},
+        shards={split: [] for split in contract.SPLITS},
+    )  # a data directory of no shards: only the vocabulary and the settings are read
     with open(os.path.join(data_dir, contract.MANIFEST_FILE), "w", encoding="utf-8") as f:
-        json.dump(manifest, f)
+        json.dump(manifest.to_dict(), f)
     # Untied, as the published small model (and the seed loop reloads it as a plain .keras file).
     shape = ModelConfig(embedding_dim=200, units=200, num_layers=2, dropout=0.0, head="full")
     model = build_model(len(tokens), shape)
@@ -115,7 +124,7 @@ def child_signature(args) -> dict:
     with open(args.input, "rb") as f:
         raw_lines = f.read().split(b"\n")[:-1]
     prepared = [
-        core.prepare_line(raw, False, bundle.context_tokens, args.mode, bundle.settings.eos, 10**9) for raw in raw_lines
+        core.prepare_line(raw, False, bundle.context_tokens, args.mode, bundle.settings, 10**9) for raw in raw_lines
     ]
     # The best pre-made batches: the whole input grouped by length within the token budget
     # (the job can only group within each batch it streams).
