@@ -43,7 +43,9 @@ def write_ids() -> None:
     np.save(IDS, np.array([order[w] for w in words], dtype=np.int32))
 
 
-def ours(ids_path: str, units: int, layers: int, steps: int, warmup: int, batch: int, bptt: int, jit: bool) -> dict:
+def ours(
+    ids_path: str, units: int, layers: int, steps: int, warmup: int, batch: int, bptt: int, jit: bool, unroll: bool
+) -> dict:
     """Our trainer's steps on the same stream, in this (fresh) process."""
     import time
 
@@ -67,6 +69,14 @@ def ours(ids_path: str, units: int, layers: int, steps: int, warmup: int, batch:
 
     cfg = ModelConfig(embedding_dim=units, units=units, num_layers=layers, dropout=0.0, head="full")
     model = build_model(vocab, cfg, with_state=True)
+    if unroll:  # a lever under test: the LSTMs' time loop unrolled into the graph (not cuDNN-eligible)
+        import keras
+
+        def clone(layer):
+            config = layer.get_config() | ({"unroll": True} if isinstance(layer, keras.layers.LSTM) else {})
+            return layer.__class__.from_config(config)
+
+        model = keras.models.clone_model(model, clone_function=clone)
     optimizer = make_optimizer(OptimizerConfig(name="sgd", learning_rate=1.0, clip_global_norm=0.25), 1000)
     strategy = tf.distribute.get_strategy()
     votes = tf.zeros([2], tf.float32)
@@ -137,10 +147,11 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--unroll", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         shape = {"units": args.units, "layers": args.layers, "steps": args.steps}
-        print(json.dumps(ours(str(IDS), **shape, warmup=10, batch=20, bptt=35, jit=args.jit)))
+        print(json.dumps(ours(str(IDS), **shape, warmup=10, batch=20, bptt=35, jit=args.jit, unroll=args.unroll)))
         return
     if not TORCH_PYTHON.exists():
         raise SystemExit(f"{TORCH_PYTHON} not found: create it as this file's docstring says")
