@@ -44,7 +44,7 @@ def write_ids() -> None:
 
 
 def ours(
-    ids_path: str, units: int, layers: int, steps: int, warmup: int, batch: int, bptt: int, jit: bool, unroll: bool
+    ids_path: str, units: int, layers: int, steps: int, warmup: int, batch: int, bptt: int, jit: bool, rolled: bool
 ) -> dict:
     """Our trainer's steps on the same stream, in this (fresh) process."""
     import time
@@ -68,15 +68,7 @@ def ours(
                 yield tf.constant(streams[:, start : start + bptt + 1])
 
     cfg = ModelConfig(embedding_dim=units, units=units, num_layers=layers, dropout=0.0, head="full")
-    model = build_model(vocab, cfg, with_state=True)
-    if unroll:  # a lever under test: the LSTMs' time loop unrolled into the graph (not cuDNN-eligible)
-        import keras
-
-        def clone(layer):
-            config = layer.get_config() | ({"unroll": True} if isinstance(layer, keras.layers.LSTM) else {})
-            return layer.__class__.from_config(config)
-
-        model = keras.models.clone_model(model, clone_function=clone)
+    model = build_model(vocab, cfg, with_state=True, unroll=not rolled)  # unrolled, as the trainer on a CPU
     optimizer = make_optimizer(OptimizerConfig(name="sgd", learning_rate=1.0, clip_global_norm=0.25), 1000)
     strategy = tf.distribute.get_strategy()
     votes = tf.zeros([2], tf.float32)
@@ -147,11 +139,11 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2, help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
-    p.add_argument("--unroll", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--rolled", action="store_true", help=argparse.SUPPRESS)  # the LSTMs' loop not unrolled
     args = p.parse_args()
     if args.worker:
         shape = {"units": args.units, "layers": args.layers, "steps": args.steps}
-        print(json.dumps(ours(str(IDS), **shape, warmup=10, batch=20, bptt=35, jit=args.jit, unroll=args.unroll)))
+        print(json.dumps(ours(str(IDS), **shape, warmup=10, batch=20, bptt=35, jit=args.jit, rolled=args.rolled)))
         return
     if not TORCH_PYTHON.exists():
         raise SystemExit(f"{TORCH_PYTHON} not found: create it as this file's docstring says")

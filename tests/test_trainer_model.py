@@ -89,3 +89,17 @@ def test_each_cell_is_cudnn_eligible_and_carries_its_states(cell, states):
     assert len(model.inputs) == 1 + 2 * states and len(model.outputs) == 1 + 2 * states
     stateless = build_model(50, cfg)
     assert [w.shape for w in stateless.weights] == [w.shape for w in model.weights]  # the same weights either way
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+def test_an_unrolled_stack_has_the_same_weights_and_outputs_and_says_it_is_not_for_cudnn(cell):
+    cfg = ModelConfig(embedding_dim=8, units=8, dropout=0.5, num_layers=2, cell=cell)
+    rolled = build_model(50, cfg, with_state=True)
+    unrolled = build_model(50, cfg, with_state=True, unroll=True)
+    assert [w.path for w in unrolled.weights] == [w.path for w in rolled.weights]
+    unrolled.set_weights(rolled.get_weights())
+    ids = np.random.default_rng(0).integers(0, 50, (3, 7)).astype("int32")
+    states = [np.full((3, 8), 0.1, "float32") for _ in rolled.inputs[1:]]
+    for a, b in zip(rolled([ids, *states]), unrolled([ids, *states]), strict=True):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    assert cudnn_eligible(unrolled) == [f"{cell}_0: unroll=True", f"{cell}_1: unroll=True"]

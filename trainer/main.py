@@ -58,13 +58,11 @@ def precision(mixed: bool) -> Iterator[None]:
 
 
 def _log_setup(model: keras.Model, strategy: tf.distribute.Strategy, worker: Worker, inputs: Inputs) -> None:
-    reasons = cudnn_eligible(model)
-    gpus = tf.config.list_physical_devices("GPU")
-    _LOG.info(
-        "LSTM cuDNN-eligible: %s%s",
-        "yes" if not reasons else "no (" + "; ".join(reasons) + ")",
-        "" if gpus else " (no GPU here: the CPU kernel runs)",
-    )
+    if unrolled():
+        _LOG.info("recurrent layers unrolled for the CPU (no GPU here; on a GPU they stay rolled, for cuDNN)")
+    else:
+        reasons = cudnn_eligible(model)
+        _LOG.info("LSTM cuDNN-eligible: %s", "yes" if not reasons else "no (" + "; ".join(reasons) + ")")
     _LOG.info(
         "%s on %d replica(s), worker %s/%d%s; global batch %d, %d steps per epoch, %d parameters",
         type(strategy).__name__,
@@ -78,13 +76,18 @@ def _log_setup(model: keras.Model, strategy: tf.distribute.Strategy, worker: Wor
     )
 
 
+def unrolled() -> bool:
+    """Whether the trainer's model unrolls its recurrent layers: where there is no GPU (trainer/model.py)."""
+    return not tf.config.list_physical_devices("GPU")
+
+
 def _build(config: Config, spec: DataSpec, strategy: tf.distribute.Strategy, worker: Worker):
     """(inputs, model, optimizer), the model and optimizer built in the strategy's scope."""
     cfg = config.train
     keras.utils.set_random_seed(cfg.seed)
     inputs = Inputs(spec, cfg, strategy, worker)
     with strategy.scope():
-        model = build_model(spec.vocab_size, cfg.model, with_state=cfg.carry_state)
+        model = build_model(spec.vocab_size, cfg.model, with_state=cfg.carry_state, unroll=unrolled())
         optimizer = make_optimizer(cfg.optimizer, inputs.steps_per_epoch)
         optimizer.build(model.trainable_variables)
     return inputs, model, optimizer

@@ -50,11 +50,14 @@ def state_names(cfg: ModelConfig, with_state: bool) -> list[str]:
     return [f"{cfg.cell}_{i}_{kind}" for i in range(cfg.num_layers if with_state else 0) for kind in kinds]
 
 
-def build_layers(cfg: ModelConfig, with_state: bool) -> list[keras.layers.RNN]:
-    """The stack's layers, unbuilt: [batch, time, in] -> [batch, time, units] (and the states after)."""
+def build_layers(cfg: ModelConfig, with_state: bool, unroll: bool = False) -> list[keras.layers.RNN]:
+    """The stack's layers, unbuilt: [batch, time, in] -> [batch, time, units] (and the states after).
+
+    `unroll`: the time loop written out in the graph (the window's length must be known when traced).
+    """
     cell = CELLS[cfg.cell]
     return [
-        cell.layer(cfg.units, return_sequences=True, return_state=with_state, name=f"{cfg.cell}_{i}")
+        cell.layer(cfg.units, return_sequences=True, return_state=with_state, unroll=unroll, name=f"{cfg.cell}_{i}")
         for i in range(cfg.num_layers)
     ]
 
