@@ -320,10 +320,8 @@ def count_record(record: PredictionRecord, stats: Counter) -> None:
         stats[f"error.{record.error}"] += 1
     for flag in record.flags:
         stats[f"flag.{flag}"] += 1
-    stats["scored_tokens"] += record.scored_tokens or 0
-    stats["unknown_scored_tokens"] += record.unknown_scored_tokens or 0
-    stats["log_prob"] += record.log_prob or 0
-    stats["known_log_prob"] += record.known_log_prob or 0
+    for name in ("scored_tokens", "unknown_scored_tokens", "log_prob", "known_log_prob"):
+        stats[name] += getattr(record, name) or 0
 
 
 def score_totals(stats: Mapping[str, float]) -> dict:

@@ -54,28 +54,26 @@ def make_summary(
 ) -> Summary:  # fmt: skip
     input_lines = sum(line_counts.values())
     return Summary(
-        **{
-            "input_glob": cfg.input_glob,
-            "bundle_dir": bundle.path,
-            "fingerprint": bundle.fingerprint,
-            "model_fingerprint": bundle.model_fingerprint,
-            "mode": cfg.mode,
-            "context": cfg.context,
-            "files": len(files),
-            "bytes": sum(size for _, size in files),
-            "input_lines": input_lines,
-            "output_records": stats["records"],
-            "complete": input_lines == stats["records"],
-            "rejects_by_reason": {k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("error.")},
-            "flags": {k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("flag.")},
-            **core.score_totals(stats),
-            "seconds": round(seconds, 3),
-            "lines_per_second": round(input_lines / seconds, 1) if seconds > 0 else None,
-            "ranges": ranges,
-            "resumed_ranges": len(resumed),
-            "resumed_lines": sum(marker["stats"].get("records", 0) for marker in resumed.values()),
-            "output_shards": sorted(shards),
-        }
+        input_glob=cfg.input_glob,
+        bundle_dir=bundle.path,
+        fingerprint=bundle.fingerprint,
+        model_fingerprint=bundle.model_fingerprint,
+        mode=cfg.mode,
+        context=cfg.context,
+        files=len(files),
+        bytes=sum(size for _, size in files),
+        input_lines=input_lines,
+        output_records=stats["records"],
+        complete=input_lines == stats["records"],
+        rejects_by_reason={k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("error.")},
+        flags={k.split(".", 1)[1]: v for k, v in sorted(stats.items()) if k.startswith("flag.")},
+        **core.score_totals(stats),
+        seconds=round(seconds, 3),
+        lines_per_second=round(input_lines / seconds, 1) if seconds > 0 else None,
+        ranges=ranges,
+        resumed_ranges=len(resumed),
+        resumed_lines=sum(marker["stats"].get("records", 0) for marker in resumed.values()),
+        output_shards=sorted(shards),
     )
 
 

@@ -70,7 +70,6 @@ class Checkpoints:
         self,
         model: keras.Model,
         optimizer: keras.optimizers.Optimizer,
-        state: RunState,
         strategy: tf.distribute.Strategy,
         worker: Worker,
         cfg: TrainConfig,
@@ -79,7 +78,7 @@ class Checkpoints:
     ):
         self.model = model
         self.optimizer = optimizer
-        self.state = state
+        self.state = RunState(fingerprint)
         self.strategy = strategy
         self.worker = worker
         self.carry_state = cfg.carry_state
@@ -88,7 +87,7 @@ class Checkpoints:
         # The best epoch's weights of this process, in memory: on other workers the chief's copy on disk
         # may still be being written when training ends (reading it there gave workers different weights).
         self._best_weights: list | None = None
-        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **state.tracked())
+        self.checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer, **self.state.tracked())
         self.read_dir, write_dir = checkpoint_dirs(cfg.model_dir, worker)
         self.manager = tf.train.CheckpointManager(self.checkpoint, write_dir, max_to_keep=cfg.keep_checkpoints)
         self.best_read_dir, best_write_dir = checkpoint_dirs(cfg.model_dir, worker, BEST_DIR)

@@ -33,7 +33,7 @@ import tensorflow as tf
 from nextword import storage
 from nextword.artifacts.model_dir import HISTORY_FILE
 from nextword.config import TrainConfig
-from trainer.checkpoints import Checkpoints, RunState
+from trainer.checkpoints import Checkpoints
 from trainer.evaluate import Evaluator
 from trainer.inputs import Inputs
 from trainer.steps import replica_train_step
@@ -122,8 +122,8 @@ class TrainLoop:
         self.inputs = inputs
         self.cfg = cfg
         self.evaluator = Evaluator(model, strategy, inputs)
-        self.state = RunState(fingerprint)
-        self.checkpoints = Checkpoints(model, optimizer, self.state, strategy, worker, cfg, fingerprint, heartbeat)
+        self.checkpoints = Checkpoints(model, optimizer, strategy, worker, cfg, fingerprint, heartbeat)
+        self.state = self.checkpoints.state
         self._resumed_states = None  # the carried states of a checkpoint taken inside an epoch
         self._train_step = tf.function(self._distributed_train_step)
         self.history_path = storage.join(cfg.model_dir, HISTORY_FILE)
