@@ -103,3 +103,31 @@ def test_an_unrolled_stack_has_the_same_weights_and_outputs_and_says_it_is_not_f
     for a, b in zip(rolled([ids, *states]), unrolled([ids, *states]), strict=True):
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
     assert cudnn_eligible(unrolled) == [f"{cell}_0: unroll=True", f"{cell}_1: unroll=True"]
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_the_projected_lstm_computes_what_keras_lstm_computes(training):
+    # Unrolled, the input projection runs ahead of the loop (XLA-fused outside training): the same
+    # outputs and states as Keras' own LSTM from the same weights and states.
+    x = np.random.default_rng(1).normal(size=(3, 6, 5)).astype("float32")
+    h, c = (np.random.default_rng(seed).normal(size=(3, 4)).astype("float32") for seed in (2, 3))
+    keras_lstm = keras.layers.LSTM(4, return_sequences=True, return_state=True, unroll=True)
+    expected = keras_lstm(x, initial_state=[h, c], training=training)
+    projected = recurrent.ProjectedLSTM(4, return_sequences=True, return_state=True, unroll=True)
+    projected(x, initial_state=[h, c])
+    projected.set_weights(keras_lstm.get_weights())
+    for a, b in zip(expected, projected(x, initial_state=[h, c], training=training), strict=True):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_bf16_matmuls_keep_the_weights_and_come_within_bf16_rounding_of_float32():
+    cfg = ModelConfig(embedding_dim=16, units=16, dropout=0.0, num_layers=2, head="full")
+    exact = build_model(300, cfg, with_state=True, unroll=True)
+    mixed = build_model(300, cfg, with_state=True, unroll=True, matmul_dtype="bfloat16")
+    assert [(w.path, w.dtype) for w in mixed.weights] == [(w.path, w.dtype) for w in exact.weights]
+    mixed.set_weights(exact.get_weights())
+    ids = np.random.default_rng(0).integers(0, 300, (4, 9)).astype("int32")
+    states = [np.zeros((4, 16), "float32") for _ in exact.inputs[1:]]
+    want, got = exact([ids, *states])[0].numpy(), mixed([ids, *states])[0].numpy()
+    assert got.dtype == np.float32
+    assert 0 < np.abs(got - want).max() < 0.02 * np.abs(want).max()  # bf16 has 8 bits of mantissa

@@ -23,18 +23,13 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from trainer.matmul import FLOAT32, dot_rows
+
 
 def clusters(vocab_size: int, cutoffs: Sequence[int]) -> list[tuple[int, int]]:
     """[(first id, end id)] of the head and each tail cluster; cutoffs at or past the vocabulary are dropped."""
     bounds = [0, *(c for c in cutoffs if 0 < c < vocab_size), vocab_size]
     return list(zip(bounds[:-1], bounds[1:], strict=True))
-
-
-def _dot_rows(x, kernel):
-    """x [..., k] . kernel [v, k] -> [..., v], as one 2-D matmul (an einsum over "..." was 190x slower here)."""
-    flat = tf.reshape(x, [-1, tf.shape(x)[-1]])
-    out = tf.matmul(flat, kernel, transpose_b=True)
-    return tf.reshape(out, tf.concat([tf.shape(x)[:-1], tf.shape(kernel)[:1]], axis=0))
 
 
 @keras.saving.register_keras_serializable(package="nextword")
@@ -77,9 +72,10 @@ class AdaptiveEmbedding(keras.layers.Layer):
 class AdaptiveTiedOutput(keras.layers.Layer):
     """hidden [batch, time, dim] -> log-probabilities [batch, time, vocab] float32, from the embedding's vectors."""
 
-    def __init__(self, embedding: AdaptiveEmbedding, **kwargs):
+    def __init__(self, embedding: AdaptiveEmbedding, matmul_dtype: str = FLOAT32, **kwargs):
         super().__init__(**kwargs)
         self.embedding = embedding
+        self.matmul_dtype = matmul_dtype  # of the output matmuls (trainer/matmul.py)
 
     def build(self, input_shape):
         emb = self.embedding
@@ -94,20 +90,17 @@ class AdaptiveTiedOutput(keras.layers.Layer):
 
     def _head_logits(self, hidden):
         """hidden [..., dim] -> logits [..., head + clusters] float32: head words, then one per cluster."""
-        cast = self._cast(hidden)
-        kernel = keras.ops.concatenate([cast(self.embedding.head), cast(self.cluster_vectors)], axis=0)
-        return keras.ops.cast(_dot_rows(hidden, kernel) + cast(self.head_bias), "float32")
+        kernel = keras.ops.concatenate([self.embedding.head, self.cluster_vectors], axis=0)
+        return self._dot(hidden, kernel, self.head_bias)
 
     def _tail_logits(self, i: int, hidden):
         """hidden [..., dim] -> logits [..., size_i] float32 within cluster i (tied: h . tail_i[w] @ projection_i)."""
-        cast = self._cast(hidden)
-        reduced = _dot_rows(hidden, cast(self.embedding.projections[i]))  # [..., tail_dim]
-        logits = _dot_rows(reduced, cast(self.embedding.tails[i])) + cast(self.tail_biases[i])
-        return keras.ops.cast(logits, "float32")
+        reduced = self._dot(hidden, self.embedding.projections[i])  # [..., tail_dim]
+        return self._dot(reduced, self.embedding.tails[i], self.tail_biases[i])
 
-    @staticmethod
-    def _cast(hidden):
-        return lambda weight: keras.ops.cast(weight, hidden.dtype)  # mixed precision: weights are float32
+    def _dot(self, x, kernel, bias=None):
+        """x [..., k] . kernel [v, k] (+ bias [v]) -> [..., v] float32."""
+        return dot_rows(x, kernel, self.matmul_dtype, transpose_b=True, bias=bias)
 
     def call(self, hidden):
         head_end = self.embedding.ranges[0][1]

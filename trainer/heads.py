@@ -16,25 +16,39 @@ import keras
 
 from nextword.config import ModelConfig
 from trainer.adaptive import AdaptiveEmbedding, AdaptiveTiedOutput, clusters
+from trainer.matmul import FLOAT32, dot_rows
 
 ADAPTIVE_MIN_VOCAB = 5000
 
 
 @keras.saving.register_keras_serializable(package="nextword")
-class TiedOutput(keras.layers.Layer):
-    """Logits from the transposed input embedding (Press & Wolf 2017), plus a bias."""
+class FullOutput(keras.layers.Dense):
+    """Keras' Dense (its weights), its matmul in `matmul_dtype` (trainer/matmul.py)."""
 
-    def __init__(self, embedding: keras.layers.Embedding, **kwargs):
+    def __init__(self, units: int, matmul_dtype: str = FLOAT32, **kwargs):
+        super().__init__(units, **kwargs)
+        self.matmul_dtype = matmul_dtype
+
+    def call(self, hidden):
+        # hidden [batch, time, units] . kernel [units, vocab] -> logits [batch, time, vocab]
+        return dot_rows(hidden, self.kernel, self.matmul_dtype, bias=self.bias)
+
+
+@keras.saving.register_keras_serializable(package="nextword")
+class TiedOutput(keras.layers.Layer):
+    """Logits from the transposed input embedding (Press & Wolf 2017), plus a bias; matmul in `matmul_dtype`."""
+
+    def __init__(self, embedding: keras.layers.Embedding, matmul_dtype: str = FLOAT32, **kwargs):
         super().__init__(**kwargs)
         self.embedding = embedding
+        self.matmul_dtype = matmul_dtype
 
     def build(self, input_shape):
         self.bias = self.add_weight(name="bias", shape=(self.embedding.input_dim,), initializer="zeros")
 
     def call(self, hidden):
-        # hidden: [batch, time, units]; embeddings: [vocab, units] -> logits [batch, time, vocab]
-        kernel = keras.ops.cast(self.embedding.embeddings, hidden.dtype)
-        return keras.ops.einsum("btu,vu->btv", hidden, kernel) + keras.ops.cast(self.bias, hidden.dtype)
+        # hidden [batch, time, units] . embeddings [vocab, units]^T -> logits [batch, time, vocab]
+        return dot_rows(hidden, self.embedding.embeddings, self.matmul_dtype, transpose_b=True, bias=self.bias)
 
 
 def adaptive_cutoffs(vocab_size: int, cfg: ModelConfig) -> tuple[int, ...]:
@@ -74,12 +88,15 @@ def build_embedding(vocab_size: int, cfg: ModelConfig) -> keras.layers.Layer:
     return keras.layers.Embedding(vocab_size, cfg.embedding_dim, embeddings_initializer=init, name="embedding")
 
 
-def build_output(x, embedding: keras.layers.Layer, vocab_size: int, cfg: ModelConfig):
-    """hidden [batch, time, units] -> logits [batch, time, vocab] float32 (log-probabilities when adaptive)."""
+def build_output(x, embedding: keras.layers.Layer, vocab_size: int, cfg: ModelConfig, matmul_dtype: str = FLOAT32):
+    """hidden [batch, time, units] -> logits [batch, time, vocab] float32 (log-probabilities when adaptive).
+
+    `matmul_dtype`: the dtype of the output matmuls (trainer/matmul.py); the logits are float32 either way.
+    """
     head = resolve(vocab_size, cfg)
     if head == "full":
-        return keras.layers.Dense(vocab_size, name="logits", dtype="float32")(x)
+        return FullOutput(vocab_size, matmul_dtype, name="logits")(x)
     if cfg.units != cfg.embedding_dim:  # project to the embedding's size first (Press & Wolf 2017)
         x = keras.layers.Dense(cfg.embedding_dim, use_bias=False, name="tied_projection")(x)
     tied_output = AdaptiveTiedOutput if head == "adaptive" else TiedOutput
-    return tied_output(embedding, name="logits", dtype="float32")(x)
+    return tied_output(embedding, matmul_dtype, name="logits")(x)

@@ -33,6 +33,7 @@ from trainer.checkpoints import checkpoint_dirs
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
 from trainer.loop import TrainLoop
+from trainer.matmul import BFLOAT16, FLOAT32
 from trainer.model import build_model, cudnn_eligible, weights_sha256
 from trainer.optim import make_optimizer
 from trainer.run_lock import RunLock, check_resume_settings
@@ -44,17 +45,6 @@ _LOG = logging.getLogger(__name__)
 def parse(stage: str, argv: list[str] | None) -> Config:
     args = cli_common.parser(stage).parse_args(argv)
     return config_lib.load(args.config, args.overrides)
-
-
-@contextlib.contextmanager
-def precision(mixed: bool) -> Iterator[None]:
-    """bf16 compute with float32 variables (and float32 logits) while the block runs."""
-    previous = keras.mixed_precision.global_policy()
-    keras.mixed_precision.set_global_policy("mixed_bfloat16" if mixed else "float32")
-    try:
-        yield
-    finally:
-        keras.mixed_precision.set_global_policy(previous)
 
 
 def _log_setup(model: keras.Model, strategy: tf.distribute.Strategy, worker: Worker, inputs: Inputs) -> None:
@@ -87,7 +77,8 @@ def _build(config: Config, spec: DataSpec, strategy: tf.distribute.Strategy, wor
     keras.utils.set_random_seed(cfg.seed)
     inputs = Inputs(spec, cfg, strategy, worker)
     with strategy.scope():
-        model = build_model(spec.vocab_size, cfg.model, with_state=cfg.carry_state, unroll=unrolled())
+        matmul_dtype = BFLOAT16 if cfg.mixed_precision else FLOAT32
+        model = build_model(spec.vocab_size, cfg.model, cfg.carry_state, unroll=unrolled(), matmul_dtype=matmul_dtype)
         optimizer = make_optimizer(cfg.optimizer, inputs.steps_per_epoch)
         optimizer.build(model.trainable_variables)
     return inputs, model, optimizer
@@ -145,7 +136,7 @@ def training_loop(setup: Setup, heartbeat: Callable[[], None] | None = None) -> 
     """The inputs, model, optimizer and loop, built in the strategy's scope; no checkpoint restored yet."""
     cfg = setup.config.train
     checkpoints, _ = checkpoint_dirs(cfg.model_dir, setup.worker)
-    with precision(cfg.mixed_precision), lost_peers_reported(setup.worker, checkpoints):
+    with lost_peers_reported(setup.worker, checkpoints):
         inputs, model, optimizer = _build(setup.config, setup.spec, setup.strategy, setup.worker)
         yield TrainLoop(model, optimizer, setup.strategy, setup.worker, inputs, cfg, setup.spec.fingerprint, heartbeat)
 

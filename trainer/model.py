@@ -8,6 +8,7 @@ import keras
 
 from nextword.config import ModelConfig
 from trainer import heads, recurrent
+from trainer.matmul import FLOAT32
 
 
 def _dropout(cfg: ModelConfig, name: str, units: int) -> keras.layers.Dropout:
@@ -16,7 +17,9 @@ def _dropout(cfg: ModelConfig, name: str, units: int) -> keras.layers.Dropout:
     return keras.layers.Dropout(cfg.dropout, noise_shape=noise_shape, name=name)
 
 
-def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False, unroll: bool = False) -> keras.Model:
+def build_model(
+    vocab_size: int, cfg: ModelConfig, with_state: bool = False, unroll: bool = False, matmul_dtype: str = FLOAT32
+) -> keras.Model:
     """ids [batch, time] int32 -> logits [batch, time, vocab_size] float32.
 
     The parts: the embedding and output head of trainer/heads.py (the adaptive head's
@@ -33,6 +36,9 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False, unr
     as fast on CPUs (bench/results/peer_levers.json), but not cuDNN-eligible, and the window's length
     must be known when traced. The trainer asks for it where there is no GPU (trainer/main.py); the
     bundle's model takes lines of any length and stays rolled. The weights are the same either way.
+
+    `matmul_dtype` "bfloat16" computes the output matmuls and the unrolled LSTMs' input projections in
+    bf16 (train.mixed_precision; trainer/matmul.py); everything else stays float32.
     """
     if not cfg.units or not cfg.embedding_dim or cfg.dropout is None:
         raise ValueError("train.model: a size is left to the corpus; call trainer.sizing.resolve first")
@@ -42,7 +48,7 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False, unr
     embedding = heads.build_embedding(vocab_size, cfg)
     x = embedding(ids)  # [batch, time, embedding_dim]
     x = _dropout(cfg, "embedding_dropout", cfg.embedding_dim)(x)
-    layers = recurrent.build_layers(cfg, with_state, unroll)
+    layers = recurrent.build_layers(cfg, with_state, unroll, matmul_dtype)
     final_states = []
     for i, layer in enumerate(layers):
         if with_state:
@@ -51,7 +57,7 @@ def build_model(vocab_size: int, cfg: ModelConfig, with_state: bool = False, unr
         else:
             x = layer(x)  # [batch, time, units]
         x = _dropout(cfg, f"{layer.name}_dropout", cfg.units)(x)
-    logits = heads.build_output(x, embedding, vocab_size, cfg)
+    logits = heads.build_output(x, embedding, vocab_size, cfg, matmul_dtype)
     if with_state:
         model = keras.Model([ids, *initial_states], [logits, *final_states], name="nextword_lm")
     else:

@@ -11,8 +11,10 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import keras
+import tensorflow as tf
 
 from nextword.config import ModelConfig
+from trainer.matmul import FLOAT32, dot_rows
 
 
 @dataclass(frozen=True)
@@ -33,8 +35,50 @@ def _set_forget_bias(lstm: keras.layers.LSTM, cfg: ModelConfig) -> None:
     bias.assign(values)
 
 
+@keras.saving.register_keras_serializable(package="nextword")
+class ProjectedLSTM(keras.layers.LSTM):
+    """Keras' LSTM, its weights and results, with the unrolled loop's input projections done before it.
+
+    Unrolled (the trainer on a CPU), Keras multiplies each step's input by the kernel inside the loop:
+    T matmuls of [batch, in] x [in, 4 units]. Here they are one [batch * T, in] x [in, 4 units]
+    matmul ahead of the loop, which keeps only the recurrent one, as PyTorch's CPU LSTM does; in
+    `matmul_dtype` (bf16 with train.mixed_precision), the recurrence staying float32. Outside
+    training the loop is one XLA cluster, which fuses each step's gate arithmetic; its gradient was
+    slower than the plain graph's, so training keeps the plain one (bench/results/peer_levers.json).
+    Rolled (the bundle; cuDNN on a GPU), with a mask or with dropout inside the layer, Keras' own path runs.
+    """
+
+    def __init__(self, *args, matmul_dtype: str = FLOAT32, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.matmul_dtype = matmul_dtype
+
+    def inner_loop(self, sequences, initial_state, mask, training=False):
+        if not self.unroll or mask is not None or self.go_backwards or self.dropout or self.recurrent_dropout:
+            return super().inner_loop(sequences, initial_state, mask=mask, training=training)
+        cell = self.cell
+        projected = dot_rows(sequences, cell.kernel.value, self.matmul_dtype, bias=cell.bias.value)  # [b, t, 4 units]
+        loop = _plain_loop if training else _fused_loop
+        outputs, h, c = loop(projected, *initial_state, cell.recurrent_kernel.value)
+        return outputs[:, -1], outputs if self.return_sequences else outputs[:, -1], [h, c]
+
+
+def _plain_loop(projected: tf.Tensor, h: tf.Tensor, c: tf.Tensor, recurrent_kernel: tf.Tensor) -> tuple:
+    """projected [batch, time, 4 units], h, c [batch, units] -> outputs [batch, time, units], h, c after."""
+    outputs = []
+    for projected_t in tf.unstack(projected, axis=1):
+        z = projected_t + tf.matmul(h, recurrent_kernel)  # [batch, 4 units]: gates i, f, c, o (Keras' order)
+        i, f, g, o = tf.split(z, 4, axis=-1)
+        c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
+        h = tf.sigmoid(o) * tf.tanh(c)
+        outputs.append(h)
+    return tf.stack(outputs, axis=1), h, c
+
+
+_fused_loop = tf.function(_plain_loop, jit_compile=True)
+
+
 CELLS = {
-    "lstm": Cell(keras.layers.LSTM, ("h", "c"), lambda layer: {}, _set_forget_bias),
+    "lstm": Cell(ProjectedLSTM, ("h", "c"), lambda layer: {}, _set_forget_bias),
     "gru": Cell(
         keras.layers.GRU,
         ("h",),
@@ -50,14 +94,20 @@ def state_names(cfg: ModelConfig, with_state: bool) -> list[str]:
     return [f"{cfg.cell}_{i}_{kind}" for i in range(cfg.num_layers if with_state else 0) for kind in kinds]
 
 
-def build_layers(cfg: ModelConfig, with_state: bool, unroll: bool = False) -> list[keras.layers.RNN]:
+def build_layers(
+    cfg: ModelConfig, with_state: bool, unroll: bool = False, matmul_dtype: str = FLOAT32
+) -> list[keras.layers.RNN]:
     """The stack's layers, unbuilt: [batch, time, in] -> [batch, time, units] (and the states after).
 
     `unroll`: the time loop written out in the graph (the window's length must be known when traced).
+    `matmul_dtype`: the dtype of the LSTM's input projection when unrolled (trainer/matmul.py).
     """
     cell = CELLS[cfg.cell]
+    options = {"matmul_dtype": matmul_dtype} if issubclass(cell.layer, ProjectedLSTM) else {}
     return [
-        cell.layer(cfg.units, return_sequences=True, return_state=with_state, unroll=unroll, name=f"{cfg.cell}_{i}")
+        cell.layer(
+            cfg.units, return_sequences=True, return_state=with_state, unroll=unroll, name=f"{cfg.cell}_{i}", **options
+        )
         for i in range(cfg.num_layers)
     ]
 
@@ -68,7 +118,7 @@ def initialize(layers: list[keras.layers.RNN], cfg: ModelConfig) -> None:
 
 
 def _cell_of(layer: keras.layers.Layer) -> Cell | None:
-    return next((cell for cell in CELLS.values() if type(layer) is cell.layer), None)
+    return next((cell for cell in CELLS.values() if isinstance(layer, cell.layer)), None)
 
 
 def states_per_layer(layer: keras.layers.Layer) -> int:

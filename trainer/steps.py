@@ -42,14 +42,14 @@ def token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
 
 
 def eval_token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-    """The same cross-entropy without a gradient, for evaluation: [b, L, V], [b, L] -> [b, L] float32.
+    """The same cross-entropy without a gradient: [b, L, V], [b, L] -> [b, L] float32 (or [n, V], [n] -> [n]).
 
     Log-sum-exp over the vocabulary minus the target's logit: the fused op computes its gradient on every
     call, which evaluation never uses, and took 2.6 times as long forward at [700, 10k] logits
     (bench/cross_entropy_bench.py).
     """
     logits = tf.cast(logits, tf.float32)
-    return tf.reduce_logsumexp(logits, axis=-1) - tf.gather(logits, targets, batch_dims=2)
+    return tf.reduce_logsumexp(logits, axis=-1) - tf.gather(logits, targets, batch_dims=targets.shape.rank)
 
 
 def clip_scale(global_norm: tf.Tensor, threshold: float) -> tf.Tensor:
@@ -81,7 +81,7 @@ def eval_sums(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, mask: t
     flat_logits = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])  # [b*L, V]
     flat_targets = tf.reshape(targets, [-1])
     flat_weights = tf.reshape(token_weights, [-1])
-    losses = tf.reshape(eval_token_losses(logits, targets), [-1])
+    losses = _fused_token_losses(flat_logits, flat_targets)
 
     def weighted(values):
         return tf.reduce_sum(tf.cast(values, tf.float64) * tf.cast(flat_weights, tf.float64))
@@ -94,6 +94,11 @@ def eval_sums(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, mask: t
             weighted(tf.nn.in_top_k(flat_targets, flat_logits, 5)),
         ]
     )
+
+
+# eval_token_losses as one XLA cluster, which fuses the log-sum-exp's passes over the logits: 3.7 ms
+# against 8.2 at [700, 10k] on this CPU. (XLA's top-k counting was slower than tf.nn.in_top_k.)
+_fused_token_losses = tf.function(eval_token_losses, jit_compile=True)
 
 
 def forward(model: keras.Model, inputs: tf.Tensor, states: tuple, training: bool) -> tuple[tf.Tensor, tuple]:
