@@ -162,8 +162,13 @@ def main() -> None:
     p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rolled", action="store_true", help=argparse.SUPPRESS)  # the LSTMs' loop not unrolled
     p.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # matmul_dtype bfloat16
+    p.add_argument("--inter-op-threads", type=int, default=0, help=argparse.SUPPRESS)  # 0: TF's default
     args = p.parse_args()
     if args.worker:
+        if args.inter_op_threads:
+            import tensorflow as tf
+
+            tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
         shape = {"units": args.units, "layers": args.layers, "steps": args.steps}
         dtype = "bfloat16" if args.bf16 else "float32"
         options = {"jit": args.jit, "rolled": args.rolled, "matmul_dtype": dtype}
