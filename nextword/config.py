@@ -118,8 +118,8 @@ class TrainConfig:
     shuffle_buffer: int = 10000
     seed: int = 1234
     # bf16 for the output layer's matmuls and the LSTMs' input projections, everything else float32
-    # (trainer/matmul.py): training 1.07x-1.13x PyTorch's float32 on CPUs with AMX / AVX512_BF16, against
-    # 0.82x-0.83x float32, perplexity within 0.2% after the same steps (bench/results/peer_bench.json).
+    # (trainer/matmul.py): training 1.10x-1.13x PyTorch's float32 on CPUs with AMX / AVX512_BF16, against
+    # 0.81x-0.86x float32, perplexity within 0.2% after the same steps (bench/results/peer_bench.json).
     # Off by default: float32 keeps the figures measured so far. The bundle is float32 either way.
     mixed_precision: bool = False
     # Stateful truncated BPTT (Zaremba et al. 2014), the default: each batch row

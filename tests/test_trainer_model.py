@@ -106,14 +106,15 @@ def test_an_unrolled_stack_has_the_same_weights_and_outputs_and_says_it_is_not_f
 
 
 @pytest.mark.parametrize("training", [False, True])
-def test_the_projected_lstm_computes_what_keras_lstm_computes(training):
-    # Unrolled, the input projection runs ahead of the loop (XLA-fused outside training): the same
-    # outputs and states as Keras' own LSTM from the same weights and states.
+@pytest.mark.parametrize("pipelined", [False, True])
+def test_the_projected_lstm_computes_what_keras_lstm_computes(training, pipelined):
+    # Unrolled, the input projection runs ahead of the loop (step by step when pipelined, outside
+    # training): the same outputs and states as Keras' own LSTM from the same weights and states.
     x = np.random.default_rng(1).normal(size=(3, 6, 5)).astype("float32")
     h, c = (np.random.default_rng(seed).normal(size=(3, 4)).astype("float32") for seed in (2, 3))
     keras_lstm = keras.layers.LSTM(4, return_sequences=True, return_state=True, unroll=True)
     expected = keras_lstm(x, initial_state=[h, c], training=training)
-    projected = recurrent.ProjectedLSTM(4, return_sequences=True, return_state=True, unroll=True)
+    projected = recurrent.ProjectedLSTM(4, return_sequences=True, return_state=True, unroll=True, pipelined=pipelined)
     projected(x, initial_state=[h, c])
     projected.set_weights(keras_lstm.get_weights())
     for a, b in zip(expected, projected(x, initial_state=[h, c], training=training), strict=True):

@@ -42,39 +42,43 @@ class ProjectedLSTM(keras.layers.LSTM):
     Unrolled (the trainer on a CPU), Keras multiplies each step's input by the kernel inside the loop:
     T matmuls of [batch, in] x [in, 4 units]. Here they are one [batch * T, in] x [in, 4 units]
     matmul ahead of the loop, which keeps only the recurrent one, as PyTorch's CPU LSTM does; in
-    `matmul_dtype` (bf16 with train.mixed_precision), the recurrence staying float32. Outside
-    training the loop is one XLA cluster, which fuses each step's gate arithmetic; its gradient was
-    slower than the plain graph's, so training keeps the plain one (bench/results/peer_levers.json).
-    Rolled (the bundle; cuDNN on a GPU), with a mask or with dropout inside the layer, Keras' own path runs.
+    `matmul_dtype` (bf16 with train.mixed_precision), the recurrence staying float32.
+
+    `pipelined` (every layer above the first): outside training, step t's projection is made from the
+    layer below's step t alone (float32), so TF runs it while the layer below computes step t + 1
+    instead of waiting for its whole sequence (evaluation 1.06x-1.22x at 2x200, no change at 2x650;
+    bench/results/peer_levers.json). Training keeps the whole-sequence projection, whose gradient is
+    one matmul too. Rolled (the bundle; cuDNN on a GPU), with a mask or with dropout inside the layer,
+    Keras' own path runs.
     """
 
-    def __init__(self, *args, matmul_dtype: str = FLOAT32, **kwargs):
+    def __init__(self, *args, matmul_dtype: str = FLOAT32, pipelined: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.matmul_dtype = matmul_dtype
+        self.pipelined = pipelined
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self.unroll or mask is not None or self.go_backwards or self.dropout or self.recurrent_dropout:
             return super().inner_loop(sequences, initial_state, mask=mask, training=training)
-        cell = self.cell
-        projected = dot_rows(sequences, cell.kernel.value, self.matmul_dtype, bias=cell.bias.value)  # [b, t, 4 units]
-        loop = _plain_loop if training else _fused_loop
-        outputs, h, c = loop(projected, *initial_state, cell.recurrent_kernel.value)
+        kernel, bias = self.cell.kernel.value, self.cell.bias.value
+        if self.pipelined and not training:
+            steps = [dot_rows(sequences[:, t], kernel, bias=bias) for t in range(sequences.shape[1])]
+        else:
+            steps = tf.unstack(dot_rows(sequences, kernel, self.matmul_dtype, bias=bias), axis=1)
+        outputs, h, c = _loop(steps, *initial_state, self.cell.recurrent_kernel.value)
         return outputs[:, -1], outputs if self.return_sequences else outputs[:, -1], [h, c]
 
 
-def _plain_loop(projected: tf.Tensor, h: tf.Tensor, c: tf.Tensor, recurrent_kernel: tf.Tensor) -> tuple:
-    """projected [batch, time, 4 units], h, c [batch, units] -> outputs [batch, time, units], h, c after."""
+def _loop(steps: list[tf.Tensor], h: tf.Tensor, c: tf.Tensor, recurrent_kernel: tf.Tensor) -> tuple:
+    """Each step's input projection [batch, 4 units], h, c [batch, units] -> outputs [batch, time, units], h, c."""
     outputs = []
-    for projected_t in tf.unstack(projected, axis=1):
-        z = projected_t + tf.matmul(h, recurrent_kernel)  # [batch, 4 units]: gates i, f, c, o (Keras' order)
+    for projected in steps:
+        z = projected + tf.matmul(h, recurrent_kernel)  # [batch, 4 units]: gates i, f, c, o (Keras' order)
         i, f, g, o = tf.split(z, 4, axis=-1)
         c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
         outputs.append(h)
     return tf.stack(outputs, axis=1), h, c
-
-
-_fused_loop = tf.function(_plain_loop, jit_compile=True)
 
 
 CELLS = {
@@ -103,10 +107,15 @@ def build_layers(
     `matmul_dtype`: the dtype of the LSTM's input projection when unrolled (trainer/matmul.py).
     """
     cell = CELLS[cfg.cell]
-    options = {"matmul_dtype": matmul_dtype} if issubclass(cell.layer, ProjectedLSTM) else {}
+    projected = issubclass(cell.layer, ProjectedLSTM)
     return [
         cell.layer(
-            cfg.units, return_sequences=True, return_state=with_state, unroll=unroll, name=f"{cfg.cell}_{i}", **options
+            cfg.units,
+            return_sequences=True,
+            return_state=with_state,
+            unroll=unroll,
+            name=f"{cfg.cell}_{i}",
+            **({"matmul_dtype": matmul_dtype, "pipelined": i > 0} if projected else {}),
         )
         for i in range(cfg.num_layers)
     ]
