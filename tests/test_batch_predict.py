@@ -280,7 +280,7 @@ def test_scores_do_not_depend_on_batching_or_order(tiny_bundle, loaded_tiny, siz
         assert [t["token"] for t in record.get("token_scores") or []] == [
             t["token"] for t in alone.get("token_scores") or []
         ]
-        _assert_scores_agree(_numbers(record), _numbers(alone))
+        assert _numbers(record) == pytest.approx(_numbers(alone), abs=1e-5)
 
 
 @pytest.mark.multiprocess

@@ -6,7 +6,6 @@ import tensorflow as tf
 
 FLOAT32 = "float32"
 BFLOAT16 = "bfloat16"
-MATMUL_DTYPES = (FLOAT32, BFLOAT16)
 
 
 def dot_rows(

@@ -2,7 +2,7 @@
 
 Each cell names its states per layer (an LSTM carries h and c, a GRU h), which the
 carried-state inputs, the saved streams and the bundle's stream signatures follow.
-A new cell is one more entry in CELLS: its Keras layer, its states and its cuDNN checks.
+A new cell is one more entry in CELLS: its Keras layer, its states, its cuDNN checks and its options.
 """
 
 from __future__ import annotations
@@ -24,6 +24,8 @@ class Cell:
     # cuDNN's requirements beyond the common ones (tanh, sigmoid, no recurrent dropout, not unrolled, biases)
     extra_checks: Callable[[keras.layers.RNN], dict[str, bool]]
     init: Callable[[keras.layers.RNN, ModelConfig], None]
+    # the layer's own options, from its index in the stack and the matmul dtype (build_layers)
+    options: Callable[[int, str], dict] = lambda index, matmul_dtype: {}
 
 
 def _set_forget_bias(lstm: keras.layers.LSTM, cfg: ModelConfig) -> None:
@@ -66,7 +68,7 @@ class ProjectedLSTM(keras.layers.LSTM):
         else:
             steps = tf.unstack(dot_rows(sequences, kernel, self.matmul_dtype, bias=bias), axis=1)
         outputs, h, c = _loop(steps, *initial_state, self.cell.recurrent_kernel.value)
-        return outputs[:, -1], outputs if self.return_sequences else outputs[:, -1], [h, c]
+        return h, outputs if self.return_sequences else h, [h, c]  # h: the last step's output
 
 
 def _loop(steps: list[tf.Tensor], h: tf.Tensor, c: tf.Tensor, recurrent_kernel: tf.Tensor) -> tuple:
@@ -82,7 +84,13 @@ def _loop(steps: list[tf.Tensor], h: tf.Tensor, c: tf.Tensor, recurrent_kernel: 
 
 
 CELLS = {
-    "lstm": Cell(ProjectedLSTM, ("h", "c"), lambda layer: {}, _set_forget_bias),
+    "lstm": Cell(
+        ProjectedLSTM,
+        ("h", "c"),
+        lambda layer: {},
+        _set_forget_bias,
+        lambda index, matmul_dtype: {"matmul_dtype": matmul_dtype, "pipelined": index > 0},
+    ),
     "gru": Cell(
         keras.layers.GRU,
         ("h",),
@@ -107,7 +115,6 @@ def build_layers(
     `matmul_dtype`: the dtype of the LSTM's input projection when unrolled (trainer/matmul.py).
     """
     cell = CELLS[cfg.cell]
-    projected = issubclass(cell.layer, ProjectedLSTM)
     return [
         cell.layer(
             cfg.units,
@@ -115,7 +122,7 @@ def build_layers(
             return_state=with_state,
             unroll=unroll,
             name=f"{cfg.cell}_{i}",
-            **({"matmul_dtype": matmul_dtype, "pipelined": i > 0} if projected else {}),
+            **cell.options(i, matmul_dtype),
         )
         for i in range(cfg.num_layers)
     ]
