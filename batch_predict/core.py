@@ -175,6 +175,14 @@ def line_cost(words: int, window: int, mode: str, eos: bool) -> int:
     return max(cost, 1)
 
 
+def calls_in_flight(context: str, mode: str, configured: int) -> int:
+    """Model calls a worker runs at once (predict.model_calls_in_flight; 0: by mode). A document is one
+    stream: its calls follow each other."""
+    if context == "document":
+        return 1
+    return configured or (2 if mode == "next" else 1)
+
+
 def token_runs(items: Iterable[T], cost: Callable[[T], int], budget: int) -> Iterator[list[T]]:
     """Consecutive items in runs of about `budget` tokens, as they come (a run ends at the first item that
     reaches it; no run is empty): the blocks of a range's lines, and the model calls of a document."""

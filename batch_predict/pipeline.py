@@ -9,10 +9,11 @@ shard of their own (batch_predict/resume.py): a killed job rerun with the same
 command scores only the ranges not yet committed. `summary.json` is written
 last and proves input lines == output records. Output schema: batch_predict/schema.json.
 
-Locally, `--direct_running_mode=multi_threading --direct_num_workers=2` runs
-two worker threads over the one shared model (TensorFlow releases the GIL, so
-one thread's reading and formatting overlaps the other's inference): faster
-for large inputs, slower to start (the runner then talks gRPC to itself, which
+Within a worker, a range's model calls run on their own threads
+(`predict.model_calls_in_flight` at once, each on its share of the cores), so
+reading and writing records overlap inference. Locally,
+`--direct_running_mode=multi_processing --direct_num_workers=2` runs two
+worker processes (slower to start: the runner then talks gRPC to itself, which
 an https_proxy setting without no_proxy=localhost breaks).
 """
 

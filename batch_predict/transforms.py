@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import json
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
 import numpy as np
@@ -13,7 +14,7 @@ from apache_beam.metrics import Metrics
 from apache_beam.utils import multi_process_shared, shared
 
 from batch_predict import core, resume
-from batch_predict.handler import GATHER_BUDGETS, BundleModelHandler, LoadedBundle, line_scores
+from batch_predict.handler import GATHER_BUDGETS, BundleModelHandler, LoadedBundle, line_scores, share_cores
 from nextword import storage
 from nextword.artifacts.bundle import Bundle
 from nextword.beam import progress
@@ -78,17 +79,33 @@ class ReadLinesFn(beam.DoFn):
 
 class LineScorer:
     """Lines scored each on its own (predict.context line): blocks of a range's lines, in order, go to the
-    handler, which sorts each block by length into model calls of at most predict.max_batch_tokens."""
+    handler, which sorts each block by length into model calls of at most predict.max_batch_tokens.
 
-    def __init__(self, handler: BundleModelHandler, model: LoadedBundle, block_tokens: int):
+    Up to `calls_in_flight` model calls run at once, and the next block's calls are already running while
+    this block's records are written: one call of a small model leaves TensorFlow's threads idle part of
+    the time (2 x 200 LSTM, 2 cores: two calls at once 1.26x the lines/s of one after another).
+    """
+
+    def __init__(self, handler: BundleModelHandler, model: LoadedBundle, block_tokens: int, calls_in_flight: int):
         self._handler = handler
         self._model = model
         self._block_tokens = block_tokens
+        self._calls_in_flight = calls_in_flight
 
     def score(self, file_range: core.FileRange, keyed_lines: Iterable[tuple[core.LineKey, core.PreparedLine]]):
-        for block in core.token_runs(keyed_lines, lambda item: item[1].cost, self._block_tokens):
-            fields = self._handler.run_inference([line for _, line in block], self._model)
-            yield from zip((key for key, _ in block), fields, strict=True)
+        with ThreadPoolExecutor(self._calls_in_flight, thread_name_prefix="nextword-model-call") as calls:
+            started: deque = deque()  # (keys, finish) of the blocks whose calls were submitted
+            for block in core.token_runs(keyed_lines, lambda item: item[1].cost, self._block_tokens):
+                finish = self._handler.start_inference([line for _, line in block], self._model, calls)
+                started.append(([key for key, _ in block], finish))
+                if len(started) > 1:
+                    yield from self._finished(*started.popleft())
+            while started:
+                yield from self._finished(*started.popleft())
+
+    @staticmethod
+    def _finished(keys: list[core.LineKey], finish):
+        yield from zip(keys, finish(), strict=True)
 
 
 class DocumentScorer:
@@ -148,7 +165,9 @@ class DocumentScorer:
         return state, last_id
 
 
-def _load_bundle(path: str) -> LoadedBundle:
+def _load_bundle(path: str, calls_in_flight: int) -> LoadedBundle:
+    if calls_in_flight > 1:  # in the process that loads the model, before TensorFlow starts there
+        share_cores(calls_in_flight)
     return LoadedBundle(path)
 
 
@@ -171,7 +190,8 @@ class ScoreRangesFn(ReadLinesFn):
     def setup(self):
         super().setup()
         cfg, bundle = self._cfg, self._bundle
-        load = functools.partial(_load_bundle, bundle.path)
+        calls_in_flight = core.calls_in_flight(cfg.context, cfg.mode, cfg.model_calls_in_flight)
+        load = functools.partial(_load_bundle, bundle.path, calls_in_flight)
         if cfg.share_model_across_processes:
             model = multi_process_shared.MultiProcessShared(load, tag=f"nextword-{bundle.model_fingerprint}").acquire()
         else:
@@ -180,7 +200,7 @@ class ScoreRangesFn(ReadLinesFn):
             self._scorer = DocumentScorer(cfg, bundle, model)
         else:
             handler = BundleModelHandler(bundle, cfg.mode, cfg.top_k, cfg.max_batch_tokens, cfg.per_token)
-            self._scorer = LineScorer(handler, model, GATHER_BUDGETS * cfg.max_batch_tokens)
+            self._scorer = LineScorer(handler, model, GATHER_BUDGETS * cfg.max_batch_tokens, calls_in_flight)
 
     def process(self, element: tuple[int, core.FileRange], first_lines: dict, line_counts: dict):
         index, file_range = element

@@ -11,7 +11,10 @@ measurements use the same bundle and the same lines:
   N/4) lines / (t_N - t_N/4): the steady state of a long job, startup excluded.
 - ceiling: the bundle's signatures called on pre-made batches (texts already in
   memory, the whole input sorted by length into batches of the same token
-  budget), timing only the calls.
+  budget), one call after another, timing only the calls; the faster of
+  TensorFlow's default threads and one intra-op thread. For reference, also
+  `two_calls`: the same batches from two threads at once, one intra-op thread
+  each, as the job runs its calls (predict.model_calls_in_flight).
 - loops, one line at a time on the first --loop-lines lines: `seed_loop` as
   the seed predicted (Python tokenization, Keras `model.predict` on one
   context, the whole vocabulary sorted; next words only), and `signature_loop`
@@ -114,6 +117,13 @@ def child_beam(args) -> dict:
 
 
 def child_signature(args) -> dict:
+    import threading
+
+    import tensorflow as tf
+
+    if args.intra_op_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
+
     from batch_predict import core
     from batch_predict.handler import LoadedBundle
     from nextword.artifacts.bundle import load_bundle
@@ -131,8 +141,6 @@ def child_signature(args) -> dict:
     groups = core.length_groups([line.cost for line in prepared], args.max_batch_tokens)
     batches = [[prepared[i].text for i in group] for group in groups]
 
-    import tensorflow as tf
-
     from nextword.text import contract
 
     # The bare `score` signature (line sums only), though the job calls score_tokens (per-token values,
@@ -145,13 +153,22 @@ def child_signature(args) -> dict:
         if want_score:
             bare_score(text=tf.constant(texts))
 
+    def call_all(some_batches):
+        for texts in some_batches:
+            call(texts)
+
     call(batches[0])  # warm-up: the first call builds the graph's kernels
     runs = []
     for _ in range(args.repeats):
         started, cpu_started = time.perf_counter(), time.process_time()
-        for texts in batches:
-            call(texts)
+        callers = [threading.Thread(target=call_all, args=(batches[i :: args.calls],)) for i in range(args.calls)]
+        for caller in callers:
+            caller.start()
+        for caller in callers:
+            caller.join()
         runs.append({"seconds": time.perf_counter() - started, "cpu_seconds": time.process_time() - cpu_started})
+    if not args.loop_lines:
+        return {"lines": len(prepared), "batches": len(batches), "runs": runs}
     loop_texts = [line.text for line in prepared[: args.loop_lines]]
     started = time.perf_counter()
     for text in loop_texts:
@@ -216,6 +233,8 @@ def main() -> None:
     parser.add_argument("--input", default="", help=argparse.SUPPRESS)
     parser.add_argument("--out", default="", help=argparse.SUPPRESS)
     parser.add_argument("--keras-model", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--intra-op-threads", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--calls", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         print(json.dumps((child_beam if args.child == "beam" else child_signature)(args)))
@@ -237,13 +256,21 @@ def main() -> None:
     keras_model = "" if args.bundle else os.path.join(args.work, "model.keras")
     signature = run_child("signature", input=inputs[args.lines], loop_lines=args.loop_lines, repeats=args.repeats,
                           keras_model=keras_model, **common)  # fmt: skip
+    one_thread = run_child("signature", input=inputs[args.lines], loop_lines=0, repeats=args.repeats,
+                           intra_op_threads=1, **common)  # fmt: skip
+    two_calls = run_child("signature", input=inputs[args.lines], loop_lines=0, repeats=args.repeats,
+                          intra_op_threads=1, calls=2, **common)  # fmt: skip
     small, beam = best(beam_runs[sizes[0]], sizes[0]), best(beam_runs[args.lines], args.lines)
-    ceiling = best(signature["runs"], args.lines)
+    ceiling = best(signature["runs"] + one_thread["runs"], args.lines)
+    two_calls_best = best(two_calls["runs"], args.lines)
     marginal = (args.lines - sizes[0]) / (beam["seconds"] - small["seconds"])
     results = {
         "mode": args.mode, "bundle": bundle, "max_batch_tokens": args.max_batch_tokens, "beam_args": args.beam_args,
         "beam": {size: beam_runs[size] for size in sizes}, "signature": signature,
+        "signature_one_thread": one_thread, "signature_two_calls": two_calls,
         "beam_lines_per_s": beam["lines_per_s"], "ceiling_lines_per_s": ceiling["lines_per_s"],
+        "two_calls_lines_per_s": two_calls_best["lines_per_s"],
+        "beam_vs_two_calls": beam["lines_per_s"] / two_calls_best["lines_per_s"],
         "beam_vs_ceiling": beam["lines_per_s"] / ceiling["lines_per_s"],
         # CPU time is what the job spends; wall time also depends on whatever else the machine runs.
         "beam_vs_ceiling_cpu": beam["lines_per_cpu_s"] / ceiling["lines_per_cpu_s"],
@@ -260,7 +287,8 @@ def main() -> None:
         f"\n{args.lines} lines, mode {args.mode}: beam {beam['lines_per_s']:.0f} lines/s, "
         f"ceiling {ceiling['lines_per_s']:.0f} lines/s ({results['beam_vs_ceiling']:.2f}x; "
         f"per CPU second {results['beam_vs_ceiling_cpu']:.2f}x; marginal {marginal:.0f} lines/s, "
-        f"{results['beam_marginal_vs_ceiling']:.2f}x); signature one line at a time "
+        f"{results['beam_marginal_vs_ceiling']:.2f}x); two calls at once {two_calls_best['lines_per_s']:.0f} "
+        f"lines/s ({results['beam_vs_two_calls']:.2f}x); signature one line at a time "
         f"{signature['signature_loop_lines_per_s']:.1f} lines/s ({results['beam_vs_signature_loop']:.1f}x); "
         f"seed-style loop {signature.get('seed_loop_lines_per_s', float('nan')):.1f} lines/s "
         f"({results['beam_vs_seed_loop']:.0f}x); peak RSS {rss}"

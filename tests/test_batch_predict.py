@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 from batch_predict import __main__ as predict_main
 from batch_predict import core, pipeline
 from batch_predict.handler import BundleModelHandler, LoadedBundle
-from batch_predict.transforms import ReadLinesFn
+from batch_predict.transforms import LineScorer, ReadLinesFn
 from nextword.artifacts import bundle as bundle_lib
 from nextword.text import contract
 from nextword.text.contract import TextSettings
@@ -280,7 +280,45 @@ def test_scores_do_not_depend_on_batching_or_order(tiny_bundle, loaded_tiny, siz
         assert [t["token"] for t in record.get("token_scores") or []] == [
             t["token"] for t in alone.get("token_scores") or []
         ]
-        assert _numbers(record) == pytest.approx(_numbers(alone), abs=1e-5)
+        _assert_scores_agree(_numbers(record), _numbers(alone))
+
+
+def test_calls_in_flight_keep_every_line_in_order_with_the_same_records(tiny_bundle, loaded_tiny):
+    """Several blocks, each of several model calls, with up to 3 calls at once: the records come out in
+    the lines' order, each the record the line gets when the calls run one after another."""
+    bundle, model = loaded_tiny
+    handler = BundleModelHandler(bundle, "both", top_k=3, max_batch_tokens=8, per_token=True)
+    window = bundle.context_tokens
+    lines = [core.prepare_line(chain_words(tiny_bundle, i % 7, 1 + i % 9).encode(), False, window, "both",
+                               TextSettings(), 99) for i in range(40)]  # fmt: skip
+    lines[5] = core.PreparedLine("", 1, (), "line_too_long")  # a reject between scored lines
+    keyed = [(core.LineKey("in.txt", i + 1, i), line) for i, line in enumerate(lines)]
+    file_range = core.FileRange("in.txt", 0, 40, 40)
+    one_by_one = list(LineScorer(handler, model, block_tokens=24, calls_in_flight=1).score(file_range, keyed))
+    in_flight = list(LineScorer(handler, model, block_tokens=24, calls_in_flight=3).score(file_range, keyed))
+    assert [key for key, _ in in_flight] == [key for key, _ in keyed]
+    assert in_flight == one_by_one
+    assert in_flight[5][1] == {"flags": [], "error": "line_too_long"}
+    assert [fields.get("words") for _, fields in in_flight] == [None if i == 5 else 1 + i % 9 for i in range(40)]
+
+
+@pytest.mark.e2e
+def test_share_cores_sets_one_share_of_the_cores_per_call_before_tensorflow_starts():
+    """In a fresh process the intra-op threads become cores // calls; once TensorFlow has started, they stay."""
+    script = (
+        "import os, tensorflow as tf\n"
+        "from batch_predict.handler import share_cores\n"
+        "share_cores(2)\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads(), max(1, len(os.sched_getaffinity(0)) // 2))\n"
+        "tf.constant(1.0) + 1.0\n"
+        "share_cores(1)\n"
+        "print(tf.config.threading.get_intra_op_parallelism_threads())\n"
+    )
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, check=True)
+    set_threads, share, kept = done.stdout.split()
+    assert set_threads == share
+    assert kept == share
 
 
 @pytest.mark.multiprocess

@@ -225,3 +225,11 @@ def test_token_runs_cut_where_a_run_reaches_the_budget_and_keep_the_order():
     assert list(core.token_runs([3, 1, 5, 2, 9, 0], int, 4)) == [[3, 1], [5], [2, 9], [0]]
     assert list(core.token_runs(iter(["a b", "c"]), lambda text: len(text.split()), 10)) == [["a b", "c"]]
     assert list(core.token_runs([], int, 4)) == []
+
+
+def test_calls_in_flight_by_context_and_mode():
+    assert core.calls_in_flight("line", "next", 0) == 2  # small calls: two at once
+    assert core.calls_in_flight("line", "score", 0) == 1  # a score call holds batch x vocabulary floats
+    assert core.calls_in_flight("line", "both", 0) == 1
+    assert core.calls_in_flight("line", "score", 3) == 3  # the configured number wins
+    assert core.calls_in_flight("document", "score", 3) == 1  # one stream: its calls follow each other
