@@ -44,14 +44,16 @@ class ProjectedLSTM(keras.layers.LSTM):
     Unrolled (the trainer on a CPU), Keras multiplies each step's input by the kernel inside the loop:
     T matmuls of [batch, in] x [in, 4 units]. Here they are one [batch * T, in] x [in, 4 units]
     matmul ahead of the loop, which keeps only the recurrent one, as PyTorch's CPU LSTM does; in
-    `matmul_dtype` (bf16 with train.mixed_precision), the recurrence staying float32.
+    `matmul_dtype` (bf16 with train.mixed_precision).
 
     `pipelined` (every layer above the first): outside training, step t's projection is made from the
-    layer below's step t alone (float32), so TF runs it while the layer below computes step t + 1
-    instead of waiting for its whole sequence (evaluation 1.06x-1.22x at 2x200, no change at 2x650;
+    layer below's step t alone, so TF runs it while the layer below computes step t + 1 instead of
+    waiting for its whole sequence (evaluation 1.06x-1.22x at 2x200, no change at 2x650;
     bench/results/peer_levers.json). Training keeps the whole-sequence projection, whose gradient is
-    one matmul too. Rolled (the bundle; cuDNN on a GPU), with a mask or with dropout inside the layer,
-    Keras' own path runs.
+    one matmul too. Outside training, the per-step matmuls (recurrent, and pipelined projections) also
+    run in `matmul_dtype`, their kernels cast once per call: bf16 evaluation 1.2x at 2x650 (cast per
+    step, bf16 had been slower); in training bf16 recurrences were no faster, so they stay float32.
+    Rolled (the bundle; cuDNN on a GPU), with a mask or with dropout inside the layer, Keras' own path runs.
     """
 
     def __init__(self, *args, matmul_dtype: str = FLOAT32, pipelined: bool = False, **kwargs):
@@ -62,20 +64,26 @@ class ProjectedLSTM(keras.layers.LSTM):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self.unroll or mask is not None or self.go_backwards or self.dropout or self.recurrent_dropout:
             return super().inner_loop(sequences, initial_state, mask=mask, training=training)
-        kernel, bias = self.cell.kernel.value, self.cell.bias.value
+        step_dtype = FLOAT32 if training else self.matmul_dtype
+        kernel, bias = tf.cast(self.cell.kernel.value, step_dtype), self.cell.bias.value
         if self.pipelined and not training:
-            steps = [dot_rows(sequences[:, t], kernel, bias=bias) for t in range(sequences.shape[1])]
+            steps = [dot_rows(sequences[:, t], kernel, step_dtype, bias=bias) for t in range(sequences.shape[1])]
         else:
             steps = tf.unstack(dot_rows(sequences, kernel, self.matmul_dtype, bias=bias), axis=1)
-        outputs, h, c = _loop(steps, *initial_state, self.cell.recurrent_kernel.value)
+        outputs, h, c = _loop(steps, *initial_state, tf.cast(self.cell.recurrent_kernel.value, step_dtype))
         return h, outputs if self.return_sequences else h, [h, c]  # h: the last step's output
 
 
 def _loop(steps: list[tf.Tensor], h: tf.Tensor, c: tf.Tensor, recurrent_kernel: tf.Tensor) -> tuple:
-    """Each step's input projection [batch, 4 units], h, c [batch, units] -> outputs [batch, time, units], h, c."""
+    """Each step's input projection [batch, 4 units], h, c [batch, units] -> outputs [batch, time, units], h, c.
+
+    The recurrent matmul runs in recurrent_kernel's dtype (in float32 the casts are no ops); h, c and
+    the gates stay float32.
+    """
     outputs = []
     for projected in steps:
-        z = projected + tf.matmul(h, recurrent_kernel)  # [batch, 4 units]: gates i, f, c, o (Keras' order)
+        recurrent = tf.matmul(tf.cast(h, recurrent_kernel.dtype), recurrent_kernel)  # [batch, 4 units]
+        z = projected + tf.cast(recurrent, tf.float32)  # gates i, f, c, o (Keras' order)
         i, f, g, o = tf.split(z, 4, axis=-1)
         c = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
         h = tf.sigmoid(o) * tf.tanh(c)
