@@ -143,8 +143,7 @@ def child_signature(args) -> dict:
 
     from nextword.text import contract
 
-    # The bare `score` signature (line sums only), though the job calls score_tokens (per-token values,
-    # known-only sums): the ceiling is the cheapest way to get a line's score.
+    # The bare `score` signature, which the job also calls unless predict.per_token asks for score_tokens.
     bare_score = tf.saved_model.load(args.bundle).signatures[contract.SIGNATURE_SCORE]
 
     def call(texts):

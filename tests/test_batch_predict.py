@@ -84,12 +84,13 @@ def test_bad_lines_each_get_exactly_one_record(tiny_bundle, tmp_path):
 
 
 def test_records_equal_the_bundle_signatures(tiny_bundle, tmp_path):
-    texts = [chain_words(tiny_bundle, i, 3 + i) for i in range(6)] + ["", "unknownword"]
+    texts = [chain_words(tiny_bundle, i, 3 + i) for i in range(6)]
+    texts += ["", "unknownword", f"{chain_words(tiny_bundle, 0, 3)} zzz"]  # the last scores one unknown token
     (tmp_path / "in.txt").write_text("\n".join(texts) + "\n")
     config = job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.top_k=4")
     pipeline.run(predict_argv(config))
     model = LoadedBundle(tiny_bundle.bundle_dir)
-    nxt, score = model.next_words(texts, 4), model.score(texts)
+    nxt, score = model.next_words(texts, 4), model.score(texts, per_token=False)
     records = sorted(read_records(tmp_path / "out"), key=lambda r: r["line"])
     assert [r["line"] for r in records] == list(range(1, len(texts) + 1))
     for i, record in enumerate(records):
@@ -101,6 +102,8 @@ def test_records_equal_the_bundle_signatures(tiny_bundle, tmp_path):
             assert record["log_prob"] == pytest.approx(float(score["log_prob"][i]), rel=1e-5)
             perplexity = math.exp(-float(score["log_prob"][i]) / int(score["tokens"][i]))
             assert record["perplexity"] == pytest.approx(perplexity, rel=1e-5)
+            assert record["known_log_prob"] == pytest.approx(float(score["known_log_prob"][i]), rel=1e-5)
+    assert records[-1]["unknown_scored_tokens"] == 1 and records[-1]["known_log_prob"] > records[-1]["log_prob"]
 
 
 def document_reference(tiny_bundle, lines: list[str]) -> dict:

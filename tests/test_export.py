@@ -336,7 +336,7 @@ def test_score_tokens_per_token_values_sum_to_the_score_signature(tiny_bundle):
     texts = sample_texts(tiny_bundle)
     out = score_tokens(bundle, texts)
     _, score = call(bundle, texts)
-    for name in ("log_prob", "tokens", "unknown_tokens", "word_count", "unknown_count"):
+    for name in ("log_prob", "known_log_prob", "tokens", "unknown_tokens", "word_count", "unknown_count"):
         assert out[name].tolist() == score[name].tolist(), name  # the same computation, the same numbers
     window = tiny_bundle.config.preprocess.window_length
     check_token_scores(tiny_bundle.model, texts, out, tiny_bundle.vocab, tiny_bundle.settings, window)

@@ -14,8 +14,8 @@ Signatures (batch = any number of lines; right padding never changes a result):
         words: string [batch, k'], probs: float32 [batch, k'], word_count: int32 [batch],
         unknown_count: int32 [batch]
     score(text: string [batch]) ->
-        log_prob: float32 [batch], tokens: int32 [batch], unknown_tokens: int32 [batch],
-        word_count: int32 [batch], unknown_count: int32 [batch]
+        log_prob: float32 [batch], known_log_prob: float32 [batch], tokens: int32 [batch],
+        unknown_tokens: int32 [batch], word_count: int32 [batch], unknown_count: int32 [batch]
     generate(text: string [], words: int32 [], temperature: float32 [], top_k: int32 [], seed: int32 [],
              allow_unknown: bool []) -> words: string [n], n <= words
 
@@ -35,7 +35,7 @@ train.carry_state saw longer contexts and may be exported with a larger C).
   (consecutive windows share one id), and every id after the first is
   predicted once from the preceding ids of its window. log_prob is the sum of
   those natural-log probabilities, tokens their number (ids - 1, at least 0),
-  unknown_tokens how many of them are `<???>`. Any length works; logits are
+  unknown_tokens how many of them are `<???>`, known_log_prob the sum over the others. Any length works; logits are
   computed at most `logit_budget` floats at a time, and only where a token is
   predicted, so a 100,000-word line needs no more memory than a batch.
 - word_count / unknown_count: words of the text after normalization, and how
@@ -162,9 +162,10 @@ class BundleGraph:
         valid = positions < tf.gather(ids.row_limits(), line_of)[:, tf.newaxis]  # [c, w+1]
         return self._gather_padded(ids, positions, valid), valid, line_of
 
-    def _token_log_probs(self, windows: tf.Tensor, valid: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def _token_log_probs(self, windows: tf.Tensor, valid: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """log P(id_i | ids_<i of the window) at every predicted position of windows [s, w+1]:
-        ([m] float32, window of each [m] int64), window by window, positions in order.
+        ([m] float32, whether each target is the unknown word [m] bool, window of each [m] int64),
+        window by window, positions in order.
 
         The output layer (the bulk of the work) runs only where a token is predicted, never on padding.
         """
@@ -172,7 +173,7 @@ class BundleGraph:
         predicted_at = tf.where(valid[:, 1:])  # [m, 2] (window, position)
         logits = self.output_layer(tf.gather_nd(hidden, predicted_at)[tf.newaxis])[0]  # [m, V]
         targets = tf.gather_nd(windows[:, 1:], predicted_at)  # [m]
-        return _target_log_probs(logits, targets), predicted_at[:, 0]
+        return _target_log_probs(logits, targets), tf.equal(targets, contract.UNK_ID), predicted_at[:, 0]
 
     def _line_log_probs(self, text: tf.Tensor, per_token: bool) -> dict[str, tf.Tensor]:
         """The score protocol over a batch of lines; with `per_token`, also every scored token's value."""
@@ -183,26 +184,27 @@ class BundleGraph:
         batch = tf.cast(ids.nrows(), tf.int32)
         step = self.rows_per_slice
 
-        def body(i, total, *tokens):
+        def body(i, totals, *tokens):
             lo = i * step
             hi = tf.minimum(lo + step, num_windows)
-            log_probs, window_of = self._token_log_probs(windows[lo:hi], valid[lo:hi])
-            window_sums = tf.math.unsorted_segment_sum(
-                tf.cast(log_probs, tf.float64), window_of, num_segments=tf.shape(windows[lo:hi])[0]
-            )
-            total = total + tf.math.unsorted_segment_sum(window_sums, line_of[lo:hi], batch)
-            return (i + 1, total, *(t.write(i, log_probs) for t in tokens))
+            log_probs, unknown, window_of = self._token_log_probs(windows[lo:hi], valid[lo:hi])
+            values = tf.cast(log_probs, tf.float64)
+            values = tf.stack([values, tf.where(unknown, tf.zeros_like(values), values)], axis=1)  # [m, 2]
+            window_sums = tf.math.unsorted_segment_sum(values, window_of, num_segments=tf.shape(windows[lo:hi])[0])
+            totals = totals + tf.math.unsorted_segment_sum(window_sums, line_of[lo:hi], batch)  # [batch, 2]
+            return (i + 1, totals, *(t.write(i, log_probs) for t in tokens))
 
         num_slices = (num_windows + step - 1) // step
-        initial = (tf.constant(0), tf.zeros([batch], tf.float64))
+        initial = (tf.constant(0), tf.zeros([batch, 2], tf.float64))  # per line: all tokens, known tokens only
         if per_token:
             initial += (tf.TensorArray(tf.float32, size=0, dynamic_size=True, infer_shape=False, element_shape=[None]),)
         # One slice at a time: parallel iterations would multiply the logits' memory.
-        _, log_prob, *tokens = tf.while_loop(lambda i, *_: i < num_slices, body, initial, parallel_iterations=1)
+        _, totals, *tokens = tf.while_loop(lambda i, *_: i < num_slices, body, initial, parallel_iterations=1)
         predicted = ids[:, 1:]
         unknown = tf.equal(predicted, contract.UNK_ID)
         out = {
-            "log_prob": tf.cast(log_prob, tf.float32),
+            "log_prob": tf.cast(totals[:, 0], tf.float32),
+            "known_log_prob": tf.cast(totals[:, 1], tf.float32),
             "tokens": tf.cast(predicted.row_lengths(), tf.int32),
             "unknown_tokens": tf.reduce_sum(tf.cast(unknown, tf.int32), axis=1),
             "word_count": word_count,
@@ -213,14 +215,8 @@ class BundleGraph:
             token_log_prob = tokens[0].concat()[: tf.size(predicted.flat_values)]
             words = graph_text.tokenize(text, self.settings)
             strings = graph_text.with_eos(words, self.settings, contract.EOS_TOKEN, before=True)
-            known = tf.where(unknown.flat_values, tf.constant(0.0, tf.float64), tf.cast(token_log_prob, tf.float64))
             out.update(
-                token_log_prob=token_log_prob,
-                token_text=strings[:, 1:].flat_values,
-                token_unknown=unknown.flat_values,
-                known_log_prob=tf.cast(
-                    tf.math.unsorted_segment_sum(known, tf.cast(predicted.value_rowids(), tf.int32), batch), tf.float32
-                ),
+                token_log_prob=token_log_prob, token_text=strings[:, 1:].flat_values, token_unknown=unknown.flat_values
             )
         return out
 

@@ -18,7 +18,7 @@ from nextword.artifacts.data_dir import Manifest
 from nextword.text import contract
 from nextword.text.contract import TextSettings
 
-FORMAT_VERSION = 2  # 2: bundle.json holds the CRC32C of the SavedModel files
+FORMAT_VERSION = 3  # 2: bundle.json holds the CRC32C of the SavedModel files; 3: `score` answers known_log_prob
 SAVED_MODEL_FILE = "saved_model.pb"
 VARIABLES_DIR = "variables"
 VARIABLES_INDEX = f"{VARIABLES_DIR}/variables.index"
