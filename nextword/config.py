@@ -117,9 +117,10 @@ class TrainConfig:
     checkpoint_every_steps: int = 200
     shuffle_buffer: int = 10000
     seed: int = 1234
-    # bf16 for the output layer's matmuls and the LSTMs' input projections, everything else float32
-    # (trainer/matmul.py): training 1.10x-1.13x PyTorch's float32 on CPUs with AMX / AVX512_BF16, against
-    # 0.81x-0.86x float32, perplexity within 0.2% after the same steps (bench/results/peer_bench.json).
+    # bf16 for the output layer's matmuls and the LSTMs' input projections, in evaluation for their
+    # recurrent matmuls too, everything else float32 (trainer/matmul.py, trainer/recurrent.py): training
+    # 1.00x-1.13x PyTorch's float32 on CPUs with AMX / AVX512_BF16, against 0.74x-0.92x float32,
+    # perplexity within 0.2% after the same steps (bench/results/peer_bench.json).
     # Off by default: float32 keeps the figures measured so far. The bundle is float32 either way.
     mixed_precision: bool = False
     # Stateful truncated BPTT (Zaremba et al. 2014), the default: each batch row
