@@ -64,8 +64,8 @@ class LoadedBundle:
         """Per line: log_prob, known_log_prob, tokens, unknown_tokens, word_count, unknown_count; with
         `per_token`, also flat over the lines' scored tokens, in order: token_log_prob, token_text,
         token_unknown (score_tokens, ~10% slower than score: it tokenizes the text again for the strings)."""
-        name = bundle_lib.SIGNATURE_SCORE_TOKENS if per_token else contract.SIGNATURE_SCORE
-        out = self._signatures[name](text=self._tf.constant(list(texts), dtype=self._tf.string))
+        signature = bundle_lib.SIGNATURE_SCORE_TOKENS if per_token else contract.SIGNATURE_SCORE
+        out = self._signatures[signature](text=self._tf.constant(list(texts), dtype=self._tf.string))
         return {name: value.numpy() for name, value in out.items()}
 
     def score_stream(self, texts: Sequence[str], state: np.ndarray, last_id: int) -> dict[str, np.ndarray]:

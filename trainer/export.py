@@ -35,9 +35,10 @@ train.carry_state saw longer contexts and may be exported with a larger C).
   (consecutive windows share one id), and every id after the first is
   predicted once from the preceding ids of its window. log_prob is the sum of
   those natural-log probabilities, tokens their number (ids - 1, at least 0),
-  unknown_tokens how many of them are `<???>`, known_log_prob the sum over the others. Any length works; logits are
-  computed at most `logit_budget` floats at a time, and only where a token is
-  predicted, so a 100,000-word line needs no more memory than a batch.
+  unknown_tokens how many of them are `<???>`, known_log_prob the sum over the
+  others. Any length works; logits are computed at most `logit_budget` floats
+  at a time, and only where a token is predicted, so a 100,000-word line needs
+  no more memory than a batch.
 - word_count / unknown_count: words of the text after normalization, and how
   many of them are not in the vocabulary (for flags such as "all unknown").
 - generate: continues one text word by word, each from the softmax after the
