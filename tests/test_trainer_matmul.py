@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.matmul import BFLOAT16, dot_rows
+from trainer.matmul import BFLOAT16, bf16_hint, bf16_units, dot_rows
 
 pytestmark = pytest.mark.unit
 
@@ -28,3 +28,22 @@ def test_bf16_returns_float32_within_bf16_rounding():
     want = X @ KERNEL + BIAS
     assert got.dtype == np.float32 and got.shape == (2, 3, 7)
     assert 0 < np.abs(got - want).max() < 0.05 * np.abs(want).max()
+
+
+SAPPHIRE_RAPIDS = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 amx_bf16 amx_tile\n\nprocessor\t: 1\n"
+CASCADE_LAKE = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n"
+
+
+def test_bf16_units_are_read_from_the_cpu_flags():
+    assert bf16_units(SAPPHIRE_RAPIDS) == ["amx_bf16", "avx512_bf16"]
+    assert bf16_units(CASCADE_LAKE) == []
+    assert bf16_units("") == []
+
+
+def test_the_bf16_hint_names_the_units_and_the_setting_only_where_there_are_units(tmp_path):
+    (tmp_path / "spr").write_text(SAPPHIRE_RAPIDS)
+    (tmp_path / "clx").write_text(CASCADE_LAKE)
+    hint = bf16_hint(str(tmp_path / "spr"))
+    assert hint.startswith("this CPU has bf16 matmul units (amx_bf16, avx512_bf16): train.mixed_precision=true")
+    assert bf16_hint(str(tmp_path / "clx")) is None
+    assert bf16_hint(str(tmp_path / "absent")) is None  # not Linux: nothing to say

@@ -33,7 +33,7 @@ from trainer.checkpoints import checkpoint_dirs
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
 from trainer.loop import TrainLoop
-from trainer.matmul import BFLOAT16, FLOAT32
+from trainer.matmul import BFLOAT16, FLOAT32, bf16_hint
 from trainer.model import build_model, cudnn_eligible, weights_sha256
 from trainer.optim import make_optimizer
 from trainer.run_lock import RunLock, check_resume_settings
@@ -47,9 +47,14 @@ def parse(stage: str, argv: list[str] | None) -> Config:
     return config_lib.load(args.config, args.overrides)
 
 
-def _log_setup(model: keras.Model, strategy: tf.distribute.Strategy, worker: Worker, inputs: Inputs) -> None:
+def _log_setup(
+    model: keras.Model, strategy: tf.distribute.Strategy, worker: Worker, inputs: Inputs, mixed_precision: bool
+) -> None:
     if unrolled():
         _LOG.info("recurrent layers unrolled for the CPU (no GPU here; on a GPU they stay rolled, for cuDNN)")
+        hint = None if mixed_precision else bf16_hint()
+        if hint:
+            _LOG.info(hint)
     else:
         reasons = cudnn_eligible(model)
         _LOG.info("LSTM cuDNN-eligible: %s", "yes" if not reasons else "no (" + "; ".join(reasons) + ")")
@@ -160,7 +165,7 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
     cfg = config.train
     with training_loop(setup, lock.refresh if worker.is_chief else None) as loop:
         model, inputs = loop.model, loop.inputs
-        _log_setup(model, strategy, worker, inputs)
+        _log_setup(model, strategy, worker, inputs, cfg.mixed_precision)
         resumed_from = loop.restore()  # refuses a model_dir of another model or other data
         config_path = storage.join(cfg.model_dir, contract.CONFIG_FILE)
         if resumed_from and storage.exists(config_path):

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import tensorflow as tf
 
 FLOAT32 = "float32"
 BFLOAT16 = "bfloat16"
+# The x86 flags (Linux /proc/cpuinfo) of the units that make oneDNN's bf16 matmuls fast.
+BF16_CPU_FLAGS = ("amx_bf16", "avx512_bf16")
 
 
 def dot_rows(
@@ -27,3 +31,28 @@ def dot_rows(
         out = tf.nn.bias_add(out, bias)
     width = tf.shape(kernel)[0 if transpose_b else 1]
     return tf.reshape(out, tf.concat([tf.shape(x)[:-1], [width]], axis=0))
+
+
+def bf16_units(cpuinfo: str) -> list[str]:
+    """The BF16_CPU_FLAGS that a /proc/cpuinfo text lists for its first CPU (empty: none)."""
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.splitlines() if line.startswith("flags")), [])
+    return [flag for flag in BF16_CPU_FLAGS if flag in flags]
+
+
+def bf16_hint(cpuinfo_path: str = "/proc/cpuinfo") -> str | None:
+    """One line for a float32 run on a CPU with bf16 units: how much train.mixed_precision gives there.
+
+    The default stays float32, so that every figure keeps one meaning; users who want the speed are told.
+    None where the CPU has no such units or does not say (not Linux).
+    """
+    try:
+        units = bf16_units(Path(cpuinfo_path).read_text())
+    except OSError:
+        return None
+    if not units:
+        return None
+    return (
+        f"this CPU has bf16 matmul units ({', '.join(units)}): train.mixed_precision=true runs the large matmuls "
+        "in bf16, 1.2x-1.5x the tokens/s of float32 with a 10k vocabulary, less with a small one (the output "
+        "layer gains most), perplexity within 1% in our runs (README: Speed against PyTorch)"
+    )
