@@ -119,7 +119,7 @@ class TrainConfig:
     seed: int = 1234
     # bf16 for the output layer's matmuls and the LSTMs' input projections, in evaluation for their
     # recurrent matmuls too, everything else float32 (trainer/matmul.py, trainer/recurrent.py): training
-    # 1.00x-1.13x PyTorch's float32 on CPUs with AMX / AVX512_BF16, against 0.71x-0.92x float32,
+    # 1.00x-1.20x PyTorch's float32 on CPUs with AMX / AVX512_BF16, against 0.71x-0.92x float32,
     # perplexity within 0.2% after the same steps (bench/results/peer_bench.json).
     # Off by default: float32 keeps the figures measured so far (a float32 run on a CPU with bf16 units
     # says in its log what this would give). The bundle is float32 either way.
