@@ -131,7 +131,7 @@ def macs_per_token(units: int, layers: int, vocab: int = 10000) -> int:
     return layers * 4 * units * 2 * units + units * vocab
 
 
-SIDES = ("torch", "ours", "ours_bf16")  # ours_bf16: train.mixed_precision (bf16 output matmuls and projections)
+SIDES = ("torch", "ours", "ours_bf16")  # ours_bf16: train.matmul_dtype bfloat16, what "auto" picks on a bf16 CPU
 
 
 def run_side(side: str, units: int, layers: int, steps: int) -> dict:

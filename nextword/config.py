@@ -117,13 +117,14 @@ class TrainConfig:
     checkpoint_every_steps: int = 200
     shuffle_buffer: int = 10000
     seed: int = 1234
-    # bf16 for the output layer's matmuls and the LSTMs' input projections, in evaluation for their
-    # recurrent matmuls too, everything else float32 (trainer/matmul.py, trainer/recurrent.py): training
-    # 1.00x-1.20x PyTorch's float32 on CPUs with AMX / AVX512_BF16, against 0.71x-0.92x float32,
-    # perplexity within 0.2% after the same steps (bench/results/peer_bench.json).
-    # Off by default: float32 keeps the figures measured so far (a float32 run on a CPU with bf16 units
-    # says in its log what this would give). The bundle is float32 either way.
-    mixed_precision: bool = False
+    # The dtype of the large matmuls: the output layer's and the LSTMs' input projections, in evaluation
+    # their recurrent matmuls too; everything else, the variables and the bundle stay float32
+    # (trainer/matmul.py, trainer/recurrent.py). "auto": bfloat16 on a CPU with bf16 matmul units
+    # (AMX / AVX512_BF16) and no GPU, else float32. bf16 trains at 1.00x-1.20x PyTorch's float32
+    # against 0.71x-0.92x for float32, perplexity within 0.2% after the same steps
+    # (bench/results/peer_bench.json). metrics.json's valid and test figures are computed in float32
+    # whatever this says, so they are the bundle's.
+    matmul_dtype: str = "auto"  # auto | float32 | bfloat16
     # Stateful truncated BPTT (Zaremba et al. 2014), the default: each batch row
     # is one stream of consecutive windows, read straight from the shards, and
     # the LSTM state carries over from one window to the next, in training and
@@ -264,6 +265,7 @@ _CHOICES = {
     "predict.context": ("line", "document"),
     "train.model.cell": ("lstm", "gru"),
     "train.model.head": ("auto", "tied", "full", "adaptive"),
+    "train.matmul_dtype": ("auto", "float32", "bfloat16"),
     "cloud.schedule.strategy": ("mirrored", "multiworker"),
 }
 
@@ -321,11 +323,29 @@ def _migrate_model(section: dict) -> dict:
     return section
 
 
+def _migrate_train(section: dict) -> dict:
+    """train of configs before "auto" bf16: the boolean `mixed_precision` is `matmul_dtype`.
+
+    The old key wins over the new one, as in _migrate_model.
+    """
+    section = dict(section)
+    if "mixed_precision" in section:
+        _LOG.warning("train.mixed_precision: replaced by train.matmul_dtype (auto, float32 or bfloat16)")
+        mixed = section.pop("mixed_precision")
+        if not isinstance(mixed, bool):
+            raise ConfigError(f"train.mixed_precision: expected bool, got {type(mixed).__name__} {mixed!r}")
+        section["matmul_dtype"] = "bfloat16" if mixed else "float32"
+    return section
+
+
+_MIGRATIONS = {ModelConfig: _migrate_model, TrainConfig: _migrate_train}
+
+
 def _build(cls: type, data: Any, prefix: str) -> Any:
     if not isinstance(data, dict):
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
-    if cls is ModelConfig:
-        data = _migrate_model(data)
+    if cls in _MIGRATIONS:
+        data = _MIGRATIONS[cls](data)
     hints = typing.get_type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     values = {}

@@ -113,3 +113,19 @@ def test_model_keys_of_before_the_model_room_are_read_as_the_parts_they_chose(ca
         model({"tie_embeddings": "yes"})
     with pytest.raises(config_lib.ConfigError, match=r"^train.model.cell: 'rnn' is not one of lstm, gru"):
         model({"cell": "rnn"})
+
+
+def test_the_boolean_mixed_precision_of_older_configs_is_read_as_a_matmul_dtype(caplog):
+    def train(section: dict, *overrides: str):
+        return config_lib.from_dict({"train": section}, list(overrides)).train
+
+    assert train({}).matmul_dtype == "auto"
+    with caplog.at_level("WARNING"):
+        assert train({"mixed_precision": True}).matmul_dtype == "bfloat16"
+    assert "train.mixed_precision: replaced by train.matmul_dtype" in caplog.text
+    assert train({"mixed_precision": False}).matmul_dtype == "float32"
+    assert train({}, "train.mixed_precision=true").matmul_dtype == "bfloat16"  # an old override beats the default
+    with pytest.raises(config_lib.ConfigError, match=r"^train.mixed_precision: expected bool"):
+        train({"mixed_precision": "bf16"})
+    with pytest.raises(config_lib.ConfigError, match=r"^train.matmul_dtype: 'float16' is not one of auto, float32"):
+        train({"matmul_dtype": "float16"})

@@ -14,7 +14,7 @@ import pytest
 from nextword import cli
 from nextword.cli import cli_common, cli_parsers
 from tests.support import trainer as trainer_support
-from trainer.matmul import bf16_hint
+from trainer.matmul import cpu_bf16_units
 
 REPO = Path(__file__).resolve().parent.parent
 NEXTWORD = [sys.executable, "-m", "nextword.cli"]
@@ -175,8 +175,9 @@ def test_preprocess_and_train_show_only_our_lines_and_verbose_brings_the_rest_ba
     assert _noise_in(trained.stderr) == []
     assert "INFO trainer.main: valid" in trained.stderr
     assert "INFO trainer.export: exported bundle" in trained.stderr
-    # float32 on a CPU with bf16 matmul units: one line says what train.mixed_precision would give
-    assert ("INFO trainer.main: this CPU has bf16 matmul units" in trained.stderr) == (bf16_hint() is not None)
+    # train.matmul_dtype "auto": one line says what it chose on this CPU, and why
+    chosen = "bfloat16 (auto: this CPU has bf16 matmul units" if cpu_bf16_units() else "float32 (auto: this CPU has no"
+    assert f"INFO trainer.main: large matmuls in {chosen}" in trained.stderr
     assert "perplexity:" in trained.stdout  # Keras's progress line stays
 
     predicted = _nextword("predict", "the cat sat on", "--set", f"predict.bundle_dir={model}/bundle")

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer.matmul import BFLOAT16, bf16_hint, bf16_units, dot_rows
+from trainer.matmul import BFLOAT16, FLOAT32, bf16_units, choose_matmul_dtype, cpu_bf16_units, dot_rows
 
 pytestmark = pytest.mark.unit
 
@@ -40,10 +40,14 @@ def test_bf16_units_are_read_from_the_cpu_flags():
     assert bf16_units("") == []
 
 
-def test_the_bf16_hint_names_the_units_and_the_setting_only_where_there_are_units(tmp_path):
+def test_auto_chooses_bf16_only_on_a_cpu_with_bf16_units_and_no_gpu(tmp_path):
     (tmp_path / "spr").write_text(SAPPHIRE_RAPIDS)
     (tmp_path / "clx").write_text(CASCADE_LAKE)
-    hint = bf16_hint(str(tmp_path / "spr"))
-    assert hint.startswith("this CPU has bf16 matmul units (amx_bf16, avx512_bf16): train.mixed_precision=true")
-    assert bf16_hint(str(tmp_path / "clx")) is None
-    assert bf16_hint(str(tmp_path / "absent")) is None  # not Linux: nothing to say
+    spr, clx = cpu_bf16_units(str(tmp_path / "spr")), cpu_bf16_units(str(tmp_path / "clx"))
+    assert cpu_bf16_units(str(tmp_path / "absent")) == []  # not Linux: no units known
+    dtype, why = choose_matmul_dtype("auto", gpu=False, units=spr)
+    assert dtype == BFLOAT16 and "(amx_bf16, avx512_bf16)" in why and "train.matmul_dtype=float32" in why
+    assert choose_matmul_dtype("auto", gpu=False, units=clx)[0] == FLOAT32
+    assert choose_matmul_dtype("auto", gpu=True, units=spr)[0] == FLOAT32  # cuDNN's model: bf16 not measured there
+    assert choose_matmul_dtype("float32", gpu=False, units=spr) == (FLOAT32, "train.matmul_dtype")
+    assert choose_matmul_dtype("bfloat16", gpu=False, units=clx) == (BFLOAT16, "train.matmul_dtype")

@@ -147,13 +147,21 @@ def test_carry_state_refuses_records_out_of_order(synthetic, tmp_path):
         run(train_args(shuffled, tmp_path / "model", "train.carry_state=true"))
 
 
-def test_mixed_precision_trains_within_one_percent_of_float32_and_leaves_keras_policy_alone(synthetic, tmp_path):
+def test_bf16_matmuls_train_within_one_percent_of_float32_and_report_float32_figures(synthetic, tmp_path):
     # bf16 output matmuls and input projections (trainer/matmul.py), from the same seed, for the same steps.
-    exact = run(train_args(synthetic, tmp_path / "exact", "train.max_steps=30"))
-    mixed = run(train_args(synthetic, tmp_path / "mixed", "train.mixed_precision=true", "train.max_steps=30"))
-    assert mixed["valid"]["perplexity"] != exact["valid"]["perplexity"]  # the bf16 path did run
+    exact = run(train_args(synthetic, tmp_path / "exact", "train.matmul_dtype=float32", "train.max_steps=30"))
+    mixed = run(train_args(synthetic, tmp_path / "mixed", "train.matmul_dtype=bfloat16", "train.max_steps=30"))
+    assert mixed["weights_sha256"] != exact["weights_sha256"]  # the bf16 path did run
     assert mixed["valid"]["perplexity"] == pytest.approx(exact["valid"]["perplexity"], rel=0.01)
     assert keras.mixed_precision.global_policy().name == "float32"
+    # Validation during training ran in bf16; metrics.json's figures are float32, the bundle's, and the same
+    # weights evaluated again give them exactly (`nextword evaluate` of the bf16 run).
+    best = min(h["valid_loss"] for h in json.loads((tmp_path / "mixed" / "history.json").read_text()))
+    assert best != mixed["valid"]["loss"]
+    assert best == pytest.approx(mixed["valid"]["loss"], rel=0.01)
+    (tmp_path / "mixed" / "metrics.json").unlink()
+    assert cli.main(["evaluate", *train_args(synthetic, tmp_path / "mixed", "train.matmul_dtype=bfloat16")]) == 0
+    assert json.loads((tmp_path / "mixed" / "metrics.json").read_text())["valid"] == mixed["valid"]
 
 
 def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(synthetic, tmp_path):
@@ -220,6 +228,7 @@ def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get
     metrics = run(train_args(
         data_dir, model_dir, "train.epochs=6", *MEMORIZING,
         "train.optimizer.plateau_factor=1", "train.early_stopping_patience=0",
+        "train.matmul_dtype=float32",  # validation as exact as the final evaluation, to compare the two
     ))  # fmt: skip
     history = json.loads((model_dir / "history.json").read_text())
     losses = [h["valid_loss"] for h in history]

@@ -13,6 +13,7 @@ command resumes from the latest checkpoint.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ from trainer.checkpoints import checkpoint_dirs
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
 from trainer.loop import TrainLoop
-from trainer.matmul import BFLOAT16, FLOAT32, bf16_hint
+from trainer.matmul import FLOAT32, choose_matmul_dtype, cpu_bf16_units
 from trainer.model import build_model, cudnn_eligible, weights_sha256
 from trainer.optim import make_optimizer
 from trainer.run_lock import RunLock, check_resume_settings
@@ -47,14 +48,9 @@ def parse(stage: str, argv: list[str] | None) -> Config:
     return config_lib.load(args.config, args.overrides)
 
 
-def _log_setup(
-    model: keras.Model, strategy: tf.distribute.Strategy, worker: Worker, inputs: Inputs, mixed_precision: bool
-) -> None:
+def _log_setup(model: keras.Model, strategy: tf.distribute.Strategy, worker: Worker, inputs: Inputs) -> None:
     if unrolled():
         _LOG.info("recurrent layers unrolled for the CPU (no GPU here; on a GPU they stay rolled, for cuDNN)")
-        hint = None if mixed_precision else bf16_hint()
-        if hint:
-            _LOG.info(hint)
     else:
         reasons = cudnn_eligible(model)
         _LOG.info("LSTM cuDNN-eligible: %s", "yes" if not reasons else "no (" + "; ".join(reasons) + ")")
@@ -76,14 +72,19 @@ def unrolled() -> bool:
     return not tf.config.list_physical_devices("GPU")
 
 
+def _trainer_model(config: Config, spec: DataSpec, matmul_dtype: str) -> keras.Model:
+    """The model the trainer runs (state carried if configured, unrolled without a GPU)."""
+    cfg = config.train
+    return build_model(spec.vocab_size, cfg.model, cfg.carry_state, unroll=unrolled(), matmul_dtype=matmul_dtype)
+
+
 def _build(config: Config, spec: DataSpec, strategy: tf.distribute.Strategy, worker: Worker):
     """(inputs, model, optimizer), the model and optimizer built in the strategy's scope."""
     cfg = config.train
     keras.utils.set_random_seed(cfg.seed)
     inputs = Inputs(spec, cfg, strategy, worker)
     with strategy.scope():
-        matmul_dtype = BFLOAT16 if cfg.mixed_precision else FLOAT32
-        model = build_model(spec.vocab_size, cfg.model, cfg.carry_state, unroll=unrolled(), matmul_dtype=matmul_dtype)
+        model = _trainer_model(config, spec, cfg.matmul_dtype)
         optimizer = make_optimizer(cfg.optimizer, inputs.steps_per_epoch)
         optimizer.build(model.trainable_variables)
     return inputs, model, optimizer
@@ -133,7 +134,25 @@ class Setup:
 def set_up(config: Config) -> Setup:
     strategy, worker = make_strategy(config.train)  # first: multi-worker collectives start before any op
     spec = load_data_spec(config.train.data_dir)
-    return Setup(sizing.resolve(config, spec.targets("train")), strategy, worker, spec)
+    config = sizing.resolve(config, spec.targets("train"))
+    dtype, why = choose_matmul_dtype(config.train.matmul_dtype, not unrolled(), cpu_bf16_units())
+    _LOG.info("large matmuls in %s (%s)", dtype, why)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, matmul_dtype=dtype))
+    return Setup(config, strategy, worker, spec)
+
+
+def exact_evaluator(loop: TrainLoop, setup: Setup) -> evaluate_lib.Evaluator:
+    """The evaluator of metrics.json: float32, so its figures are the bundle's.
+
+    Validation during training runs in train.matmul_dtype (bf16 evaluation of the same weights was 0.002%
+    off on PTB); the reported figures come from a float32 twin of the model holding the same weights.
+    """
+    if setup.config.train.matmul_dtype == FLOAT32:
+        return loop.evaluator
+    with setup.strategy.scope():
+        twin = _trainer_model(setup.config, setup.spec, FLOAT32)
+        twin.set_weights(loop.model.get_weights())
+    return evaluate_lib.Evaluator(twin, setup.strategy, loop.inputs)
 
 
 @contextlib.contextmanager
@@ -165,7 +184,7 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
     cfg = config.train
     with training_loop(setup, lock.refresh if worker.is_chief else None) as loop:
         model, inputs = loop.model, loop.inputs
-        _log_setup(model, strategy, worker, inputs, cfg.mixed_precision)
+        _log_setup(model, strategy, worker, inputs)
         resumed_from = loop.restore()  # refuses a model_dir of another model or other data
         config_path = storage.join(cfg.model_dir, contract.CONFIG_FILE)
         if resumed_from and storage.exists(config_path):
@@ -173,9 +192,10 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
         if worker.is_chief:
             storage.write_text(config_path, cli_common.config_yaml(config))
         fit = loop.fit(resumed_from)
+        evaluator = exact_evaluator(loop, setup)
         metrics = {
-            "valid": loop.evaluator("valid"),
-            "test": loop.evaluator("test"),
+            "valid": evaluator("valid"),
+            "test": evaluator("test"),
             "train": {
                 "steps": fit.steps,
                 "epochs": round(fit.epochs, 4),
@@ -236,8 +256,9 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     """`nextword evaluate`: the best validation epoch's weights (the exported ones) on valid and test."""
     config = parse("evaluate", argv)
     cfg = config.train
-    with restored_best(config, "evaluate") as (loop, _):
-        found = {split: loop.evaluator(split) for split in ("valid", "test")}
+    with restored_best(config, "evaluate") as (loop, setup):
+        evaluator = exact_evaluator(loop, setup)
+        found = {split: evaluator(split) for split in ("valid", "test")}
         found["weights_sha256"] = weights_sha256(loop.model)
         worker = loop.worker
     metrics = evaluate_lib.read_metrics(cfg.model_dir) | found

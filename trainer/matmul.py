@@ -1,4 +1,4 @@
-"""The model's large matmuls, over the last axis as one 2-D matmul, in float32 or bf16 (train.mixed_precision)."""
+"""The model's large matmuls, over the last axis as one 2-D matmul, in float32 or bf16 (train.matmul_dtype)."""
 
 from __future__ import annotations
 
@@ -39,20 +39,25 @@ def bf16_units(cpuinfo: str) -> list[str]:
     return [flag for flag in BF16_CPU_FLAGS if flag in flags]
 
 
-def bf16_hint(cpuinfo_path: str = "/proc/cpuinfo") -> str | None:
-    """One line for a float32 run on a CPU with bf16 units: how much train.mixed_precision gives there.
-
-    The default stays float32, so that every figure keeps one meaning; users who want the speed are told.
-    None where the CPU has no such units or does not say (not Linux).
-    """
+def cpu_bf16_units(cpuinfo_path: str = "/proc/cpuinfo") -> list[str]:
+    """This machine's BF16_CPU_FLAGS (empty where the CPU has none or does not say: not Linux)."""
     try:
-        units = bf16_units(Path(cpuinfo_path).read_text())
+        return bf16_units(Path(cpuinfo_path).read_text())
     except OSError:
-        return None
-    if not units:
-        return None
-    return (
-        f"this CPU has bf16 matmul units ({', '.join(units)}): train.mixed_precision=true runs the large matmuls "
-        "in bf16, 1.2x-1.5x the tokens/s of float32 with a 10k vocabulary, less with a small one (the output "
-        "layer gains most), perplexity within 1% in our runs (README: Speed against PyTorch)"
-    )
+        return []
+
+
+def choose_matmul_dtype(setting: str, gpu: bool, units: list[str]) -> tuple[str, str]:
+    """(dtype, why) for train.matmul_dtype: "auto" is bf16 on a CPU with bf16 matmul units and no GPU.
+
+    bf16 pays only where the CPU multiplies in bf16 natively (README: Speed against PyTorch); on a GPU
+    the model is cuDNN's and bf16 was not measured, so "auto" keeps float32 there.
+    """
+    if setting != "auto":
+        return setting, "train.matmul_dtype"
+    if gpu:
+        return FLOAT32, "auto: on a GPU"
+    if units:
+        units_named = ", ".join(units)
+        return BFLOAT16, f"auto: this CPU has bf16 matmul units ({units_named}); train.matmul_dtype=float32 for float32"
+    return FLOAT32, f"auto: this CPU has no bf16 matmul units ({', '.join(BF16_CPU_FLAGS)})"

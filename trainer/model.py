@@ -38,7 +38,7 @@ def build_model(
     bundle's model takes lines of any length and stays rolled. The weights are the same either way.
 
     `matmul_dtype` "bfloat16" computes the output matmuls and the unrolled LSTMs' input projections in
-    bf16 (train.mixed_precision; trainer/matmul.py); everything else stays float32.
+    bf16 (train.matmul_dtype; trainer/matmul.py); everything else stays float32.
     """
     if not cfg.units or not cfg.embedding_dim or cfg.dropout is None:
         raise ValueError("train.model: a size is left to the corpus; call trainer.sizing.resolve first")

@@ -44,7 +44,7 @@ class ProjectedLSTM(keras.layers.LSTM):
     Unrolled (the trainer on a CPU), Keras multiplies each step's input by the kernel inside the loop:
     T matmuls of [batch, in] x [in, 4 units]. Here they are one [batch * T, in] x [in, 4 units]
     matmul ahead of the loop, which keeps only the recurrent one, as PyTorch's CPU LSTM does; in
-    `matmul_dtype` (bf16 with train.mixed_precision).
+    `matmul_dtype` (train.matmul_dtype).
 
     `pipelined` (every layer above the first): outside training, step t's projection is made from the
     layer below's step t alone, so TF runs it while the layer below computes step t + 1 instead of

@@ -28,8 +28,9 @@ LOCK_FILE = "LOCK.json"
 STALE_AFTER_S = 1800.0  # longer than any checkpoint interval a user would set
 _SETTLE_S = 0.2
 # train.* settings that a resumed run must share with the run it resumes (anything else may change:
-# epochs, budgets, checkpoint intervals, the strategy).
-RESUME_FIXED = ("per_replica_batch_size", "carry_state", "seed", "mixed_precision", "model", "optimizer")
+# epochs, budgets, checkpoint intervals, the strategy, train.matmul_dtype: the variables are float32
+# whatever the matmuls run in, and "auto" may choose otherwise on the machine that resumes).
+RESUME_FIXED = ("per_replica_batch_size", "carry_state", "seed", "model", "optimizer")
 
 
 class RunLock:
