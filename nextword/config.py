@@ -120,9 +120,9 @@ class TrainConfig:
     # The dtype of the large matmuls: the output layer's and the LSTMs' input projections, in evaluation
     # their recurrent matmuls too; everything else, the variables and the bundle stay float32
     # (trainer/matmul.py, trainer/recurrent.py). "auto": bfloat16 on a CPU with bf16 matmul units
-    # (AMX / AVX512_BF16) and no GPU, else float32. bf16 trains at 1.00x-1.20x PyTorch's float32
-    # against 0.71x-0.92x for float32, perplexity within 0.2% after the same steps
-    # (bench/results/peer_bench.json). metrics.json's valid and test figures are computed in float32
+    # (AMX / AVX512_BF16) and no GPU, else float32. By median, bf16 trains at 0.99x-1.38x PyTorch's
+    # float32 against 0.71x-1.03x for float32, perplexity within 0.2% after the same steps
+    # (bench/results/peer_bench*.json). metrics.json's valid and test figures are computed in float32
     # whatever this says, so they are the bundle's.
     matmul_dtype: str = "auto"  # auto | float32 | bfloat16
     # Stateful truncated BPTT (Zaremba et al. 2014), the default: each batch row
