@@ -1,19 +1,29 @@
 """Training and evaluation speed against PyTorch's word_language_model on the same LSTM, side by side.
 
     python3.11 -m venv .venv-torch && .venv-torch/bin/pip install torch==2.13.0 numpy   # once; benchmark only
-    .venv/bin/python bench/peer_bench.py                    # 2x200 and 2x650, 3 rounds each, ~9 min
-    .venv/bin/python bench/peer_bench.py --quick            # 2x200 only, 1 round, a smoke run
+    .venv/bin/python bench/peer_bench.py                    # 2x200 and 2x650, 6 sessions of 6 bursts, ~15 min
+    .venv/bin/python bench/peer_bench.py --quick            # 2x200 only, 1 session of 3 bursts, a smoke run
 
 Both sides: the Penn Treebank training tokens (../shared/data/ptb/ptb.train.txt with <eos>,
 10k vocabulary), batch 20, BPTT 35, an untied Embedding -> 2-layer LSTM -> Linear model,
 plain SGD with the gradient clipped to global norm 0.25, the hidden state carried between
-batches; 10 warm-up steps, then `--steps` timed steps of training and of forward-only
-evaluation. PyTorch runs bench/peer_torch_worker.py (torch.set_num_threads(2)); our side
-runs the trainer's own replica train and eval steps (trainer.steps, under the default
-strategy in a tf.function, as trainer.loop does). Rounds alternate torch, ours, torch, ...
-in fresh processes. Achieved GFLOP/s count 2 flops per multiply-add of the LSTM and output
-layers (x3 for a training step), beside a 2048^2 matmul measured in the same worker.
-Results: bench/results/peer_bench.json.
+batches. PyTorch runs bench/peer_torch_worker.py (torch.set_num_threads(2)); our side runs
+the trainer's own replica train and eval steps (trainer.steps, under the default strategy in
+a tf.function, as trainer.loop does), in float32 and with bf16 matmuls (train.matmul_dtype).
+
+How: a session starts one worker process per side and keeps them (bench/peer_protocol.py).
+The sides take turns in bursts (2x200: 20 steps; 2x650: 4 training or 8 evaluation steps),
+the order reversed every other burst, a pause before each (so that no side's idle threads
+still spin), first training (after 10 untimed warm-up steps), then
+forward-only evaluation from a zero state (after 10 more), then a 2048^2 matmul each. This
+machine's speed swings by 30% or more within minutes, and between two states, so the sides'
+figures are compared burst by burst: the paired ratio of a burst is ours / PyTorch's in the
+same burst, a second or two apart; its median over every burst of every session is the
+headline, beside the ratio of the sides' median tokens/s. A process's speed also depends on the
+process (PyTorch's 2x200 evaluation ran at ~34k tokens/s in one and ~25k in the next, on the
+same machine state as ours), hence several sessions of fresh processes rather than one long one.
+Every burst is kept (`per_burst`). Achieved GFLOP/s count 2 flops per multiply-add of the LSTM
+and output layers (x3 for a training step). Results: bench/results/peer_bench.json.
 """
 
 from __future__ import annotations
@@ -21,17 +31,29 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import os
 import statistics
 import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
+
+from peer_protocol import REPLY, serve
 
 REPO = Path(__file__).resolve().parent.parent
 PTB_TRAIN = REPO.parent / "shared" / "data" / "ptb" / "ptb.train.txt"
 TORCH_PYTHON = REPO / ".venv-torch" / "bin" / "python"
 IDS = REPO / "runs" / "peer_bench" / "ptb_train_ids.npy"
-SHAPES = {"2x200": (200, 2, 200), "2x650": (650, 2, 40)}  # units, layers, timed steps
+SHAPES = {"2x200": (200, 2, 20, 20), "2x650": (650, 2, 4, 8)}  # units, layers, training and evaluation steps per burst
+SIDES = ("torch", "ours", "ours_bf16")  # ours_bf16: train.matmul_dtype bfloat16, what "auto" picks on a bf16 CPU
+KINDS = {"train": "train_tokens_per_s", "evaluate": "eval_tokens_per_s"}
+WARMUP_STEPS = 10
+# Before each burst: idle worker threads spin a while before they sleep (OpenMP's wait policy, Eigen's
+# pool), and would take cores from the next side's burst.
+PAUSE_S = 0.25
+BATCH, BPTT = 20, 35
 
 
 def write_ids() -> None:
@@ -43,122 +65,190 @@ def write_ids() -> None:
     np.save(IDS, np.array([order[w] for w in words], dtype=np.int32))
 
 
-def ours(
-    ids_path: str,
-    units: int,
-    layers: int,
-    steps: int,
-    warmup: int,
-    batch: int,
-    bptt: int,
-    jit: bool,
-    rolled: bool,
-    matmul_dtype: str,
-) -> dict:
-    """Our trainer's steps on the same stream, in this (fresh) process; the same initial weights every run."""
-    import time
+class OursWorker:
+    """Our trainer's steps on the stream, in bursts; the same initial weights in every process."""
 
-    import keras
-    import numpy as np
-    import tensorflow as tf
+    def __init__(self, units: int, layers: int, jit: bool, rolled: bool, matmul_dtype: str):
+        import keras
+        import numpy as np
+        import tensorflow as tf
 
-    sys.path.insert(0, str(REPO))
-    from nextword.config import ModelConfig, OptimizerConfig
-    from trainer import steps as steps_lib
-    from trainer.model import build_model
-    from trainer.optim import make_optimizer
+        sys.path.insert(0, str(REPO))
+        from nextword.config import ModelConfig, OptimizerConfig
+        from trainer import steps as steps_lib
+        from trainer.model import build_model
+        from trainer.optim import make_optimizer
 
-    ids = np.load(ids_path)
-    vocab = int(ids.max()) + 1
-    streams = ids[: len(ids) // batch * batch].reshape(batch, -1)  # row r: its own contiguous stretch
+        ids = np.load(IDS)
+        streams = ids[: len(ids) // BATCH * BATCH].reshape(BATCH, -1)  # row r: its own contiguous stretch
 
-    def windows():
-        while True:
-            for start in range(0, streams.shape[1] - 1 - bptt, bptt):
-                yield tf.constant(streams[:, start : start + bptt + 1])
+        def windows():
+            while True:
+                for start in range(0, streams.shape[1] - 1 - BPTT, BPTT):
+                    yield tf.constant(streams[:, start : start + BPTT + 1])
 
-    cfg = ModelConfig(embedding_dim=units, units=units, num_layers=layers, dropout=0.0, head="full")
-    keras.utils.set_random_seed(0)
-    model = build_model(vocab, cfg, with_state=True, unroll=not rolled, matmul_dtype=matmul_dtype)  # as the trainer
-    optimizer = make_optimizer(OptimizerConfig(name="sgd", learning_rate=1.0, clip_global_norm=0.25), 1000)
-    strategy = tf.distribute.get_strategy()
-    votes = tf.zeros([2], tf.float32)
-    weights = tf.ones([batch], tf.float32)
+        cfg = ModelConfig(embedding_dim=units, units=units, num_layers=layers, dropout=0.0, head="full")
+        keras.utils.set_random_seed(0)
+        model = build_model(int(ids.max()) + 1, cfg, with_state=True, unroll=not rolled, matmul_dtype=matmul_dtype)
+        optimizer = make_optimizer(OptimizerConfig(name="sgd", learning_rate=1.0, clip_global_norm=0.25), 1000)
+        strategy = tf.distribute.get_strategy()
+        votes = tf.zeros([2], tf.float32)
+        weights = tf.ones([BATCH], tf.float32)
 
-    @tf.function(jit_compile=jit)
-    def train_step(window, states):
-        return strategy.run(steps_lib.replica_train_step, args=(model, optimizer, window, states, votes, batch, 0.25))
+        @tf.function(jit_compile=jit)
+        def train_step(window, states):
+            args = (model, optimizer, window, states, votes, BATCH, 0.25)
+            return strategy.run(steps_lib.replica_train_step, args=args)
 
-    @tf.function(jit_compile=jit)
-    def eval_step(window, states):
-        return strategy.run(steps_lib.replica_eval_step, args=(model, window, weights, states))
+        @tf.function(jit_compile=jit)
+        def eval_step(window, states):
+            return strategy.run(steps_lib.replica_eval_step, args=(model, window, weights, states))
 
-    data = windows()
+        self.tf = tf
+        self.data = windows()
+        self.steps = {"train": train_step, "evaluate": eval_step}
+        self.states = {kind: steps_lib.zero_states(model, BATCH) for kind in self.steps}
 
-    def run(step, n, states):
-        total = 0.0
-        for _ in range(n):
-            figures, states = step(next(data), states)
+    def _burst(self, kind: str, steps: int) -> tuple[float, object]:
+        step, states, total = self.steps[kind], self.states[kind], 0.0
+        started = time.perf_counter()
+        for _ in range(steps):
+            figures, states = step(next(self.data), states)
             total += figures  # stays a tensor: no wait for the step
-        return states, total.numpy()
+        total = total.numpy()
+        seconds = time.perf_counter() - started
+        self.states[kind] = states
+        return seconds, total
 
-    tokens = steps * batch * bptt
-    states, _ = run(train_step, warmup, steps_lib.zero_states(model, batch))
-    started = time.perf_counter()
-    run(train_step, steps, states)
-    train_s = time.perf_counter() - started
-    states, _ = run(eval_step, warmup, steps_lib.zero_states(model, batch))
-    started = time.perf_counter()
-    _, sums = run(eval_step, steps, states)
-    eval_s = time.perf_counter() - started
-    a, b = tf.random.normal([2048, 2048]), tf.random.normal([2048, 2048])
-    tf.matmul(a, b).numpy()
-    started = time.perf_counter()
-    for _ in range(10):
-        c = tf.matmul(a, b)
-    c.numpy()
-    gflops = 2 * 2048**3 * 10 / (time.perf_counter() - started) / 1e9
-    return {
-        "train_tokens_per_s": tokens / train_s,
-        "eval_tokens_per_s": tokens / eval_s,
-        "matmul_gflops": gflops,
-        # after warmup + steps training steps from the same weights on the same windows: the numerical check
-        "eval_perplexity": float(np.exp(sums[0] / sums[1])),
-    }
+    def train(self, steps: int) -> dict:
+        return {"seconds": self._burst("train", steps)[0]}
+
+    def evaluate(self, steps: int) -> dict:
+        seconds, sums = self._burst("evaluate", steps)
+        return {"seconds": seconds, "loss_sum": float(sums[0]), "tokens": float(sums[1])}
+
+    def matmul(self, n: int = 2048, reps: int = 10) -> dict:
+        a, b = self.tf.random.normal([n, n]), self.tf.random.normal([n, n])
+        self.tf.matmul(a, b).numpy()
+        started = time.perf_counter()
+        for _ in range(reps):
+            c = self.tf.matmul(a, b)
+        c.numpy()
+        return {"gflops": 2 * n**3 * reps / (time.perf_counter() - started) / 1e9}
+
+
+class Worker:
+    """One side's running worker process, spoken to through bench/peer_protocol.py."""
+
+    def __init__(self, side: str, command: list[str]):
+        self.side = side
+        self.errors = tempfile.TemporaryFile(mode="w+")
+        env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+        self.process = subprocess.Popen(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True, env=env
+        )
+        self._reply()
+
+    def _reply(self) -> dict:
+        for line in self.process.stdout:
+            if line.startswith(REPLY):
+                return json.loads(line[len(REPLY) :])
+        self.errors.seek(0)
+        raise SystemExit(f"{self.side} worker failed:\n{self.errors.read()[-3000:]}")
+
+    def call(self, do: str, *args) -> dict:
+        self.process.stdin.write(json.dumps({"do": do, "args": args}) + "\n")
+        self.process.stdin.flush()
+        return self._reply()
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
+        self.errors.close()
+
+
+def worker_command(side: str, units: int, layers: int) -> list[str]:
+    shape = ["--units", str(units), "--layers", str(layers)]
+    if side == "torch":
+        return [str(TORCH_PYTHON), str(REPO / "bench" / "peer_torch_worker.py"), "--ids", str(IDS), *shape]
+    return [sys.executable, __file__, "--worker", *shape, *(["--bf16"] if side == "ours_bf16" else [])]
+
+
+def session(units: int, layers: int, steps: dict, bursts: int) -> dict:
+    """One set of workers: per side, each burst's tokens/s of each kind, its perplexity and matmul GFLOP/s."""
+    workers = {side: Worker(side, worker_command(side, units, layers)) for side in SIDES}
+    out = {side: {"train_tokens_per_s": [], "eval_tokens_per_s": [], "loss_sum": 0.0, "tokens": 0.0} for side in SIDES}
+    try:
+        for kind, figure in KINDS.items():
+            for worker in workers.values():
+                worker.call(kind, WARMUP_STEPS)
+            for burst in range(bursts):
+                for side in SIDES if burst % 2 == 0 else SIDES[::-1]:
+                    time.sleep(PAUSE_S)
+                    reply = workers[side].call(kind, steps[kind])
+                    out[side][figure].append(steps[kind] * BATCH * BPTT / reply["seconds"])
+                    out[side]["loss_sum"] += reply.get("loss_sum", 0.0)
+                    out[side]["tokens"] += reply.get("tokens", 0.0)
+                figures = ", ".join(f"{side} {out[side][figure][-1]:.0f}" for side in SIDES)
+                print(f"{kind} burst {burst + 1}: {figures} tokens/s", flush=True)
+        for side, worker in workers.items():
+            out[side]["matmul_gflops"] = worker.call("matmul")["gflops"]
+    finally:
+        for worker in workers.values():
+            worker.close()
+    return out
 
 
 def macs_per_token(units: int, layers: int, vocab: int = 10000) -> int:
     return layers * 4 * units * 2 * units + units * vocab
 
 
-SIDES = ("torch", "ours", "ours_bf16")  # ours_bf16: train.matmul_dtype bfloat16, what "auto" picks on a bf16 CPU
-
-
-def run_side(side: str, units: int, layers: int, steps: int) -> dict:
-    common = ["--units", str(units), "--layers", str(layers), "--steps", str(steps)]
-    if side == "torch":
-        command = [str(TORCH_PYTHON), str(REPO / "bench" / "peer_torch_worker.py"), "--ids", str(IDS), *common]
-    else:
-        command = [sys.executable, __file__, "--worker", *common, *(["--bf16"] if side == "ours_bf16" else [])]
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
-    done = subprocess.run(command, capture_output=True, text=True, env=env, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"{side} worker failed:\n{done.stderr[-3000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
-
-
 def summarize(values: list[float]) -> dict:
     return {"min": round(min(values)), "median": round(statistics.median(values)), "max": round(max(values))}
 
 
+def shape_entry(sessions: list[dict], units: int, layers: int, steps: dict) -> dict:
+    """The report of one shape over its sessions: tokens/s per side, paired ratios, GFLOP/s, perplexities."""
+    macs = macs_per_token(units, layers)
+    entry: dict = {"steps_per_burst": steps, "macs_per_token": macs}
+    for side in SIDES:
+        train = [x for s in sessions for x in s[side]["train_tokens_per_s"]]
+        evaluate = [x for s in sessions for x in s[side]["eval_tokens_per_s"]]
+        entry[side] = {
+            "train_tokens_per_s": summarize(train),
+            "eval_tokens_per_s": summarize(evaluate),
+            "train_gflops_median": round(statistics.median(train) * macs * 2 * 3 / 1e9, 1),
+            "eval_gflops_median": round(statistics.median(evaluate) * macs * 2 / 1e9, 1),
+            "matmul_2048_gflops": [round(s[side]["matmul_gflops"], 1) for s in sessions],
+        }
+    for side in SIDES[1:]:
+        for figure in KINDS.values():
+            paired = [o / t for s in sessions for o, t in zip(s[side][figure], s["torch"][figure], strict=True)]
+            entry[f"ratio_{side}_over_torch_{figure}"] = {
+                "paired_median": round(statistics.median(paired), 3),
+                "paired_min": round(min(paired), 3),
+                "paired_max": round(max(paired), 3),
+                "bursts_at_or_above_1": f"{sum(r >= 1 for r in paired)} of {len(paired)}",
+                "of_medians": round(entry[side][figure]["median"] / entry["torch"][figure]["median"], 3),
+            }
+    # ours in float32 and bf16 from the same weights after the same steps (the issue's bound: within 1%)
+    perplexity = {side: [math.exp(s[side]["loss_sum"] / s[side]["tokens"]) for s in sessions] for side in SIDES}
+    bf16_over_float32 = zip(perplexity["ours_bf16"], perplexity["ours"], strict=True)
+    entry["eval_perplexity_after_training"] = {
+        **{side: [round(p, 3) for p in values] for side, values in perplexity.items()},
+        "bf16_relative_difference": [round(b / f - 1, 5) for b, f in bf16_over_float32],
+    }
+    return entry
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="2x200, 1 round, 100 steps")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--quick", action="store_true", help="2x200, 1 session of 3 bursts")
+    p.add_argument("--sessions", type=int, default=6, help="fresh worker processes per shape")
+    p.add_argument("--bursts", type=int, default=6, help="per session, of training and of evaluation")
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--units", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--layers", type=int, default=2, help=argparse.SUPPRESS)
-    p.add_argument("--steps", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rolled", action="store_true", help=argparse.SUPPRESS)  # the LSTMs' loop not unrolled
     p.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # matmul_dtype bfloat16
@@ -169,51 +259,28 @@ def main() -> None:
             import tensorflow as tf
 
             tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
-        shape = {"units": args.units, "layers": args.layers, "steps": args.steps}
         dtype = "bfloat16" if args.bf16 else "float32"
-        options = {"jit": args.jit, "rolled": args.rolled, "matmul_dtype": dtype}
-        print(json.dumps(ours(str(IDS), **shape, warmup=10, batch=20, bptt=35, **options)))
+        serve(OursWorker(args.units, args.layers, args.jit, args.rolled, dtype))
         return
     if not TORCH_PYTHON.exists():
         raise SystemExit(f"{TORCH_PYTHON} not found: create it as this file's docstring says")
     if not IDS.exists():
         write_ids()
-    shapes = {"2x200": (200, 2, 100)} if args.quick else SHAPES
-    rounds = 1 if args.quick else args.rounds
-    report: dict = {"threads": 2, "batch": 20, "bptt": 35, "vocab": 10000, "rounds": rounds, "shapes": {}}
-    for name, (units, layers, steps) in shapes.items():
-        runs = {side: [] for side in SIDES}
-        for r in range(rounds):
-            for side in SIDES:
-                runs[side].append(run_side(side, units, layers, steps))
-                print(f"{name} round {r + 1} {side}: {json.dumps(runs[side][-1])}", flush=True)
-        macs = macs_per_token(units, layers)
-        entry: dict = {"timed_steps": steps, "macs_per_token": macs}
-        for side, results in runs.items():
-            train = [x["train_tokens_per_s"] for x in results]
-            evaluate = [x["eval_tokens_per_s"] for x in results]
-            entry[side] = {
-                "train_tokens_per_s": summarize(train),
-                "eval_tokens_per_s": summarize(evaluate),
-                "train_gflops_median": round(statistics.median(train) * macs * 2 * 3 / 1e9, 1),
-                "eval_gflops_median": round(statistics.median(evaluate) * macs * 2 / 1e9, 1),
-                "matmul_2048_gflops_median": round(statistics.median(x["matmul_gflops"] for x in results), 1),
-            }
-        for side in SIDES[1:]:
-            for kind in ("train_tokens_per_s", "eval_tokens_per_s"):
-                entry[f"ratio_{side}_over_torch_{kind}_median"] = round(
-                    entry[side][kind]["median"] / entry["torch"][kind]["median"], 3
-                )
-        # bf16 against float32 from the same weights after the same steps (the issue's bound: within 1%)
-        perplexities = {side: runs[side][0]["eval_perplexity"] for side in SIDES[1:]}
-        entry["eval_perplexity_after_training"] = {
-            **{side: round(value, 3) for side, value in perplexities.items()},
-            "bf16_relative_difference": round(perplexities["ours_bf16"] / perplexities["ours"] - 1, 5),
-        }
-        report["shapes"][name] = entry
+    shapes = {"2x200": SHAPES["2x200"]} if args.quick else SHAPES
+    sessions, bursts = (1, 3) if args.quick else (args.sessions, args.bursts)
+    report: dict = {"threads": 2, "batch": BATCH, "bptt": BPTT, "vocab": 10000, "sessions": sessions}
+    report |= {"bursts_per_session": bursts, "shapes": {}, "per_burst": {}}
+    for name, (units, layers, train_steps, eval_steps) in shapes.items():
+        steps = {"train": train_steps, "evaluate": eval_steps}
+        runs = []
+        for number in range(sessions):
+            print(f"{name} session {number + 1}", flush=True)
+            runs.append(session(units, layers, steps, bursts))
+        report["shapes"][name] = shape_entry(runs, units, layers, steps)
+        report["per_burst"][name] = runs
     out = REPO / "bench" / "results" / ("peer_bench_quick.json" if args.quick else "peer_bench.json")
     out.write_text(json.dumps(report, indent=2) + "\n")
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report["shapes"], indent=2))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The PyTorch side of bench/peer_bench.py, run with .venv-torch/bin/python; prints one JSON line.
+"""The PyTorch side of bench/peer_bench.py, run with .venv-torch/bin/python; serves bench/peer_protocol.py.
 
 Follows pytorch/examples word_language_model: Embedding -> nn.LSTM(num_layers) -> Linear; the
 training step is forward, NLL loss, backward, clip_grad_norm_, a plain SGD update, and the
@@ -8,11 +8,11 @@ hidden state detached between batches; evaluation is the same forward under torc
 from __future__ import annotations
 
 import argparse
-import json
 import time
 
 import numpy as np
 import torch
+from peer_protocol import serve
 from torch import nn
 
 
@@ -36,13 +36,59 @@ def batches(ids: np.ndarray, batch: int, bptt: int):
             yield streams[start : start + bptt], streams[start + 1 : start + 1 + bptt]
 
 
-def matmul_gflops(n: int = 2048, reps: int = 10) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    started = time.perf_counter()
-    for _ in range(reps):
+class TorchWorker:
+    """Bursts of training steps and of evaluation steps on one stream, each carrying its own hidden state."""
+
+    def __init__(self, ids_path: str, units: int, layers: int, batch: int, bptt: int):
+        torch.manual_seed(0)
+        ids = np.load(ids_path)
+        self.vocab = int(ids.max()) + 1
+        self.model = RNNModel(self.vocab, units, layers)
+        self.criterion = nn.NLLLoss()
+        self.data = batches(ids, batch, bptt)
+        zeros = (torch.zeros(layers, batch, units), torch.zeros(layers, batch, units))
+        self.train_hidden, self.eval_hidden = zeros, zeros
+
+    def train(self, steps: int) -> dict:
+        self.model.train()
+        hidden = self.train_hidden
+        started = time.perf_counter()
+        for _ in range(steps):
+            inputs, targets = next(self.data)
+            hidden = tuple(h.detach() for h in hidden)
+            self.model.zero_grad()
+            output, hidden = self.model(inputs, hidden)
+            loss = self.criterion(output.view(-1, self.vocab), targets.reshape(-1))
+            loss.backward()
+            nn.utils.clip_grad_norm_(self.model.parameters(), 0.25)
+            with torch.no_grad():
+                for param in self.model.parameters():
+                    param.add_(param.grad, alpha=-1.0)
+        seconds = time.perf_counter() - started
+        self.train_hidden = hidden
+        return {"seconds": seconds}
+
+    def evaluate(self, steps: int) -> dict:
+        self.model.eval()
+        hidden, loss_sum, tokens = self.eval_hidden, 0.0, 0
+        started = time.perf_counter()
+        with torch.no_grad():
+            for _ in range(steps):
+                inputs, targets = next(self.data)
+                output, hidden = self.model(inputs, hidden)
+                loss_sum += targets.numel() * self.criterion(output.view(-1, self.vocab), targets.reshape(-1)).item()
+                tokens += targets.numel()
+        seconds = time.perf_counter() - started
+        self.eval_hidden = hidden
+        return {"seconds": seconds, "loss_sum": loss_sum, "tokens": tokens}
+
+    def matmul(self, n: int = 2048, reps: int = 10) -> dict:
+        a, b = torch.randn(n, n), torch.randn(n, n)
         a @ b
-    return 2 * n**3 * reps / (time.perf_counter() - started) / 1e9
+        started = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        return {"gflops": 2 * n**3 * reps / (time.perf_counter() - started) / 1e9}
 
 
 def main() -> None:
@@ -52,58 +98,10 @@ def main() -> None:
     p.add_argument("--layers", type=int, default=2)
     p.add_argument("--batch", type=int, default=20)
     p.add_argument("--bptt", type=int, default=35)
-    p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    ids = np.load(args.ids)
-    vocab = int(ids.max()) + 1
-    model = RNNModel(vocab, args.units, args.layers)
-    criterion = nn.NLLLoss()
-    data = batches(ids, args.batch, args.bptt)
-
-    def zero_hidden():
-        shape = (args.layers, args.batch, args.units)
-        return torch.zeros(shape), torch.zeros(shape)
-
-    def train_steps(n: int, hidden):
-        model.train()
-        for _ in range(n):
-            inputs, targets = next(data)
-            hidden = tuple(h.detach() for h in hidden)
-            model.zero_grad()
-            output, hidden = model(inputs, hidden)
-            loss = criterion(output.view(-1, vocab), targets.reshape(-1))
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 0.25)
-            with torch.no_grad():
-                for param in model.parameters():
-                    param.add_(param.grad, alpha=-1.0)
-        return hidden
-
-    def eval_steps(n: int, hidden):
-        model.eval()
-        with torch.no_grad():
-            for _ in range(n):
-                inputs, targets = next(data)
-                output, hidden = model(inputs, hidden)
-                criterion(output.view(-1, vocab), targets.reshape(-1)).item()
-        return hidden
-
-    tokens = args.steps * args.batch * args.bptt
-    hidden = train_steps(args.warmup, zero_hidden())
-    started = time.perf_counter()
-    train_steps(args.steps, hidden)
-    train_s = time.perf_counter() - started
-    hidden = eval_steps(args.warmup, zero_hidden())
-    started = time.perf_counter()
-    eval_steps(args.steps, hidden)
-    eval_s = time.perf_counter() - started
-    result = {"train_tokens_per_s": tokens / train_s, "eval_tokens_per_s": tokens / eval_s}
-    result["matmul_gflops"] = matmul_gflops()
-    print(json.dumps(result))
+    serve(TorchWorker(args.ids, args.units, args.layers, args.batch, args.bptt))
 
 
 if __name__ == "__main__":
