@@ -7,10 +7,11 @@ import math
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from nextword.config import ModelConfig
 from tests.support import synthetic
-from trainer import heads, recurrent
+from trainer import heads, recurrent, steps
 from trainer.model import build_model, cudnn_eligible
 
 pytestmark = pytest.mark.train
@@ -132,3 +133,25 @@ def test_bf16_matmuls_keep_the_weights_and_come_within_bf16_rounding_of_float32(
     want, got = exact([ids, *states])[0].numpy(), mixed([ids, *states])[0].numpy()
     assert got.dtype == np.float32
     assert 0 < np.abs(got - want).max() < 0.02 * np.abs(want).max()  # bf16 has 8 bits of mantissa
+
+
+@pytest.mark.parametrize("matmul_dtype", ["float32", "bfloat16"])
+@pytest.mark.parametrize("head", ["full", "tied", "adaptive"])
+@pytest.mark.parametrize("with_state", [False, True])
+def test_the_eval_step_sums_what_the_whole_window_logits_give(head, with_state, matmul_dtype):
+    # The eval step makes and reduces the logits a few time steps at a time (steps.EVAL_HEAD_STEPS);
+    # a window of 12 positions is blocks of 5, 5 and 2. Its figures and states are the model's own.
+    cfg = ModelConfig(embedding_dim=16, units=16, dropout=0.0, num_layers=2, head=head, adaptive_cutoffs=(20, 60))
+    keras.utils.set_random_seed(3)
+    model = build_model(120, cfg, with_state=with_state, unroll=with_state, matmul_dtype=matmul_dtype)
+    ids = np.random.default_rng(4).integers(0, 120, (3, 13)).astype("int32")
+    ids[2, 9:] = -1  # padding ends the last window of a segment
+    weights = tf.constant([1.0, 1.0, 0.0])
+    states = steps.zero_states(model, 3)
+    got, got_states = steps.replica_eval_step(model, tf.constant(ids), weights, states)
+    inputs, targets, mask = steps.split_window(tf.constant(ids))
+    logits, want_states = steps.forward(model, inputs, states, training=False)
+    np.testing.assert_allclose(got.numpy(), steps.eval_sums(logits, targets, weights, mask).numpy(), rtol=1e-6)
+    assert got.numpy()[1] == 2 * 12  # the zero-weight window counts no token
+    for a, b in zip(got_states, want_states, strict=True):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

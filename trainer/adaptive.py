@@ -111,6 +111,10 @@ class AdaptiveTiedOutput(keras.layers.Layer):
             parts.append(cluster + keras.ops.log_softmax(self._tail_logits(i, hidden), axis=-1))
         return keras.ops.concatenate(parts, axis=-1)  # [b, t, vocab]
 
+    def call_blocks(self, blocks: list[tf.Tensor]) -> list[tf.Tensor]:
+        """call() on each block of hidden states (its matrices are small: cast per block)."""
+        return [self(hidden) for hidden in blocks]
+
     def target_log_probs(self, hidden: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
         """log P(target): hidden [b, t, dim], targets [b, t] -> [b, t] float32, equal to call()'s at the targets.
 

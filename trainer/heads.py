@@ -13,6 +13,7 @@ A new head is one more entry in `build_embedding` and `build_output`, and its na
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 
 from nextword.config import ModelConfig
 from trainer.adaptive import AdaptiveEmbedding, AdaptiveTiedOutput, clusters
@@ -33,6 +34,11 @@ class FullOutput(keras.layers.Dense):
         # hidden [batch, time, units] . kernel [units, vocab] -> logits [batch, time, vocab]
         return dot_rows(hidden, self.kernel, self.matmul_dtype, bias=self.bias)
 
+    def call_blocks(self, blocks: list[tf.Tensor]) -> list[tf.Tensor]:
+        """call() on each block of hidden states, the kernel cast to the matmul dtype once for all."""
+        kernel = tf.cast(self.kernel, self.matmul_dtype)
+        return [dot_rows(hidden, kernel, self.matmul_dtype, bias=self.bias) for hidden in blocks]
+
 
 @keras.saving.register_keras_serializable(package="nextword")
 class TiedOutput(keras.layers.Layer):
@@ -49,6 +55,11 @@ class TiedOutput(keras.layers.Layer):
     def call(self, hidden):
         # hidden [batch, time, units] . embeddings [vocab, units]^T -> logits [batch, time, vocab]
         return dot_rows(hidden, self.embedding.embeddings, self.matmul_dtype, transpose_b=True, bias=self.bias)
+
+    def call_blocks(self, blocks: list[tf.Tensor]) -> list[tf.Tensor]:
+        """call() on each block of hidden states, the embeddings cast to the matmul dtype once for all."""
+        kernel = tf.cast(self.embedding.embeddings, self.matmul_dtype)
+        return [dot_rows(hidden, kernel, self.matmul_dtype, transpose_b=True, bias=self.bias) for hidden in blocks]
 
 
 def adaptive_cutoffs(vocab_size: int, cfg: ModelConfig) -> tuple[int, ...]:
