@@ -121,7 +121,7 @@ class TrainConfig:
     # their recurrent matmuls too; everything else, the variables and the bundle stay float32
     # (trainer/matmul.py, trainer/recurrent.py). "auto": bfloat16 on a CPU with bf16 matmul units
     # (AMX / AVX512_BF16) and no GPU, else float32. Paired with PyTorch's float32 in the same bursts,
-    # bf16 trains at 1.11x / 1.16x (2x200 / 2x650) against 0.96x / 0.85x for float32 (README, "Speed
+    # bf16 trains at 1.21x / 1.11x (2x200 / 2x650) against 0.97x / 0.85x for float32 (README, "Speed
     # against PyTorch"; bench/results/peer_bench.json), perplexity within 0.2% after the same 130 or 210
     # steps (2.9% apart after 310). metrics.json's valid and test figures are computed in float32
     # whatever this says, so they are the bundle's.
