@@ -31,12 +31,12 @@ class FullOutput(keras.layers.Dense):
         self.matmul_dtype = matmul_dtype
 
     def call(self, hidden):
-        # hidden [batch, time, units] . kernel [units, vocab] -> logits [batch, time, vocab]
-        return dot_rows(hidden, self.kernel, self.matmul_dtype, bias=self.bias)
+        return self.call_blocks([hidden])[0]
 
     def call_blocks(self, blocks: list[tf.Tensor]) -> list[tf.Tensor]:
         """call() on each block of hidden states, the kernel cast to the matmul dtype once for all."""
         kernel = tf.cast(self.kernel, self.matmul_dtype)
+        # hidden [batch, time, units] . kernel [units, vocab] -> logits [batch, time, vocab]
         return [dot_rows(hidden, kernel, self.matmul_dtype, bias=self.bias) for hidden in blocks]
 
 
@@ -53,12 +53,12 @@ class TiedOutput(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(self.embedding.input_dim,), initializer="zeros")
 
     def call(self, hidden):
-        # hidden [batch, time, units] . embeddings [vocab, units]^T -> logits [batch, time, vocab]
-        return dot_rows(hidden, self.embedding.embeddings, self.matmul_dtype, transpose_b=True, bias=self.bias)
+        return self.call_blocks([hidden])[0]
 
     def call_blocks(self, blocks: list[tf.Tensor]) -> list[tf.Tensor]:
         """call() on each block of hidden states, the embeddings cast to the matmul dtype once for all."""
         kernel = tf.cast(self.embedding.embeddings, self.matmul_dtype)
+        # hidden [batch, time, units] . embeddings [vocab, units]^T -> logits [batch, time, vocab]
         return [dot_rows(hidden, kernel, self.matmul_dtype, transpose_b=True, bias=self.bias) for hidden in blocks]
 
 
