@@ -155,3 +155,14 @@ def test_the_eval_step_sums_what_the_whole_window_logits_give(head, with_state, 
     assert got.numpy()[1] == 2 * 12  # the zero-weight window counts no token
     for a, b in zip(got_states, want_states, strict=True):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+def test_the_eval_step_takes_windows_of_a_length_unknown_when_traced():
+    # Traced without the window's length, the head runs as one block: the same figures.
+    model = build_model(50, ModelConfig(embedding_dim=8, units=8, dropout=0.0, head="full"))
+    signature = [tf.TensorSpec([None, None], tf.int32)]
+    step = tf.function(lambda ids: steps.replica_eval_step(model, ids, tf.ones([3]), ())[0], input_signature=signature)
+    ids = tf.constant(np.random.default_rng(5).integers(0, 50, (3, 13)).astype("int32"))
+    inputs, targets, mask = steps.split_window(ids)
+    want = steps.eval_sums(model(inputs), targets, tf.ones([3]), mask).numpy()
+    np.testing.assert_allclose(step(ids).numpy(), want, rtol=1e-6)

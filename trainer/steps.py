@@ -194,9 +194,9 @@ def replica_eval_step(model: keras.Model, ids: tf.Tensor, weights: tf.Tensor, st
     inputs, targets, mask = split_window(ids)
     hidden, new_states = forward(hidden_view(model), inputs, states, training=False)
     output = model.get_layer("logits")
-    length = targets.shape[1]
-    sizes = [EVAL_HEAD_STEPS] * (length // EVAL_HEAD_STEPS) + [length % EVAL_HEAD_STEPS] if length else [-1]
-    sizes = [size for size in sizes if size]
+    length = targets.shape[1]  # None: unknown when traced, one block of all (-1)
+    starts = range(0, length, EVAL_HEAD_STEPS) if length else [0]
+    sizes = [min(EVAL_HEAD_STEPS, length - start) if length else -1 for start in starts]
     hidden, targets, mask = (tf.split(t, sizes, axis=1) for t in (hidden, targets, mask))
     blocks = zip(output.call_blocks(hidden), targets, mask, strict=True)
     figures = tf.add_n([eval_sums(logits, t, weights, m) for logits, t, m in blocks])
