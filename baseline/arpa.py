@@ -10,9 +10,13 @@ ordinary word). Score with KenLM as `model.score(text, bos=True, eos=False)`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
-from typing import TextIO
+import shutil
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, TextIO
 
+import numpy as np
+
+from baseline import tables
 from baseline.kneser_ney import NgramModel
 from baseline.ngrams import BOS
 from nextword.text import contract
@@ -63,3 +67,28 @@ def write_arpa(model: NgramModel, vocab: list[str], out: TextIO) -> None:
     words = arpa_words(vocab)
     for line in _lines(model, words):
         out.write(line + "\n")
+
+
+def write_from_shards(model: dict, sizes: list[int], vocab: list[str], shards: Callable[[int], Iterator[BinaryIO]],
+                      out: BinaryIO) -> None:  # fmt: skip
+    """The ARPA file of the distributed estimation, streamed: the global unigrams, then each order's shards.
+
+    `sizes`: n-grams kept per order 2..order; `shards(n)` opens order n's
+    shard files in turn (each one bucket's lines, sorted by the bucket's keys).
+    """
+    spelled = [ARPA_BOS, *arpa_words(vocab)]
+    order = len(sizes) + 1
+    head = ["\\data\\", f"ngram 1={len(vocab) + 2}"] + [f"ngram {n}={size}" for n, size in enumerate(sizes, start=2)]
+    out.write(("\n".join(head) + "\n\n\\1-grams:\n").encode("utf-8"))
+    bos = f"-99\t{ARPA_BOS}\t{_log10(model['bigram_gamma'][0])}" if order > 1 else f"-99\t{ARPA_BOS}"
+    out.write(f"{bos}\n-99\t{ARPA_EOS}\n".encode())
+    codes = np.arange(1, len(vocab) + 1)[:, None]
+    backoffs = model["bigram_gamma"][1:] if order > 1 else None
+    unigrams = tables.arpa_lines(codes, model["unigram_p"][1:], backoffs, spelled)
+    out.write("".join(unigrams).encode("utf-8"))
+    for n in range(2, order + 1):
+        out.write(f"\n\\{n}-grams:\n".encode())
+        for shard in shards(n):
+            with shard:
+                shutil.copyfileobj(shard, out, 1 << 20)
+    out.write(b"\n\\end\\\n")

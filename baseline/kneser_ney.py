@@ -59,7 +59,11 @@ class NgramModel:
 def discounts(adjusted: Iterable[int]) -> tuple[tuple[float, float, float], bool]:
     """(D1, D2, D3+) from one order's adjusted counts, and whether the fallback was used."""
     coc = Counter(min(a, 4) for a in adjusted if a <= 4)
-    n1, n2, n3, n4 = (coc[k] for k in (1, 2, 3, 4))
+    return discounts_from_coc(*(coc[k] for k in (1, 2, 3, 4)))
+
+
+def discounts_from_coc(n1: int, n2: int, n3: int, n4: int) -> tuple[tuple[float, float, float], bool]:
+    """(D1, D2, D3+) from one order's count-of-counts n1..n4, and whether the fallback was used."""
     try:
         y = n1 / (n1 + 2 * n2)
         found = (1 - 2 * y * n2 / n1, 2 - 3 * y * n3 / n2, 3 - 4 * y * n4 / n3)

@@ -3,27 +3,42 @@
     nextword baseline --config configs/demo.yaml [Beam options]      (also: python -m baseline)
 
 It reads train.data_dir (the manifest, vocabulary and shards the LSTM trains
-on). Beam counts the n-grams: one reader per training shard (shards keep
-running text in order), each shard's counts split into `baseline.buckets` by a
-hash of the n-gram and merged per bucket, so the merge spreads over workers on
-Dataflow. The last step estimates the model, scores valid and test exactly as
-the trainer does (both of its protocols) and writes `model.arpa` and then
-`baseline.json`, the commit marker, to baseline.output_dir.
+on) and estimates the model as keyed steps (the pure cores are in
+baseline/tables.py), each holding one chunk of tokens or one bucket's n-grams:
+
+1. CountShards: one reader per training shard counts its n-grams, chunk by
+   chunk, and files each chunk's counts by bucket (the hash of an n-gram's last
+   two words).
+2. MergeBuckets: per bucket, the counts merged, the adjusted counts, and this
+   bucket's share of the global figures (count-of-counts, unigram continuation
+   counts, bigram contexts' sums); each n-gram is sent on to its context's bucket.
+3. Discounts: the global figures summed (small: a side input).
+4. SumContexts: per bucket, the contexts' sums and backoffs, sent back to the n-grams.
+5. Interpolate: per bucket, the probabilities down the orders; a model shard
+   and the bucket's ARPA lines per order.
+6. Scoring: each valid/test position asks the bucket of its last context word
+   and token for its n-grams, and the bucket of its last two context words for
+   its contexts' backoffs (keyed joins); the answers give the perplexity.
+7. WriteModel: model.arpa streamed from the shards, then baseline.json, the commit marker.
+
+Steps exchange numpy files in a work folder under baseline.output_dir (Beam
+carries only their names), removed at the end.
 """
 
 from __future__ import annotations
 
 import io
 import logging
+import math
 import time
-from collections import Counter
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.metrics import Metrics
 
-from baseline import arpa, kneser_ney, ngrams, score
+from baseline import arpa, ngrams, score, tables
 from nextword import cloud, storage
 from nextword.artifacts import baseline_report, data_dir
 from nextword.artifacts.baseline_report import BaselineReport
@@ -34,96 +49,368 @@ from nextword.text import contract
 
 _LOG = logging.getLogger(__name__)
 _NAMESPACE = "nextword.baseline"
-
-
-class CountShardFn(beam.DoFn):
-    """One training shard -> (bucket, raw n-gram counts) for each of `buckets` buckets."""
-
-    def __init__(self, order: int, overlap: int, buckets: int):
-        self._order = order
-        self._overlap = overlap
-        self._buckets = buckets
-
-    def process(self, path: str):
-        started = time.monotonic()
-        counts = ngrams.count_ngrams(score.read_windows([path]), self._order, self._overlap)
-        parts: list[dict] = [{} for _ in range(self._buckets)]
-        for gram, count in counts.items():
-            parts[hash(gram) % self._buckets][gram] = count  # tuples of ints hash the same in every process
-        Metrics.counter(_NAMESPACE, "shards").inc()
-        Metrics.counter(_NAMESPACE, "ngrams").inc(len(counts))
-        _LOG.info("counted %s: %d distinct n-grams in %.1f s", path, len(counts), time.monotonic() - started)
-        yield from ((bucket, part) for bucket, part in enumerate(parts) if part)
-
-
-class MergeCountsFn(beam.CombineFn):
-    """Adds up n-gram count dicts in place (memory: one bucket's distinct n-grams)."""
-
-    def create_accumulator(self):
-        return Counter()
-
-    def add_input(self, acc, element):
-        acc.update(element)
-        return acc
-
-    def merge_accumulators(self, accumulators):
-        merged = Counter()
-        for acc in accumulators:
-            merged.update(acc)
-        return merged
-
-    def extract_output(self, acc):
-        return dict(acc)
+WORK_DIR = "work"
+# Bytes per token of a counting chunk and per n-gram of a bucket's tables, measured with room to spare:
+# with them the budget sizes the chunks and the number of buckets.
+_CHUNK_BYTES_PER_TOKEN = 240
+_BUCKET_BYTES_PER_NGRAM = 160
+_BUCKET_SKEW = 2  # the largest bucket against the mean (frequent word pairs gather in one bucket)
 
 
 def baseline_dir(config: Config) -> str:
     return baseline_report.output_dir(config.baseline.output_dir, config.train.data_dir)
 
 
-def _write_arpa(model: kneser_ney.NgramModel, vocab: list[str], path: str) -> None:
-    """Streams the ARPA text (tens of MB for a Penn Treebank 5-gram) to a local or gs:// file."""
-    with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as raw:
-        out = io.TextIOWrapper(raw, encoding="utf-8", newline="\n")
-        arpa.write_arpa(model, vocab, out)
-        out.flush()
-        out.detach()
+def sizing(config: Config, train_tokens: int) -> tuple[int, int]:
+    """(tokens per counting chunk, buckets): what keeps every step within baseline.memory_budget_mb.
 
-
-def _estimate_and_score(_, config: Config, manifest: Manifest, vocab: list[str], buckets: list, started: float) -> str:
-    """The last step: model, ARPA file, evaluation on valid and test, then baseline.json."""
-    counted = time.monotonic()
-    folder, source = baseline_dir(config), config.train.data_dir
-    raw: dict = {}
-    for _, part in buckets:  # buckets hold disjoint n-grams
-        raw.update(part)
+    A bucket holds at most its share of train_tokens * order distinct n-grams.
+    """
+    budget = config.baseline.memory_budget_mb << 20
     order = config.baseline.order
-    model = kneser_ney.estimate(raw, order, len(vocab))
-    del raw
-    overlap = ngrams.overlap_of(manifest.record_length, manifest.stride)
-    evaluation = {
-        protocol: {
-            split: score.evaluate(
-                model, score.read_windows(data_dir.shard_paths(source, manifest, split)), overlap, protocol == "carried"
+    chunk_tokens = max(budget // _CHUNK_BYTES_PER_TOKEN, 4 * order)
+    needed = math.ceil(train_tokens * order * _BUCKET_BYTES_PER_NGRAM * _BUCKET_SKEW / budget)
+    return chunk_tokens, max(config.baseline.buckets, needed)
+
+
+def _save(path: str, **arrays: np.ndarray) -> str:
+    """A work file: written once, read by a later step (no rename: the job's commit marker is what commits)."""
+    if storage.is_remote(path):
+        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as out:
+            np.savez(out, **arrays)
+    else:
+        with open(path, "wb") as out:
+            np.savez(out, **arrays)
+    return path
+
+
+def _load(path: str) -> dict[str, np.ndarray]:
+    with storage.open_read(path) as raw, np.load(io.BytesIO(raw.read())) as data:
+        return {name: data[name] for name in data.files}
+
+
+def _split_by(where: np.ndarray, buckets: int) -> list[np.ndarray]:
+    """Row indices per bucket, each in row order."""
+    order = np.argsort(where, kind="stable")
+    bounds = np.searchsorted(where[order], np.arange(buckets + 1))
+    return [order[bounds[b] : bounds[b + 1]] for b in range(buckets)]
+
+
+class CountShardFn(beam.DoFn):
+    """(shard number, path) -> (bucket, counts file) per chunk and bucket; unigram counts tagged 'stats'."""
+
+    def __init__(self, order: int, radix: int, overlap: int, buckets: int, chunk_tokens: int, work: str):
+        self._order, self._radix, self._overlap = order, radix, overlap
+        self._buckets, self._chunk_tokens, self._work = buckets, chunk_tokens, work
+
+    def process(self, shard: tuple[int, str]):
+        number, path = shard
+        started = time.monotonic()
+        chunks = tables.code_chunks(score.read_windows([path]), self._overlap, self._order, self._chunk_tokens)
+        for chunk, (codes, first) in enumerate(chunks):
+            unigrams, counted = tables.count_chunk(codes, first, self._order, self._radix)
+            yield beam.pvalue.TaggedOutput("stats", {"unigram_raw": unigrams})
+            parts = [_split_by(tables.table_buckets(words, self._buckets), self._buckets) for words, _ in counted]
+            for b in range(self._buckets):  # every bucket gets a file, so every bucket's steps run
+                arrays = {}
+                for n, (words, counts) in enumerate(counted, start=2):
+                    arrays[f"words{n}"], arrays[f"counts{n}"] = words[parts[n - 2][b]], counts[parts[n - 2][b]]
+                yield b, _save(storage.join(self._work, f"count-{number:05d}-{chunk:05d}-{b:05d}.npz"), **arrays)
+            Metrics.counter(_NAMESPACE, "chunks").inc()
+            Metrics.counter(_NAMESPACE, "tokens").inc(len(codes) - first)
+        _LOG.info("counted %s in %.1f s", path, time.monotonic() - started)
+
+
+class MergeBucketFn(beam.DoFn):
+    """(bucket, counts files) -> the bucket's tables (a work file), its n-grams sent to their contexts' buckets
+    ((bucket, file) per destination), and its share of the global figures (tagged 'stats')."""
+
+    def __init__(self, order: int, radix: int, buckets: int, prune: tuple[int, ...], work: str):
+        self._order, self._radix, self._buckets, self._work = order, radix, buckets, work
+        self._thresholds = [0, *prune, *[prune[-1] if prune else 0] * order][: order + 1]
+
+    def process(self, element: tuple[int, list[str]]):
+        b, paths = element
+        order, radix = self._order, self._radix
+        pieces = []
+        for path in sorted(paths):
+            arrays = _load(path)
+            pieces.append([(arrays[f"words{n}"], arrays[f"counts{n}"]) for n in range(2, order + 1)])
+        keys, raw = tables.merge_counts(pieces, order, radix)
+        del pieces
+        adjusted, continuation = tables.adjusted_counts(keys, raw, order, radix)
+        keep = [None, None] + [tables.kept(raw[n], self._thresholds[n]) for n in range(2, order + 1)]
+        coc = np.zeros((order + 1, 4), np.int64)
+        for n in range(2, order + 1):
+            coc[n] = tables.count_of_counts(adjusted[n])
+        stats = {"unigram_continuation": continuation, "coc": coc, "counted_at": np.array([time.time()])}
+        if order >= 2:
+            stats["bigram_parts"] = tables.context_parts(adjusted[2], keep[2], keys[2] % radix, radix)
+        yield beam.pvalue.TaggedOutput("stats", stats)
+        own = {}
+        for n in range(2, order + 1):
+            own[f"keys{n}"], own[f"adjusted{n}"], own[f"keep{n}"] = keys[n], adjusted[n], keep[n]
+        _save(_own_path(self._work, b), **own)
+        words = tables.words_of(keys, order, radix)
+        sent = {n: _split_by(tables.table_buckets(words[n][:, :-1], self._buckets), self._buckets)
+                for n in range(3, order + 1)}  # fmt: skip
+        for d in range(self._buckets):
+            arrays = {}
+            for n in range(3, order + 1):
+                rows = sent[n][d]
+                arrays[f"words{n}"], arrays[f"adjusted{n}"] = words[n][rows, :-1], adjusted[n][rows]
+                arrays[f"keep{n}"] = keep[n][rows]
+            yield d, _save(storage.join(self._work, f"context-{b:05d}-{d:05d}.npz"), **arrays)
+        Metrics.counter(_NAMESPACE, "ngrams").inc(sum(len(k) for k in keys[2:]))
+
+
+def _own_path(work: str, bucket: int) -> str:
+    return storage.join(work, f"own-{bucket:05d}.npz")
+
+
+def _backoff_path(work: str, bucket: int) -> str:
+    return storage.join(work, f"backoff-{bucket:05d}.npz")
+
+
+def _model_path(work: str, bucket: int) -> str:
+    return storage.join(work, f"model-{bucket:05d}.npz")
+
+
+def _arpa_path(work: str, n: int, bucket: int) -> str:
+    return storage.join(work, f"arpa-{n}-{bucket:05d}.txt")
+
+
+class SumArraysFn(beam.CombineFn):
+    """The global figures: each bucket's and chunk's shares added up ('counted_at': the latest)."""
+
+    def create_accumulator(self):
+        return {}
+
+    def add_input(self, acc, element):
+        for name, value in element.items():
+            if name not in acc:
+                acc[name] = value.copy()
+            elif name == "counted_at":
+                acc[name] = np.maximum(acc[name], value)
+            else:
+                acc[name] += value
+        return acc
+
+    def merge_accumulators(self, accumulators):
+        merged: dict = {}
+        for acc in accumulators:
+            self.add_input(merged, acc)
+        return merged
+
+    def extract_output(self, acc):
+        return acc
+
+
+def _global_model(stats: dict, order: int, vocab_size: int) -> dict:
+    radix = tables.radix_of(vocab_size)
+    model = tables.global_model(
+        stats.get("unigram_raw", np.zeros(radix, np.int64)),
+        stats.get("unigram_continuation", np.zeros(radix, np.int64)),
+        stats.get("coc", np.zeros((order + 1, 4), np.int64)),
+        stats.get("bigram_parts"),
+        order,
+        vocab_size,
+    )
+    model["counted_at"] = stats.get("counted_at", np.array([time.time()]))
+    return model
+
+
+class SumContextsFn(beam.DoFn):
+    """(bucket, n-grams whose contexts it holds) -> per source bucket, (source, file of their contexts' sums)."""
+
+    def __init__(self, order: int, radix: int, work: str):
+        self._order, self._radix, self._work = order, radix, work
+
+    def process(self, element: tuple[int, list[str]], model: dict):
+        d, paths = element
+        order = self._order
+        own = _load(_own_path(self._work, d))
+        keys = [None, None] + [own[f"keys{n}"] for n in range(2, order + 1)]
+        arrivals = [_load(path) for path in sorted(paths)]  # named by source bucket: source order
+        contexts: list = [None] * (order + 1)
+        for n in range(3, order + 1):
+            contexts[n] = tuple(
+                np.concatenate([a[f"{name}{n}"] for a in arrivals]) for name in ("words", "adjusted", "keep")
             )
-            for split in ("valid", "test")
-        }
-        for protocol in baseline_report.PROTOCOLS
+        answers, backoffs = tables.context_sums(keys, contexts, order, self._radix, model["discounts"])
+        _save(_backoff_path(self._work, d), **{f"backoff{n}": backoffs[n] for n in range(2, order)})
+        start = {n: 0 for n in range(3, order + 1)}
+        for s, arrived in enumerate(arrivals):
+            arrays = {}
+            for n in range(3, order + 1):
+                size = len(arrived[f"adjusted{n}"])
+                arrays[f"total{n}"], arrays[f"gamma{n}"] = (a[start[n] : start[n] + size] for a in answers[n])
+                start[n] += size
+            yield s, _save(storage.join(self._work, f"sums-{d:05d}-{s:05d}.npz"), **arrays)
+
+
+class InterpolateFn(beam.DoFn):
+    """(bucket, its n-grams' context sums) -> (bucket, model shard); ARPA lines per order; kept sizes tagged."""
+
+    def __init__(self, order: int, radix: int, buckets: int, vocab: list[str], work: str):
+        self._order, self._radix, self._buckets, self._work = order, radix, buckets, work
+        self._spelled = [arpa.ARPA_BOS, *arpa.arpa_words(vocab)]
+
+    def process(self, element: tuple[int, list[str]], model: dict):
+        s, paths = element
+        order, radix = self._order, self._radix
+        own = _load(_own_path(self._work, s))
+        keys = [None, None] + [own[f"keys{n}"] for n in range(2, order + 1)]
+        adjusted = [None, None] + [own[f"adjusted{n}"] for n in range(2, order + 1)]
+        keep = [None, None] + [own[f"keep{n}"] for n in range(2, order + 1)]
+        words = tables.words_of(keys, order, radix)
+        arriving: list = [None] * (order + 1)
+        sums = [_load(path) for path in sorted(paths)]  # named by context bucket: the order they were sent in
+        for n in range(3, order + 1):
+            sent = _split_by(tables.table_buckets(words[n][:, :-1], self._buckets), self._buckets)
+            total, gamma = np.empty(len(keys[n])), np.empty(len(keys[n]))
+            for d, rows in enumerate(sent):
+                total[rows], gamma[rows] = sums[d][f"total{n}"], sums[d][f"gamma{n}"]
+            arriving[n] = (total, gamma)
+        probs = tables.interpolate(keys, adjusted, keep, arriving, model, order, radix)
+        bucket_backoffs = _load(_backoff_path(self._work, s))
+        backoffs = [None, None] + [bucket_backoffs[f"backoff{n}"] for n in range(2, order)] + [None]
+        shard = {}
+        sizes = []
+        for n in range(2, order + 1):
+            shard[f"keys{n}"], shard[f"probs{n}"], shard[f"keep{n}"] = keys[n], probs[n], keep[n]
+            if n < order:
+                shard[f"backoff{n}"] = backoffs[n]
+            rows = np.flatnonzero(keep[n])
+            sizes.append(len(rows))
+            lines = tables.arpa_lines(
+                words[n][rows], probs[n][rows], None if n == order else backoffs[n][rows], self._spelled
+            )
+            with _open_write(_arpa_path(self._work, n, s)) as out:
+                out.write("".join(lines).encode("utf-8"))
+        yield beam.pvalue.TaggedOutput("sizes", sizes)
+        yield s, _save(_model_path(self._work, s), **shard)
+
+
+def _open_write(path: str):
+    if storage.is_remote(path):
+        return FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED)
+    return open(path, "wb")
+
+
+def _model_tables(shard: dict, order: int) -> tuple[list, list, list, list]:
+    keys = [None, None] + [shard[f"keys{n}"] for n in range(2, order + 1)]
+    probs = [None, None] + [shard[f"probs{n}"] for n in range(2, order + 1)]
+    keep = [None, None] + [shard[f"keep{n}"] for n in range(2, order + 1)]
+    backoffs = [None, None] + [shard[f"backoff{n}"] for n in range(2, order)] + [None]
+    return keys, probs, keep, backoffs
+
+
+class QueriesFn(beam.DoFn):
+    """(split, protocol) -> the positions it scores (tagged 'positions') and, per bucket, what it asks of it."""
+
+    def __init__(self, source: str, manifest: Manifest, order: int, buckets: int, work: str):
+        self._source, self._manifest, self._order, self._buckets, self._work = source, manifest, order, buckets, work
+
+    def process(self, evaluation: tuple[str, str]):
+        split, protocol = evaluation
+        overlap = ngrams.overlap_of(self._manifest.record_length, self._manifest.stride)
+        windows = score.read_windows(data_dir.shard_paths(self._source, self._manifest, split))
+        targets = ngrams.targets(windows, self._order, overlap, protocol == "carried")
+        contexts, lengths, tokens = tables.query_arrays(targets, self._order)
+        name = f"{split}-{protocol}"
+        positions = _save(storage.join(self._work, f"positions-{name}.npz"), contexts=contexts, lengths=lengths,
+                          tokens=tokens)  # fmt: skip
+        yield beam.pvalue.TaggedOutput("positions", (evaluation, positions))
+        token_bucket, context_bucket = tables.query_buckets(contexts, lengths, tokens, self._buckets)
+        by_token, by_context = (
+            _split_by(token_bucket + 1, self._buckets + 1),
+            _split_by(context_bucket + 1, self._buckets + 1),
+        )
+        for b in range(self._buckets):
+            t, c = by_token[b + 1], by_context[b + 1]  # index 0: positions the global unigrams answer alone
+            path = storage.join(self._work, f"queries-{name}-{b:05d}.npz")
+            yield b, _save(path, split=np.array(split), protocol=np.array(protocol), token_rows=t,
+                           contexts=contexts[t], lengths=lengths[t], tokens=tokens[t], context_rows=c,
+                           context_contexts=contexts[c], context_lengths=lengths[c])  # fmt: skip
+
+
+class AnswerFn(beam.DoFn):
+    """(bucket, {model shard, queries}) -> ((split, protocol), answers file) per query file: the keyed join."""
+
+    def __init__(self, order: int, radix: int, work: str):
+        self._order, self._radix, self._work = order, radix, work
+
+    def process(self, element):
+        b, joined = element
+        (model_path,) = joined["model"]
+        keys, probs, keep, backoffs = _model_tables(_load(model_path), self._order)
+        for path in joined["queries"]:
+            q = _load(path)
+            longest, p = tables.answer_tokens(keys, probs, keep, q["contexts"], q["lengths"], q["tokens"], self._radix)
+            log_backoff = tables.answer_contexts(keys, backoffs, q["context_contexts"], q["context_lengths"],
+                                                 self._radix)  # fmt: skip
+            evaluation = (str(q["split"]), str(q["protocol"]))
+            answers = storage.join(self._work, f"answers-{evaluation[0]}-{evaluation[1]}-{b:05d}.npz")
+            yield evaluation, _save(answers, token_rows=q["token_rows"], longest=longest, p=p,
+                                    context_rows=q["context_rows"], log_backoff=log_backoff)  # fmt: skip
+
+
+def _perplexity(element, model: dict) -> tuple[tuple[str, str], dict]:
+    """((split, protocol), {positions, answers}) -> the split's figures under the protocol (score.evaluate's)."""
+    evaluation, joined = element
+    (positions,) = joined["positions"]
+    pos = _load(positions)
+    contexts, lengths, tokens = pos["contexts"], pos["lengths"], pos["tokens"]
+    longest = np.ones(len(tokens), np.int64)
+    p = np.full(len(tokens), np.nan)
+    log_backoff = np.zeros((len(tokens), max(contexts.shape[1] - 1, 0)))
+    for path in joined["answers"]:
+        a = _load(path)
+        longest[a["token_rows"]], p[a["token_rows"]] = a["longest"], a["p"]
+        log_backoff[a["context_rows"]] = a["log_backoff"]
+    log_probs = tables.log_probs(model, contexts, lengths, tokens, longest, p, log_backoff)
+    count = len(tokens)
+    unknown = int(np.count_nonzero(tokens == contract.UNK_ID + 1))
+    mean = float(-log_probs.sum() / count) if count else float("nan")
+    return evaluation, {
+        "loss": mean,
+        "perplexity": math.exp(mean) if count else None,
+        "tokens": count,
+        "unknown_tokens": unknown,
+        "unknown_rate": unknown / count if count else None,
     }
-    estimated = time.monotonic()
-    _write_arpa(model, vocab, storage.join(folder, baseline_report.ARPA_FILE))
+
+
+def _write_model(_, config: Config, manifest: Manifest, vocab: list[str], model: dict, sizes: list, evaluations: list,
+                 work: str, buckets: int, started: float) -> str:  # fmt: skip
+    """The last step: model.arpa from the shards, then baseline.json; the work folder goes."""
+    folder, source, order = baseline_dir(config), config.train.data_dir, config.baseline.order
+    kept = [int(sum(s[n] for s in sizes)) for n in range(order - 1)]
+
+    def shards(n: int):
+        return (storage.open_read(_arpa_path(work, n, b)) for b in range(buckets))
+
+    with storage.atomic_write(storage.join(folder, baseline_report.ARPA_FILE)) as out:
+        arpa.write_from_shards(model, kept, vocab, shards, out)
+    evaluation: dict = {protocol: {} for protocol in baseline_report.PROTOCOLS}
+    for (split, protocol), figures in evaluations:
+        evaluation[protocol][split] = figures
+    counted_at = float(model["counted_at"][0])
     report = BaselineReport(
         order=order,
         data_dir=source,
         data_fingerprint=manifest.fingerprint,
         manifest_sha256=data_dir.manifest_sha256(source),
         train_tokens=manifest.count("tokens", "train"),
-        ngrams=model.ngram_counts(),
-        discounts=[list(d) for d in model.discounts],
-        fallback_orders=list(model.fallback_orders),
+        ngrams=[len(vocab) + 1, *kept],
+        discounts=[list(map(float, d)) for d in model["discounts"]],
+        fallback_orders=[int(n) for n in model["fallback_orders"]],
         evaluation=evaluation,
-        count_seconds=round(counted - started, 2),
-        estimate_seconds=round(estimated - counted, 2),
+        count_seconds=round(counted_at - started, 2),
+        estimate_seconds=round(time.time() - counted_at, 2),
     )
+    storage.remove_tree(work)
     path = baseline_report.write(report, folder)
     for protocol, splits in evaluation.items():
         _LOG.info(
@@ -145,27 +432,74 @@ def build(p: beam.Pipeline, config: Config) -> None:
     if not shards:
         raise ValueError(f"{storage.join(source, contract.MANIFEST_FILE)}: the train split has no shard")
     folder = baseline_dir(config)
+    work = storage.join(folder, WORK_DIR)
     if not cloud.launch_only(p.options):  # the old marker goes first: a failed rerun never looks complete
         storage.makedirs(folder, "baseline.output_dir")
         storage.delete(storage.join(folder, baseline_report.REPORT_FILE))
+        storage.remove_tree(work)
+        storage.makedirs(work, "baseline.output_dir")
+    order, radix = config.baseline.order, tables.radix_of(len(vocab))
     overlap = ngrams.overlap_of(manifest.record_length, manifest.stride)
-    _LOG.info("%d-gram baseline of %s (%d training shards) into %s", config.baseline.order, source, len(shards), folder)
-    counts = (
+    chunk_tokens, buckets = sizing(config, manifest.count("tokens", "train"))
+    _LOG.info("%d-gram baseline of %s (%d training shards, %d buckets) into %s", order, source, len(shards), buckets,
+              folder)  # fmt: skip
+    counted = (
         p
-        | "ListShards" >> beam.Create(shards)
+        | "ListShards" >> beam.Create(list(enumerate(shards)))
         | "SpreadShards" >> beam.Reshuffle()
-        | "CountShards" >> beam.ParDo(CountShardFn(config.baseline.order, overlap, config.baseline.buckets))
-        | "MergeBuckets" >> beam.CombinePerKey(MergeCountsFn())
+        | "CountShards"
+        >> beam.ParDo(CountShardFn(order, radix, overlap, buckets, chunk_tokens, work)).with_outputs(
+            "stats", main="counts"
+        )
+    )
+    merged = (
+        counted.counts
+        | "GroupCounts" >> beam.GroupByKey()
+        | "MergeBuckets"
+        >> beam.ParDo(MergeBucketFn(order, radix, buckets, config.baseline.prune, work)).with_outputs(
+            "stats", main="sent"
+        )
+    )
+    model = beam.pvalue.AsSingleton(
+        (counted.stats, merged.stats)
+        | "AllShares" >> beam.Flatten()
+        | "SumShares" >> beam.CombineGlobally(SumArraysFn())
+        | "Discounts" >> beam.Map(_global_model, order, len(vocab))
+    )
+    interpolated = (
+        merged.sent
+        | "GroupContexts" >> beam.GroupByKey()
+        | "SumContexts" >> beam.ParDo(SumContextsFn(order, radix, work), model)
+        | "GroupSums" >> beam.GroupByKey()
+        | "Interpolate"
+        >> beam.ParDo(InterpolateFn(order, radix, buckets, vocab, work), model).with_outputs("sizes", main="shards")
+    )
+    evaluations = [(split, protocol) for protocol in baseline_report.PROTOCOLS for split in ("valid", "test")]
+    queries = (
+        p
+        | "ListEvaluations" >> beam.Create(evaluations)
+        | "MakeQueries"
+        >> beam.ParDo(QueriesFn(source, manifest, order, buckets, work)).with_outputs("positions", main="asks")
+    )
+    answers = {"model": interpolated.shards, "queries": queries.asks} | "JoinModel" >> beam.CoGroupByKey()
+    scored = (
+        {"positions": queries.positions, "answers": answers | "Answer" >> beam.ParDo(AnswerFn(order, radix, work))}
+        | "JoinAnswers" >> beam.CoGroupByKey()
+        | "Perplexity" >> beam.Map(_perplexity, model)
     )
     pipelines.write_last(
         p,
-        "EstimateAndScore",
-        _estimate_and_score,
+        "WriteModel",
+        _write_model,
         config=config,
         manifest=manifest,
         vocab=vocab,
-        buckets=beam.pvalue.AsList(counts),
-        started=time.monotonic(),
+        model=model,
+        sizes=beam.pvalue.AsList(interpolated.sizes),
+        evaluations=beam.pvalue.AsList(scored),
+        work=work,
+        buckets=buckets,
+        started=time.time(),
     )
 
 

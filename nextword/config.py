@@ -183,8 +183,17 @@ class BaselineConfig:
 
     order: int = 5
     output_dir: str = ""  # "" -> <train.data_dir>/baseline
-    # Count buckets: the n-gram counts are merged per bucket, so the merge spreads over Dataflow workers.
+    # Buckets (at least): each step of the estimation holds one bucket's n-grams (those ending in the same
+    # two words), so the steps spread over Dataflow workers. More are used when the corpus needs them to
+    # stay within memory_budget_mb.
     buckets: int = 16
+    # Working memory of one estimation step, in MiB (64-65536): it sizes the counting chunks and the number
+    # of buckets, so a step's memory is bounded by it, not by the corpus.
+    memory_budget_mb: int = 1024
+    # Raw-count thresholds per order, as lmplz --prune: an n-gram seen at most this often is dropped (its
+    # mass goes to its context's backoff). Non-decreasing, the first 0 (unigrams stay); the last value
+    # applies to the higher orders; () prunes nothing.
+    prune: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -453,6 +462,11 @@ def _check(config: Config) -> None:
         raise ConfigError(f"train.model.adaptive_factor: must be >= 1, got {model.adaptive_factor}")
     if config.train.model.dropout is not None and not 0 <= config.train.model.dropout < 1:
         raise ConfigError(f"train.model.dropout: must be in [0, 1), got {config.train.model.dropout}")
+    prune = config.baseline.prune
+    if prune and (prune[0] != 0 or any(b < a for a, b in zip(prune, prune[1:], strict=False))):
+        raise ConfigError(f"baseline.prune: must start with 0 and never decrease, got {list(prune)}")
+    if not 64 <= config.baseline.memory_budget_mb <= 65536:
+        raise ConfigError(f"baseline.memory_budget_mb: must be in 64..65536, got {config.baseline.memory_budget_mb}")
     if not 0 < config.train.optimizer.decay <= 1:
         raise ConfigError(f"train.optimizer.decay: must be in (0, 1], got {config.train.optimizer.decay}")
     if not 0 < config.train.optimizer.plateau_factor <= 1:
