@@ -76,7 +76,7 @@ def write_from_shards(model: dict, sizes: list[int], vocab: list[str], shards: C
     `sizes`: n-grams kept per order 2..order; `shards(n)` opens order n's
     shard files in turn (each one bucket's lines, sorted by the bucket's keys).
     """
-    spelled = [ARPA_BOS, *arpa_words(vocab)]
+    spelled = np.array([ARPA_BOS, *arpa_words(vocab)], dtype=object)
     order = len(sizes) + 1
     head = ["\\data\\", f"ngram 1={len(vocab) + 2}"] + [f"ngram {n}={size}" for n, size in enumerate(sizes, start=2)]
     out.write(("\n".join(head) + "\n\n\\1-grams:\n").encode("utf-8"))
@@ -85,7 +85,7 @@ def write_from_shards(model: dict, sizes: list[int], vocab: list[str], shards: C
     codes = np.arange(1, len(vocab) + 1)[:, None]
     backoffs = model["bigram_gamma"][1:] if order > 1 else None
     unigrams = tables.arpa_lines(codes, model["unigram_p"][1:], backoffs, spelled)
-    out.write("".join(unigrams).encode("utf-8"))
+    out.write(unigrams.encode("utf-8"))
     for n in range(2, order + 1):
         out.write(f"\n\\{n}-grams:\n".encode())
         for shard in shards(n):

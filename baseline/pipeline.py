@@ -106,7 +106,7 @@ class CountShardFn(beam.DoFn):
     def process(self, shard: tuple[int, str]):
         number, path = shard
         started = time.monotonic()
-        chunks = tables.code_chunks(score.read_windows([path]), self._overlap, self._order, self._chunk_tokens)
+        chunks = tables.code_chunks(score.read_window_arrays([path]), self._overlap, self._order, self._chunk_tokens)
         for chunk, (codes, first) in enumerate(chunks):
             unigrams, counted = tables.count_chunk(codes, first, self._order, self._radix)
             yield beam.pvalue.TaggedOutput("stats", {"unigram_raw": unigrams})
@@ -254,7 +254,7 @@ class InterpolateFn(beam.DoFn):
 
     def __init__(self, order: int, radix: int, buckets: int, vocab: list[str], work: str):
         self._order, self._radix, self._buckets, self._work = order, radix, buckets, work
-        self._spelled = [arpa.ARPA_BOS, *arpa.arpa_words(vocab)]
+        self._spelled = np.array([arpa.ARPA_BOS, *arpa.arpa_words(vocab)], dtype=object)
 
     def process(self, element: tuple[int, list[str]], model: dict):
         s, paths = element
@@ -287,7 +287,7 @@ class InterpolateFn(beam.DoFn):
                 words[n][rows], probs[n][rows], None if n == order else backoffs[n][rows], self._spelled
             )
             with _open_write(_arpa_path(self._work, n, s)) as out:
-                out.write("".join(lines).encode("utf-8"))
+                out.write(lines.encode("utf-8"))
         yield beam.pvalue.TaggedOutput("sizes", sizes)
         yield s, _save(_model_path(self._work, s), **shard)
 

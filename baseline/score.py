@@ -6,6 +6,8 @@ import gzip
 import math
 from collections.abc import Iterator
 
+import numpy as np
+
 from baseline import ngrams
 from baseline.kneser_ney import NgramModel
 from beam_preprocess import core
@@ -19,6 +21,76 @@ def read_windows(paths: list[str]) -> Iterator[list[int]]:
         with storage.open_read(path) as raw, gzip.GzipFile(fileobj=raw) as stream:
             for record in core.iter_tfrecords(stream, path):
                 yield core.decode_example(record)
+
+
+# The start of an ids feature entry as beam_preprocess.core.encode_example writes it (key length < 128).
+_KEY = bytes([0x0A, len(contract.FEATURE_IDS)]) + contract.FEATURE_IDS.encode("utf-8")
+
+
+def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _packed_ids(record: bytes) -> bytes | None:
+    """The packed varints of a record laid out as encode_example lays it out; None for any other layout."""
+    try:
+        pos = 0
+        for tag in (0x0A, 0x0A):  # Example.features, Features.feature (one entry)
+            if record[pos] != tag:
+                return None
+            _, pos = _varint_at(record, pos + 1)
+        if record[pos : pos + len(_KEY)] != _KEY:
+            return None
+        pos += len(_KEY)
+        for tag in (0x12, 0x1A, 0x0A):  # the entry's Feature, its Int64List, the packed values
+            if record[pos] != tag:
+                return None
+            size, pos = _varint_at(record, pos + 1)
+    except IndexError:
+        return None
+    return record[pos:] if pos + size == len(record) else None
+
+
+def _decode_varints(data: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """Every varint of `data` as int64 (two's complement, as protobuf stores negative ids), and where each ends."""
+    raw = np.frombuffer(data, dtype=np.uint8)
+    ends = np.flatnonzero(raw < 0x80)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    shift = (np.arange(len(raw)) - np.repeat(starts, ends - starts + 1)).astype(np.uint64) * np.uint64(7)
+    parts = (raw & 0x7F).astype(np.uint64) << shift
+    return np.add.reduceat(parts, starts).view(np.int64), ends  # disjoint bits: the sum is the bitwise or
+
+
+def read_window_arrays(paths: list[str], batch: int = 8192) -> Iterator[np.ndarray]:
+    """read_windows' windows as int64 arrays, the varints of `batch` records decoded at once (numpy)."""
+
+    def decoded(records: list[bytes]) -> Iterator[np.ndarray]:
+        packed = [_packed_ids(record) for record in records]
+        if not packed:
+            return
+        if any(p is None for p in packed):  # not our writer's layout: the general decoder, record by record
+            yield from (np.asarray(core.decode_example(record), dtype=np.int64) for record in records)
+            return
+        ids, ends = _decode_varints(b"".join(packed))
+        bounds = np.cumsum([len(p) for p in packed])
+        yield from np.split(ids, np.searchsorted(ends, bounds[:-1]))
+
+    for path in paths:
+        with storage.open_read(path) as raw, gzip.GzipFile(fileobj=raw) as stream:
+            records: list[bytes] = []
+            for record in core.iter_tfrecords(stream, path):
+                records.append(record)
+                if len(records) == batch:
+                    yield from decoded(records)
+                    records = []
+            yield from decoded(records)
 
 
 def evaluate(model: NgramModel, windows: Iterator[list[int]], overlap: int, carried: bool) -> dict:

@@ -29,7 +29,8 @@ from collections.abc import Iterable, Iterator
 
 import numpy as np
 
-from baseline import kneser_ney, ngrams
+from baseline import kneser_ney
+from nextword.text import contract
 
 _HASH_A = np.uint64(0x9E3779B97F4A7C15)
 _HASH_B = np.uint64(0xC2B2AE3D27D4EB4F)
@@ -46,26 +47,36 @@ def bucket_of(second_last: np.ndarray, last: np.ndarray, buckets: int) -> np.nda
     return ((mixed >> np.uint64(32)) % np.uint64(buckets)).astype(np.int64)
 
 
-def code_chunks(windows: Iterable[list[int]], overlap: int, order: int, chunk_tokens: int) -> Iterator[np.ndarray]:
-    """The training stream as code arrays of about `chunk_tokens` counted positions each.
+def code_chunks(windows: Iterable, overlap: int, order: int, chunk_tokens: int) -> Iterator[tuple[np.ndarray, int]]:
+    """The training stream as (codes, first counted) chunks of about `chunk_tokens` counted positions each.
 
-    Each chunk after the first starts with the order - 1 codes before it (its
-    history, not counted again); a stream start is a 0 (BOS) before its first id.
+    Windows are chained as ngrams.chained chains them; a stream start is a 0
+    (BOS) before its first id. Each chunk after the first starts with the
+    order - 1 codes before it (its history, not counted again).
     """
     history = max(order - 1, 0)
-    buffer: list[int] = []
-    carried = 0  # codes at the head of `buffer` that the previous chunk counted
-    for fresh, ids in ngrams.chained(windows, overlap, carry=True):
+    parts: list[np.ndarray] = []
+    size = carried = 0  # carried: codes at the head that the previous chunk counted
+    previous = None
+    start = np.zeros(1, dtype=np.int64)
+    for window in windows:
+        window = np.asarray(window, dtype=np.int64)
+        fresh = not (overlap and previous is not None and np.array_equal(previous[-overlap:], window[:overlap]))
+        ids = window if fresh else window[overlap:]
+        padding = np.flatnonzero(ids == contract.PAD_ID)  # ends the segment: the next window starts a stream
+        real = ids[: padding[0]] if len(padding) else ids
         if fresh:
-            buffer.append(0)
-        real = ngrams._real(ids)
-        buffer.extend(i + 1 for i in real)
-        if len(buffer) - carried >= chunk_tokens:
-            yield np.asarray(buffer, dtype=np.int64), carried
-            buffer = buffer[len(buffer) - history :] if history else []
-            carried = len(buffer)
-    if len(buffer) > carried:
-        yield np.asarray(buffer, dtype=np.int64), carried
+            parts.append(start)
+        parts.append(real + 1)
+        size += len(real) + fresh
+        previous = window
+        if size - carried >= chunk_tokens:
+            codes = np.concatenate(parts)
+            yield codes, carried
+            parts = [codes[max(len(codes) - history, 0) :]]
+            size = carried = len(parts[0])
+    if size > carried:
+        yield np.concatenate(parts), carried
 
 
 def count_chunk(codes: np.ndarray, first: int, order: int, radix: int) -> tuple[np.ndarray, list[tuple]]:
@@ -282,14 +293,11 @@ def interpolate(keys: list, adjusted: list, keep: list, arriving: list, model: d
 def query_arrays(targets: Iterable[tuple[tuple, int]], order: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(contexts, lengths, tokens) as codes; contexts right-aligned in order - 1 columns (-1: none)."""
     width = max(order - 1, 1)
-    contexts: list[list[int]] = []
-    tokens: list[int] = []
-    for context, token in targets:
-        contexts.append([-1] * (width - len(context)) + [c + 1 for c in context])
-        tokens.append(token + 1)
-    rows = np.asarray(contexts, dtype=np.int64).reshape(-1, width)
-    lengths = (rows >= 0).sum(axis=1) if order > 1 else np.zeros(len(rows), np.int64)
-    return rows, lengths, np.asarray(tokens, dtype=np.int64)
+    pad = (-2,) * width  # -1 once shifted to codes
+    pairs = list(targets)
+    rows = np.array([(pad + context)[-width:] for context, _ in pairs], dtype=np.int64).reshape(-1, width) + 1
+    tokens = np.fromiter((token for _, token in pairs), dtype=np.int64, count=len(pairs)) + 1
+    return rows, (rows >= 0).sum(axis=1), tokens
 
 
 def query_buckets(contexts: np.ndarray, lengths: np.ndarray, tokens: np.ndarray, buckets: int):
@@ -364,14 +372,15 @@ def log_probs(model: dict, contexts: np.ndarray, lengths: np.ndarray, tokens: np
     return result
 
 
-def arpa_lines(words: np.ndarray, probs: np.ndarray, backoffs: np.ndarray | None, spelled: list[str]) -> Iterator[str]:
-    """ARPA lines of one order's rows (words as codes, spelled[code] its word; backoffs None: top order)."""
-    log10 = math.log10
-    columns = [[spelled[c] for c in column] for column in words.T.tolist()]
-    grams = [" ".join(parts) for parts in zip(*columns, strict=True)]
+def arpa_lines(words: np.ndarray, probs: np.ndarray, backoffs: np.ndarray | None, spelled: np.ndarray) -> str:
+    """The ARPA lines of one order's rows (codes; spelled[code]: its word, an object array; backoffs None: top order).
+
+    Formatted as arpa.write_arpa formats them (math.log10, not numpy's, whose last bit differs at times).
+    """
+    form = "{:.7g}".format
+    p_text = map(form, map(math.log10, probs.tolist()))
+    grams = map(" ".join, zip(*(spelled[column].tolist() for column in words.T), strict=True))
     if backoffs is None:
-        for gram, p in zip(grams, probs.tolist(), strict=True):
-            yield f"{log10(p):.7g}\t{gram}\n"
-        return
-    for gram, p, b in zip(grams, probs.tolist(), backoffs.tolist(), strict=True):
-        yield f"{log10(p):.7g}\t{gram}\t{log10(b):.7g}\n" if b == b else f"{log10(p):.7g}\t{gram}\n"
+        return "".join(map("{}\t{}\n".format, p_text, grams))
+    b_text = ["\t" + form(math.log10(b)) if b == b else "" for b in backoffs.tolist()]  # NaN: no context
+    return "".join(map("{}\t{}{}\n".format, p_text, grams, b_text))

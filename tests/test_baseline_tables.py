@@ -165,3 +165,41 @@ def test_prune_drops_rare_ngrams_and_keeps_the_model_normalized():
         targets = [(context, t) for t in range(vocab)]
         total = np.exp(_scores(model, results, targets, order, 2, radix)).sum()
         assert total == pytest.approx(1.0, abs=1e-9), context
+
+
+def test_prune_and_memory_budget_are_checked_where_the_config_is_read():
+    from nextword import config
+
+    assert config.load(None, ["baseline.prune=[0, 0, 1]"]).baseline.prune == (0, 0, 1)
+    for bad in ("baseline.prune=[1, 1]", "baseline.prune=[0, 2, 1]", "baseline.memory_budget_mb=32"):
+        with pytest.raises(config.ConfigError, match=bad.split("=")[0]):
+            config.load(None, [bad])
+
+
+def test_the_budget_not_the_corpus_bounds_a_step():
+    from baseline import pipeline
+    from nextword import config
+
+    small = config.load(None, ["baseline.memory_budget_mb=256"])
+    chunk, buckets = pipeline.sizing(small, 1_000_000)
+    assert chunk * pipeline._CHUNK_BYTES_PER_TOKEN <= 256 << 20 and buckets == small.baseline.buckets
+    for tokens in (10**7, 10**8, 10**9):  # more buckets, each the same bounded size
+        _, buckets = pipeline.sizing(small, tokens)
+        per_bucket = tokens * 5 * pipeline._BUCKET_BYTES_PER_NGRAM * pipeline._BUCKET_SKEW / buckets
+        assert per_bucket <= 256 << 20 and buckets > small.baseline.buckets
+
+
+def test_window_arrays_decode_what_the_record_reader_decodes(tmp_path):
+    import gzip
+
+    from baseline import score
+    from beam_preprocess import core
+
+    windows = [[0, 1, 2**40, 127, 128, 300], [5, -1, -1], [7] * 40, [2**63 - 1, 3]]
+    path = tmp_path / "shard.tfrecord.gz"
+    with gzip.open(path, "wb") as out:
+        for w in windows:
+            out.write(core.tfrecord_frame(core.encode_example(w)))
+    for batch in (1, 3, 100):
+        assert [w.tolist() for w in score.read_window_arrays([str(path)], batch)] == windows
+    assert list(score.read_windows([str(path)])) == windows
