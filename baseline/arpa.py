@@ -10,6 +10,7 @@ ordinary word). Score with KenLM as `model.score(text, bos=True, eos=False)`.
 from __future__ import annotations
 
 import math
+import os
 import shutil
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, TextIO
@@ -19,6 +20,7 @@ import numpy as np
 from baseline import tables
 from baseline.kneser_ney import NgramModel
 from baseline.ngrams import BOS
+from nextword import storage
 from nextword.text import contract
 
 ARPA_UNK, ARPA_BOS, ARPA_EOS = "<unk>", "<s>", "</s>"
@@ -69,12 +71,12 @@ def write_arpa(model: NgramModel, vocab: list[str], out: TextIO) -> None:
         out.write(line + "\n")
 
 
-def write_from_shards(model: dict, sizes: list[int], vocab: list[str], shards: Callable[[int], Iterator[BinaryIO]],
+def write_from_shards(model: dict, sizes: list[int], vocab: list[str], shards: Callable[[int], list[str]],
                       out: BinaryIO) -> None:  # fmt: skip
     """The ARPA file of the distributed estimation, streamed: the global unigrams, then each order's shards.
 
-    `sizes`: n-grams kept per order 2..order; `shards(n)` opens order n's
-    shard files in turn (each one bucket's lines, sorted by the bucket's keys).
+    `sizes`: n-grams kept per order 2..order; `shards(n)`: order n's shard
+    files (each one bucket's lines, sorted by the bucket's keys).
     """
     spelled = np.array([ARPA_BOS, *arpa_words(vocab)], dtype=object)
     order = len(sizes) + 1
@@ -82,13 +84,28 @@ def write_from_shards(model: dict, sizes: list[int], vocab: list[str], shards: C
     out.write(("\n".join(head) + "\n\n\\1-grams:\n").encode("utf-8"))
     bos = f"-99\t{ARPA_BOS}\t{_log10(model['bigram_gamma'][0])}" if order > 1 else f"-99\t{ARPA_BOS}"
     out.write(f"{bos}\n-99\t{ARPA_EOS}\n".encode())
-    codes = np.arange(1, len(vocab) + 1)[:, None]
     backoffs = model["bigram_gamma"][1:] if order > 1 else None
-    unigrams = tables.arpa_lines(codes, model["unigram_p"][1:], backoffs, spelled)
+    unigrams = tables.arpa_lines(spelled[1:], model["unigram_p"][1:], backoffs)
     out.write(unigrams.encode("utf-8"))
     for n in range(2, order + 1):
         out.write(f"\n\\{n}-grams:\n".encode())
         for shard in shards(n):
-            with shard:
-                shutil.copyfileobj(shard, out, 1 << 20)
+            _append(shard, out)
     out.write(b"\n\\end\\\n")
+
+
+def _append(path: str, out: BinaryIO) -> None:
+    """Copies a shard to the end of `out`: in the kernel (sendfile) between local files, else through a buffer."""
+    try:
+        target = out.fileno()
+    except (AttributeError, OSError):
+        target = None
+    if target is None or storage.is_remote(path):
+        with storage.open_read(path) as shard:
+            shutil.copyfileobj(shard, out, 1 << 20)
+        return
+    out.flush()
+    with open(path, "rb") as shard:
+        size, done = os.fstat(shard.fileno()).st_size, 0
+        while done < size:
+            done += os.sendfile(target, shard.fileno(), done, size - done)

@@ -27,7 +27,7 @@ carries only their names), removed at the end.
 
 from __future__ import annotations
 
-import io
+import json
 import logging
 import math
 import time
@@ -74,24 +74,37 @@ def sizing(config: Config, train_tokens: int) -> tuple[int, int]:
 
 
 def _save(path: str, **arrays: np.ndarray) -> str:
-    """A work file: written once, read by a later step (no rename: the job's commit marker is what commits)."""
-    if storage.is_remote(path):
-        with FileSystems.create(path, compression_type=CompressionTypes.UNCOMPRESSED) as out:
-            np.savez(out, **arrays)
-    else:
-        with open(path, "wb") as out:
-            np.savez(out, **arrays)
+    """A work file: written once, read by a later step (no rename: the job's commit marker is what commits).
+
+    A JSON line naming each array's dtype and shape, then their bytes: no zip and CRC as in .npz
+    (the step that reads it is the check), and nothing that unpickles.
+    """
+    arrays = {name: np.require(a, requirements="C") for name, a in arrays.items()}
+    head = {name: [a.dtype.str, list(a.shape)] for name, a in arrays.items()}
+    with _open_write(path) as out:
+        out.write(json.dumps(head).encode("utf-8") + b"\n")
+        for a in arrays.values():
+            out.write(memoryview(a.reshape(-1).view(np.uint8)))
     return path
 
 
 def _load(path: str) -> dict[str, np.ndarray]:
-    with storage.open_read(path) as raw, np.load(io.BytesIO(raw.read())) as data:
-        return {name: data[name] for name in data.files}
+    with storage.open_read(path) as raw:
+        data = raw.read()
+    end = data.index(b"\n")
+    offset = end + 1
+    arrays = {}
+    for name, (dtype, shape) in json.loads(data[:end]).items():
+        size = int(np.prod(shape)) * np.dtype(dtype).itemsize
+        arrays[name] = np.frombuffer(data, dtype=dtype, count=int(np.prod(shape)), offset=offset).reshape(tuple(shape))
+        offset += size
+    return arrays
 
 
 def _split_by(where: np.ndarray, buckets: int) -> list[np.ndarray]:
     """Row indices per bucket, each in row order."""
-    order = np.argsort(where, kind="stable")
+    small = where.astype(np.uint16) if buckets < 1 << 16 else where  # numpy's stable sort of these is a radix sort
+    order = np.argsort(small, kind="stable")
     bounds = np.searchsorted(where[order], np.arange(buckets + 1))
     return [order[bounds[b] : bounds[b + 1]] for b in range(buckets)]
 
@@ -275,17 +288,16 @@ class InterpolateFn(beam.DoFn):
         probs = tables.interpolate(keys, adjusted, keep, arriving, model, order, radix)
         bucket_backoffs = _load(_backoff_path(self._work, s))
         backoffs = [None, None] + [bucket_backoffs[f"backoff{n}"] for n in range(2, order)] + [None]
+        del words
         shard = {}
         sizes = []
-        for n in range(2, order + 1):
+        for n, grams in enumerate(tables.spelled_orders(keys, order, radix, self._spelled), start=2):
             shard[f"keys{n}"], shard[f"probs{n}"], shard[f"keep{n}"] = keys[n], probs[n], keep[n]
             if n < order:
                 shard[f"backoff{n}"] = backoffs[n]
             rows = np.flatnonzero(keep[n])
             sizes.append(len(rows))
-            lines = tables.arpa_lines(
-                words[n][rows], probs[n][rows], None if n == order else backoffs[n][rows], self._spelled
-            )
+            lines = tables.arpa_lines(grams[rows], probs[n][rows], None if n == order else backoffs[n][rows])
             with _open_write(_arpa_path(self._work, n, s)) as out:
                 out.write(lines.encode("utf-8"))
         yield beam.pvalue.TaggedOutput("sizes", sizes)
@@ -388,8 +400,8 @@ def _write_model(_, config: Config, manifest: Manifest, vocab: list[str], model:
     folder, source, order = baseline_dir(config), config.train.data_dir, config.baseline.order
     kept = [int(sum(s[n] for s in sizes)) for n in range(order - 1)]
 
-    def shards(n: int):
-        return (storage.open_read(_arpa_path(work, n, b)) for b in range(buckets))
+    def shards(n: int) -> list[str]:
+        return [_arpa_path(work, n, b) for b in range(buckets)]
 
     with storage.atomic_write(storage.join(folder, baseline_report.ARPA_FILE)) as out:
         arpa.write_from_shards(model, kept, vocab, shards, out)

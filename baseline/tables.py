@@ -372,15 +372,25 @@ def log_probs(model: dict, contexts: np.ndarray, lengths: np.ndarray, tokens: np
     return result
 
 
-def arpa_lines(words: np.ndarray, probs: np.ndarray, backoffs: np.ndarray | None, spelled: np.ndarray) -> str:
-    """The ARPA lines of one order's rows (codes; spelled[code]: its word, an object array; backoffs None: top order).
+def spelled_orders(keys: list, order: int, radix: int, spelled: np.ndarray) -> Iterator[np.ndarray]:
+    """The text of every row ('w1 w2 ... wn'), order 2..order in turn: the first word before its suffix's text.
+
+    spelled: each code's word, an object array (numpy adds object arrays' strings element by element).
+    """
+    text = spelled
+    for n in range(2, order + 1):
+        text = spelled[keys[n] % radix] + (" " + text)[keys[n] // radix]
+        yield text
+
+
+def arpa_lines(grams: np.ndarray, probs: np.ndarray, backoffs: np.ndarray | None) -> str:
+    """The ARPA lines of one order's rows (grams: their text; backoffs None: the top order).
 
     Formatted as arpa.write_arpa formats them (math.log10, not numpy's, whose last bit differs at times).
     """
     form = "{:.7g}".format
     p_text = map(form, map(math.log10, probs.tolist()))
-    grams = map(" ".join, zip(*(spelled[column].tolist() for column in words.T), strict=True))
     if backoffs is None:
-        return "".join(map("{}\t{}\n".format, p_text, grams))
+        return "".join(map("{}\t{}\n".format, p_text, grams.tolist()))
     b_text = ["\t" + form(math.log10(b)) if b == b else "" for b in backoffs.tolist()]  # NaN: no context
-    return "".join(map("{}\t{}{}\n".format, p_text, grams, b_text))
+    return "".join(map("{}\t{}{}\n".format, p_text, grams.tolist(), b_text))
