@@ -40,10 +40,17 @@ def list_inputs(input_glob: str) -> list[tuple[str, int]]:
     """(path, size) of every file matched by the comma-separated globs."""
     files: dict[str, int] = {}
     for glob in (g.strip() for g in input_glob.split(",") if g.strip()):
-        matched = storage.match(glob)
-        if not matched:
+        matched = storage.match_regular(glob)
+        for path in matched.not_regular:  # never opened: a FIFO would wait for a writer for ever
+            storage.refuse_special(path)
+        if matched.dangling_links:
+            raise FileNotFoundError(
+                f"predict.input_glob: {matched.dangling_links[0]}: a symbolic link to nothing; "
+                "remove it or restore its target"
+            )
+        if not matched.files:
             raise FileNotFoundError(f"predict.input_glob: {glob} matches no file")
-        files.update(matched)
+        files.update(matched.files)
     if not files:
         raise FileNotFoundError("predict.input_glob: empty; set it to the text files to predict")
     return sorted(files.items())

@@ -19,7 +19,7 @@ import re
 from batch_predict import core
 from nextword import storage
 from nextword.artifacts import bundle as bundle_lib
-from nextword.artifacts.predictions import SUMMARY_FILE
+from nextword.artifacts.predictions import SUMMARY_FILE, Summary
 from nextword.config import PredictConfig
 
 _LOG = logging.getLogger(__name__)
@@ -49,10 +49,13 @@ def marker_name(index: int, count: int) -> str:
 
 
 def job_identity(cfg: PredictConfig, bundle: bundle_lib.Bundle, ranges: list[core.FileRange]) -> dict:
+    """What the records depend on. The input files are known by their bytes (CRC32C), not their sizes:
+    a file edited to the same size since a killed run is scored again, never matched to the old records."""
     return {
         "model_fingerprint": bundle.model_fingerprint,
         "settings": {name: getattr(cfg, name) for name in OUTPUT_SETTINGS},
         "ranges": [list(r) for r in ranges],
+        "checksums": storage.crc32c_all(dict.fromkeys(r.path for r in ranges)),
     }
 
 
@@ -67,6 +70,10 @@ def what_changed(previous: dict, current: dict) -> str:
     for name, value in current["settings"].items():
         if previous.get("settings", {}).get(name) != value:
             return f"predict.{name} changed ({previous.get('settings', {}).get(name)!r} -> {value!r})"
+    checksums = previous.get("checksums") if isinstance(previous.get("checksums"), dict) else {}
+    edited = [path for path, crc in current["checksums"].items() if path in checksums and checksums[path] != crc]
+    if edited and previous.get("ranges") == current["ranges"]:
+        return f"{edited[0]} changed (other bytes, same size)"
     return "the input files (or predict.split_bytes) changed"
 
 
@@ -100,6 +107,8 @@ def prepare_output(output_dir: str, job: dict, inputs: list[str]) -> dict[int, d
     Returns the committed ranges ({index: marker}) that this run does not score again.
     """
     storage.makedirs(output_dir, "predict.output_dir")
+    storage.claim(output_dir, "predict", OWNED, marker=SUMMARY_FILE, listed_key="output_shards", trust=_ours,
+                  key="predict.output_dir")  # fmt: skip
     done, why_not = _committed(output_dir, job)
     count = len(job["ranges"])
     spare = [name for i in done for name in (shard_name(i, count), marker_name(i, count))] + [JOB_FILE] * bool(done)
@@ -119,7 +128,19 @@ def clear(output_dir: str, inputs: list[str], spare: list[str] = ()) -> None:
     """Removes summary.json first (a failed rerun never looks complete), then this job's old files but
     `spare`: only the shards the old summary lists and the names in OWNED, never through a symbolic
     link (refused with one line), never one of `inputs`."""
-    storage.clear_owned(output_dir, OWNED, marker=SUMMARY_FILE, listed_key="output_shards", keep=inputs, spare=spare)
+    storage.clear_owned(
+        output_dir, OWNED, marker=SUMMARY_FILE, listed_key="output_shards", trust=_ours, keep=inputs, spare=spare
+    )
+
+
+def _ours(content: dict) -> bool:
+    """Whether a summary.json is one nextword wrote (a Summary of this format, with a model fingerprint):
+    only then are the shards it lists deleted."""
+    try:
+        summary = Summary.from_dict(content, SUMMARY_FILE)
+    except ValueError:
+        return False
+    return isinstance(summary.model_fingerprint, str) and bool(summary.model_fingerprint)
 
 
 def commit_marker(output_dir: str, index: int, count: int, digest: str, stats: dict) -> None:

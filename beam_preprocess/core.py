@@ -24,7 +24,8 @@ from nextword.text.decode import FLAG_BOM, FLAG_CRLF, FLAG_NUL, FLAG_UNDECODABLE
 FILE_STATS = (
     "files",
     "empty_files",
-    "binary_files",
+    "binary_files",  # skipped, not read: a NUL byte in the first BINARY_SNIFF_BYTES (looks_binary)
+    "nul_files",  # read as text, with a NUL byte further in
     "bom_files",
     "bytes",
     "lines",
@@ -177,10 +178,21 @@ def predicted_tokens(window: list[int]) -> int:
 
 
 def finish_file_stats(stats: Counter) -> Counter:
-    """Turns per-file raw markers into the per-file FILE_STATS figures."""
-    stats["files"] = 1
-    stats["binary_files"] = 1 if stats.pop("_nul", 0) else 0
+    """Turns per-file raw markers into the per-file FILE_STATS figures (`files` counts the files read as text)."""
+    stats["binary_files"] = stats.pop("_binary", 0)
+    stats["files"] = 1 - stats["binary_files"]
+    stats["nul_files"] = 1 if stats.pop("_nul", 0) else 0
     return stats
+
+
+# Git's test for a binary file: a NUL byte among the first 8000 bytes. Text in any 8-bit or UTF-8 encoding
+# has none; random or compiled bytes almost surely do, and would fill the vocabulary with junk words.
+BINARY_SNIFF_BYTES = 8000
+
+
+def looks_binary(head: bytes) -> bool:
+    """Whether a file whose first BINARY_SNIFF_BYTES bytes are `head` is binary, not text."""
+    return b"\0" in head[:BINARY_SNIFF_BYTES]
 
 
 # --- tf.train.Example encoding ----------------------------------------------

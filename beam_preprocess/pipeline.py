@@ -14,12 +14,13 @@ import os
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import NamedTuple
 
 import apache_beam as beam
 
 from beam_preprocess import core
-from beam_preprocess.transforms import CountVocabulary, WriteWindows
+from beam_preprocess.transforms import BINARY_NAME, CountVocabulary, WriteWindows
 from nextword import cloud, storage
 from nextword.artifacts.data_dir import Manifest
 from nextword.beam import pipelines
@@ -40,6 +41,10 @@ OWNED = (
 )  # fmt: skip
 
 
+# What the stage overwrites besides OWNED and the manifest: checked as its own before a run (storage.claim).
+WRITTEN = (contract.VOCAB_FILE, contract.VOCAB_COUNTS_FILE, contract.CONFIG_FILE)
+
+
 def _glob_folder(glob: str) -> str:
     """The folder part of a glob before its first wildcard."""
     head = glob
@@ -54,8 +59,16 @@ def _relative_key(path: str, folder: str) -> str:
     return os.path.relpath(path, os.path.abspath(folder or "."))
 
 
-def list_corpus(cfg: PreprocessConfig) -> tuple[list[core.CorpusFile], int, str]:
-    """Matched corpus files, the number of other files beside them, and the glob shown in errors."""
+class Unread(NamedTuple):
+    """What the corpus glob leaves unread besides the binary files (which only reading finds)."""
+
+    ignored: int = 0  # files under the glob's folder that the glob leaves out (non-.txt files)
+    not_regular: tuple[str, ...] = ()  # FIFOs, sockets, devices: never opened
+    dangling_links: tuple[str, ...] = ()
+
+
+def list_corpus(cfg: PreprocessConfig) -> tuple[list[core.CorpusFile], Unread, str]:
+    """Matched regular corpus files, what is left unread, and the glob shown in errors."""
     split = cfg.split
     globs = (
         [("train", split.train_glob), ("valid", split.valid_glob), ("test", split.test_glob)]
@@ -63,17 +76,25 @@ def list_corpus(cfg: PreprocessConfig) -> tuple[list[core.CorpusFile], int, str]
         else [("", cfg.corpus_glob)]
     )
     files: list[core.CorpusFile] = []
-    ignored = 0
+    unread = Unread()
     for fixed_split, glob in globs:
-        matched = storage.match(glob)
-        if not matched:
-            raise FileNotFoundError(f"{glob}: the corpus glob matches no file")
+        matched = storage.match_regular(glob)
+        if not matched.files:
+            regular = "regular " if matched.not_regular or matched.dangling_links else ""
+            raise FileNotFoundError(f"{glob}: the corpus glob matches no {regular}file")
         folder = _glob_folder(glob)
-        files += [core.CorpusFile(path, _relative_key(path, folder), fixed_split, size) for path, size in matched]
+        files += [core.CorpusFile(path, _relative_key(path, folder), fixed_split, size) for path, size in matched.files]
+        ignored = unread.ignored
         if folder and not fixed_split:
-            # Files under the glob's folder that the glob leaves out (non-.txt files): counted, not read.
-            ignored = len(storage.match(folder + "**")) - len(matched)
-    return files, max(ignored, 0), " ".join(glob for _, glob in globs)
+            every = len(storage.match(folder + "**"))
+            ignored = max(every - len(matched.files) - len(matched.not_regular), 0)
+        unread = Unread(ignored, unread.not_regular + tuple(matched.not_regular),
+                        unread.dangling_links + tuple(matched.dangling_links))  # fmt: skip
+    for path in unread.not_regular:
+        _LOG.warning("%s: not a regular file (a FIFO, socket or device): skipped, never opened", path)
+    for path in unread.dangling_links:
+        _LOG.warning("%s: a symbolic link to nothing: skipped", path)
+    return files, unread, " ".join(glob for _, glob in globs)
 
 
 def make_manifest(
@@ -83,11 +104,12 @@ def make_manifest(
     counts: tuple[Counter, Counter],
     window_figures: Counter,
     shards: dict[str, list[str]],
-    ignored_files: int,
+    unread: Unread,
     output_dir: str,
 ) -> Manifest:
-    """The manifest: every figure of the run, and the settings later stages need."""
+    """The manifest: every figure of the run, the files it skipped, and the settings later stages need."""
     _, figures = counts
+    binary = sorted(key[len(BINARY_NAME) :] for key in figures if key.startswith(BINARY_NAME))
     per_split = {
         name: {split: int(figures[f"{name}.{split}"] + window_figures[f"{name}.{split}"]) for split in contract.SPLITS}
         for name in ("tokens", "unknown_tokens", "windows", "targets")
@@ -105,8 +127,15 @@ def make_manifest(
         fingerprint=contract.fingerprint(vocab_tokens, cfg.text),
         counts={
             **{name: int(figures[name]) for name in core.FILE_STATS},
-            "ignored_files": ignored_files,
+            "ignored_files": unread.ignored,
+            "not_regular_files": len(unread.not_regular),
+            "dangling_links": len(unread.dangling_links),
             **per_split,
+        },
+        skipped={
+            "binary": binary,
+            "not_regular": sorted(unread.not_regular),
+            "dangling_links": sorted(unread.dangling_links),
         },
         shards={
             split: sorted(path[len(prefix) :] if path.startswith(prefix) else path for path in shards.get(split, []))
@@ -166,19 +195,23 @@ def degenerate_data(manifest: Manifest, cfg: PreprocessConfig) -> list[str]:
 
 
 def refuse_output_in_corpus(output_dir: str, files: list[core.CorpusFile], glob: str) -> None:
-    """A rerun would read the previous run's own outputs (vocab.txt, config.yaml ...) as corpus."""
+    """A rerun would read the previous run's own outputs (vocab.txt, config.yaml ...) as corpus.
+
+    Compared as files (os.path.realpath), not spellings: a link to the output folder inside the corpus, or
+    a corpus glob through a link, is caught too.
+    """
     local = not storage.is_remote(output_dir)
-    inside = os.path.abspath(output_dir) + os.sep if local else storage.join(output_dir, "")
+    inside = os.path.realpath(output_dir) + os.sep if local else storage.join(output_dir, "")
     ours = storage.join(inside, contract.VOCAB_FILE)
     for pattern in glob.split():  # fnmatch's * also crosses "/", as ** does
-        if fnmatch.fnmatch(ours, os.path.abspath(pattern) if local and not storage.is_remote(pattern) else pattern):
+        if fnmatch.fnmatch(ours, os.path.realpath(pattern) if local and not storage.is_remote(pattern) else pattern):
             raise ValueError(
                 f"preprocess.output_dir: {output_dir} is inside the corpus: {pattern} would read its "
                 f"{contract.VOCAB_FILE}; choose an output_dir outside the corpus folder"
             )
     for corpus_file in files:
-        path = corpus_file.path if storage.is_remote(corpus_file.path) else os.path.abspath(corpus_file.path)
-        if path.startswith(inside):
+        path = corpus_file.path if storage.is_remote(corpus_file.path) else os.path.realpath(corpus_file.path)
+        if path.startswith(inside) or path + os.sep == inside:
             raise ValueError(
                 f"preprocess.output_dir: {output_dir} is inside the corpus: {glob} matches {corpus_file.path}; "
                 "choose an output_dir outside the corpus folder"
@@ -193,14 +226,32 @@ def clear_output(output_dir: str, inputs: Iterable[str] = ()) -> None:
     of `inputs` (nextword/storage/__init__.py: clear_owned).
     """
     storage.makedirs(output_dir, "preprocess.output_dir")
-    storage.clear_owned(output_dir, OWNED, marker=contract.MANIFEST_FILE, listed_key="shards", keep=inputs)
+    listing = {"marker": contract.MANIFEST_FILE, "listed_key": "shards", "trust": _ours(output_dir)}
+    storage.claim(output_dir, "preprocess", OWNED, WRITTEN, key="preprocess.output_dir", **listing)
+    storage.clear_owned(output_dir, OWNED, keep=inputs, **listing)
+
+
+def _ours(output_dir: str) -> Callable[[dict], bool]:
+    """Whether a manifest.json in output_dir is one nextword wrote: a Manifest of this format whose
+    fingerprint is that of the vocab.txt beside it. Only then are the shards it lists deleted."""
+
+    def trust(content: dict) -> bool:
+        try:
+            manifest = Manifest.from_dict(content, contract.MANIFEST_FILE)
+            vocab_path = storage.join(output_dir, contract.VOCAB_FILE)
+            vocab = contract.parse_vocab_text(storage.read_text(vocab_path), vocab_path)
+            return contract.fingerprint(vocab, manifest.text) == manifest.fingerprint
+        except Exception:  # any defect (a missing field, a wrong type, no vocabulary) means not ours
+            return False
+
+    return trust
 
 
 def build(p: beam.Pipeline, config: Config) -> None:
     """Adds the preprocessing transforms to `p`."""
     cfg = config.preprocess
     output_dir = cfg.output_dir
-    files, ignored, glob = list_corpus(cfg)
+    files, unread, glob = list_corpus(cfg)
     refuse_output_in_corpus(output_dir, files, glob)
     _LOG.info("preprocessing %d files from %s into %s", len(files), glob, output_dir)
     if not cloud.launch_only(p.options):  # building a template leaves the last run's data alone
@@ -222,7 +273,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
         config_text=cli_common.config_yaml(config),
         cfg=cfg,
         glob=glob,
-        ignored_files=ignored,
+        unread=unread,
         vocab_tokens=beam.pvalue.AsSingleton(vocab),
         counts=beam.pvalue.AsSingleton(counts),
         window_figures=beam.pvalue.AsSingleton(window_figures),

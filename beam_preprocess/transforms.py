@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
-import shutil
 import uuid
+import zlib
 from collections import Counter
 
 import apache_beam as beam
@@ -23,6 +23,7 @@ from nextword.text import contract
 
 _LOG = logging.getLogger(__name__)
 _NAMESPACE = "nextword.preprocess"
+BINARY_NAME = "binary:"  # a corpus figure's key prefix: the path of a binary file skipped, merged with the counts
 
 
 class _FileStream(beam.DoFn):
@@ -61,6 +62,11 @@ class _FileStream(beam.DoFn):
 
         tokens = 0
         with storage.open_read(corpus_file.path) as stream:  # a read failure names the file (storage.open_read)
+            if core.looks_binary(stream.read(core.BINARY_SNIFF_BYTES)):
+                stats["_binary"] = 1  # skipped by both passes alike: the same bytes decide
+                advance(0, files=1)
+                return
+            stream.seek(0)
             lines = core.read_lines(stream, cfg.read_chunk_bytes, stats)
             for item in core.iter_split_tokens(lines, cfg.text, splitter):
                 yield item
@@ -80,13 +86,17 @@ class CountFileWordsFn(_FileStream):
         stats: Counter = Counter()
         words, per_split = core.count_tokens(self.split_tokens(corpus_file, stats))
         core.finish_file_stats(stats)
-        stats["empty_files"] = int(not per_split)
+        stats["empty_files"] = int(not per_split and not stats["binary_files"])
         for name in core.FILE_STATS:
             Metrics.counter(_NAMESPACE, name).inc(stats[name])
         Metrics.counter(_NAMESPACE, "tokens").inc(sum(per_split.values()))
         _LOG.info("counted %s: %d lines, %d tokens", corpus_file.path, stats["lines"], sum(per_split.values()))
         figures = Counter({name: stats[name] for name in core.FILE_STATS})
         figures.update({f"tokens.{split}": n for split, n in per_split.items()})
+        if stats["binary_files"]:
+            _LOG.warning("%s: binary (a NUL byte in its first %d bytes): skipped", corpus_file.path,
+                         core.BINARY_SNIFF_BYTES)  # fmt: skip
+            figures[BINARY_NAME + corpus_file.path] = 1  # the manifest names it
         yield words, figures
 
 
@@ -180,13 +190,17 @@ def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
 
 
 def write_shard(key: tuple[str, int], parts: dict, output_dir: str, num_shards: int) -> tuple[str, str]:
-    """Concatenates a shard's parts into its final gzip TFRecord file (streaming copy)."""
+    """Concatenates a shard's parts into its final gzip TFRecord file (streaming), written as a new file
+    renamed over the old one (storage.atomic_write): never through a link or into a hard-linked copy."""
     split, shard = key
     path = shard_path(output_dir, split, shard, num_shards)
-    with FileSystems.create(path, compression_type=CompressionTypes.GZIP) as out:
+    gzip = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # as Beam's GZIP writes
+    with storage.atomic_write(path) as out:
         for part in sorted(parts[key]):
             with storage.open_read(part) as src:
-                shutil.copyfileobj(src, out, 1 << 20)
+                while chunk := src.read(1 << 20):
+                    out.write(gzip.compress(chunk))
+        out.write(gzip.flush())
     return split, path
 
 

@@ -22,6 +22,7 @@ from batch_predict import resume
 from beam_preprocess import __main__ as preprocess_main
 from nextword import storage
 from nextword.artifacts import bundle as bundle_lib
+from nextword.artifacts.predictions import Summary
 from nextword.text import contract
 from tests.support.predict import chain_words, job_config, predict_argv, read_records
 
@@ -61,6 +62,41 @@ def victim(tmp_path) -> Path:
     return root
 
 
+def nextword_summary(output_shards: list[str]) -> dict:
+    """A summary.json as nextword writes it (only such a summary's list is deleted), listing `output_shards`."""
+    numbers = {
+        name: 0
+        for name in (
+            "files",
+            "bytes",
+            "input_lines",
+            "output_records",
+            "scored_tokens",
+            "unknown_scored_tokens",
+            "seconds",
+            "ranges",
+            "resumed_ranges",
+            "resumed_lines",
+        )
+    }
+    return Summary(
+        input_glob="in/*",
+        bundle_dir="bundle",
+        fingerprint="0" * 16,
+        model_fingerprint="1" * 16,
+        mode="next",
+        context="line",
+        complete=True,
+        rejects_by_reason={},
+        flags={},
+        perplexity=None,
+        known_perplexity=None,
+        lines_per_second=None,
+        output_shards=output_shards,
+        **numbers,
+    ).to_dict()
+
+
 def error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
 
@@ -92,7 +128,7 @@ def test_clearing_on_gcs_deletes_only_owned_and_listed_objects(gcs_bucket, tmp_p
               f"{out}/beam-temp-predictions-notes/a", f"{gcs_bucket}/victim/x", f"{gcs_bucket}/out2/y"]  # fmt: skip
     for path in ours[:-1] + theirs:
         storage.write_text(path, "data\n")
-    storage.write_marker(f"{out}/summary.json", {"output_shards": ["odd-listed.jsonl", "../victim/x", "/abs"]})
+    storage.write_marker(f"{out}/summary.json", nextword_summary(["odd-listed.jsonl", "../victim/x", "/abs"]))
     resume.clear(out, [])
     assert [path for path, _ in storage.match(f"{gcs_bucket}/**")] == sorted(theirs)
 
@@ -157,10 +193,11 @@ def test_predict_deletes_only_its_own_shards_never_notes_or_its_input(tiny_bundl
     notes, own_input = out / "predictions_notes.txt", out / "predictions-input.txt"
     notes.write_text("my notes about the predictions\n")
     own_input.write_text("\n".join(chain_words(tiny_bundle, i, 6) for i in range(12)) + "\n")
-    stale = out / "predictions-00003-of-00004.jsonl"  # a previous run's shard, with another shard count
-    stale.write_text("{}\n")
     argv = predict_argv(job_config(tiny_bundle, tmp_path, str(own_input), "predict.mode=next"))
     kept = {notes.name: notes.read_bytes(), own_input.name: own_input.read_bytes()}
+    predict_pipeline.run(argv)
+    stale = out / "predictions-00003-of-00004.jsonl"  # an earlier run's shard, with another shard count
+    stale.write_text("{}\n")
     for _ in range(2):  # the second run clears the first run's output
         summary = predict_pipeline.run(argv)
         assert summary["input_lines"] == summary["output_records"] == len(read_records(out)) == 12
@@ -303,6 +340,8 @@ def test_rerun_removes_beam_temp_and_saved_model_tmp_leftovers(tiny_bundle, tmp_
     before = snapshot(victim)
     (tmp_path / "in.txt").write_text("\n".join(chain_words(tiny_bundle, i, 6) for i in range(8)) + "\n")
     out = tmp_path / "out"
+    argv = predict_argv(job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=next"))
+    predict_pipeline.run(argv)  # the folder is nextword's: the leftovers below are a failed run's
     beam_temp = out / f"beam-temp-predictions-{uuid.uuid1().hex}"
     (beam_temp / "nested").mkdir(parents=True)
     (beam_temp / uuid.uuid4().hex).write_text("{}\n")
@@ -312,11 +351,12 @@ def test_rerun_removes_beam_temp_and_saved_model_tmp_leftovers(tiny_bundle, tmp_
     near_misses = [out / "beam-temp-predictions-notes.txt", out / "summary.json.tmp-mine"]
     for path in near_misses:
         path.write_text("the user's\n")
-    predict_pipeline.run(predict_argv(job_config(tiny_bundle, tmp_path, str(tmp_path / "in.txt"), "predict.mode=next")))
+    predict_pipeline.run(argv)
     assert not beam_temp.exists() and not summary_tmp.exists() and all(p.exists() for p in near_misses)
 
     bundle_dir = tmp_path / "bundle"
     export_bundle(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, str(bundle_dir))
+    (bundle_dir / "nextword" / "bundle.json").unlink()  # an export killed midway leaves no marker
     leftovers = [bundle_dir / f"saved_model.pb.tmp{uuid.uuid4().hex}",
                  bundle_dir / f"fingerprint.pb.tmp{uuid.uuid4().hex}",
                  bundle_dir / "variables" / "variables_temp" / "part-00000-of-00001.data-00000-of-00001",

@@ -104,18 +104,27 @@ def test_bad_inputs_complete_and_are_counted(write_files, tmp_path):
         "c/word.txt": ("a" * 10_000 + " ole\n").encode(),
         "c/notes.md": b"ignored: not .txt",
         "c/odd.txt": "---- -- --- \u2014\nDON\u2019T Ole OLE\n",  # all-dash words, curly apostrophe, uppercase
+        "c/late_nul.txt": "ole " * 2500 + "x\x00y\n",  # a NUL past the first 8000 bytes: read as text
     })  # fmt: skip
+    os.mkfifo(root / "c" / "fifo.txt")  # opened, it would wait for a writer for ever
+    (root / "c" / "dangling.txt").symlink_to(root / "gone.txt")
     manifest = _run(root, tmp_path / "out", "preprocess.read_chunk_bytes=65536")
     counts = manifest["counts"]
     assert counts["files"] == 8 and counts["ignored_files"] == 1
-    assert counts["empty_files"] == 2  # empty.txt and blank.txt; binary.txt has a-z bytes, so some words
+    assert counts["empty_files"] == 2  # empty.txt and blank.txt
     assert counts["bom_files"] == 1 and counts["crlf_lines"] == 2
-    assert counts["undecodable_lines"] >= 2  # latin-1 line and the binary file
-    assert counts["binary_files"] == 1
+    assert counts["undecodable_lines"] >= 1  # the latin-1 line
     assert counts["bytes"] > 20_000_000 and counts["lines"] >= 1 + 2 + 1 + 2 + 1 + 1
     assert sum(counts["tokens"].values()) >= 1900 + 4 + 5 + 1 + 3
+    # Binary (a NUL in the head), special and dangling entries are skipped, counted and named, never read.
+    assert counts["binary_files"] == counts["not_regular_files"] == counts["dangling_links"] == 1
+    assert counts["nul_files"] == 1
+    assert manifest["skipped"] == {"binary": [str(root / "c" / "binary.txt")],
+                                   "not_regular": [str(root / "c" / "fifo.txt")],
+                                   "dangling_links": [str(root / "c" / "dangling.txt")]}  # fmt: skip
     vocab = (tmp_path / "out" / "vocab.txt").read_text().split()
     assert "ole" in vocab and not any(word.startswith("-") or word != word.lower() for word in vocab)
+    assert not any("abcdefghijklmnopqrstuvwxyz" in word for word in vocab)  # the binary file's junk word
     assert (tmp_path / "out" / "manifest.json").exists()
 
 

@@ -39,8 +39,8 @@ def save(
         arrays[f"layer{i}"] = np.stack([np.stack([s.numpy() for s in group]) for group in groups])
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
-    tf.io.gfile.makedirs(folder)  # the first checkpoint has not created it yet
-    with tf.io.gfile.GFile(_path(folder, worker, step), "wb") as f:
+    storage.makedirs(folder)  # the first checkpoint has not created it yet
+    with storage.atomic_write(_path(folder, worker, step)) as f:  # a new file: never through a link
         f.write(buffer.getvalue())
 
 

@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import math
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -43,19 +44,24 @@ class Evaluator:
         self.inputs = inputs
         self._step = tf.function(self._distributed_step)
 
-    def _distributed_step(self, iterator, states):
+    def _distributed_step(self, iterator, states, stop_vote):
         ids, weights = next(iterator)
-        sums, states = self.strategy.run(functools.partial(replica_eval_step, self.model), args=(ids, weights, states))
+        step = functools.partial(replica_eval_step, self.model)
+        sums, states = self.strategy.run(step, args=(ids, weights, states, stop_vote))
         return self.strategy.experimental_local_results(sums)[0], states
 
-    def __call__(self, split: str) -> dict:
+    def __call__(self, split: str, stop_requested: Callable[[], bool] = lambda: False) -> dict | None:
+        """The split's metrics; None if a worker asked to stop (`stop_requested`, polled at every step)."""
         dataset, steps = self.inputs.evaluation(split)
         iterator = iter(dataset)
         states = self.inputs.initial_states(self.model)
         total = np.zeros(len(EVAL_FIGURES))
         for _ in range(steps):
-            sums, states = self._step(iterator, states)
-            total += sums.numpy()
+            sums, states = self._step(iterator, states, tf.constant([float(stop_requested())], tf.float64))
+            sums = sums.numpy()
+            if sums[len(EVAL_FIGURES)]:  # all-reduced: every worker stops after the same step
+                return None
+            total += sums[: len(EVAL_FIGURES)]
         metrics = summarize(total)
         spec = self.inputs.spec
         expected = spec.targets(split)
@@ -100,8 +106,10 @@ def plot_curves(history: list[dict], path: str) -> None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend()
     fig.tight_layout()
+    # Rendered in memory, then a new file renamed over the old one (storage.atomic_write): matplotlib's own
+    # writing would open the path in place, through a link or into a hard-linked copy of the run.
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
-    with tf.io.gfile.GFile(path, "wb") as f:
+    with storage.atomic_write(path) as f:
         f.write(buffer.getvalue())

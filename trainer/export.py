@@ -80,6 +80,13 @@ _LEFTOVERS = (
     storage.Owned(bundle_lib.VARIABLES_DIR, r"variables_temp"),
     storage.Owned(contract.BUNDLE_META_DIR, storage.temp_names(*bundle_lib.META_FILES)),
 )
+# The SavedModel's own files, removed before TensorFlow writes them again: it opens some in place (the
+# variables' index), which would write through a link or into a hard-linked copy of the bundle.
+_SAVED_MODEL = (
+    storage.Owned("", r"(?:saved_model|fingerprint)\.pb"),
+    storage.Owned(bundle_lib.VARIABLES_DIR, r"variables\.(?:index|data-\d{5,}-of-\d{5,})"),
+)
+_INFO = f"{contract.BUNDLE_META_DIR}/{contract.BUNDLE_INFO_FILE}"
 
 
 class BundleGraph:
@@ -419,6 +426,15 @@ def build_archive(graph: BundleGraph) -> keras.export.ExportArchive:
     return archive
 
 
+def _ours(content: dict) -> bool:
+    """Whether a bundle.json is one nextword wrote (a BundleInfo of this format)."""
+    try:
+        bundle_lib.BundleInfo.from_dict(content, _INFO)
+    except ValueError:
+        return False
+    return True
+
+
 def export_bundle(
     model: keras.Model,
     data_dir: str,
@@ -444,8 +460,11 @@ def export_bundle(
     context_tokens = context_tokens or window_length
     meta_dir = storage.join(bundle_dir, contract.BUNDLE_META_DIR)
     info_path = storage.join(meta_dir, contract.BUNDLE_INFO_FILE)
+    meta_names = [f"{contract.BUNDLE_META_DIR}/{name}" for name in bundle_lib.META_FILES]
+    storage.claim(bundle_dir, "export", _LEFTOVERS + _SAVED_MODEL, meta_names, marker=_INFO, trust=_ours,
+                  key="the bundle directory (train.model_dir/bundle)")  # fmt: skip
     # The commit marker goes first, so a failed export never looks complete; then a killed export's leftovers.
-    storage.clear_owned(bundle_dir, _LEFTOVERS, marker=f"{contract.BUNDLE_META_DIR}/{contract.BUNDLE_INFO_FILE}")
+    storage.clear_owned(bundle_dir, _LEFTOVERS + _SAVED_MODEL, marker=_INFO)
     graph = BundleGraph(model, tokens, settings, context_tokens, logit_budget)
     build_archive(graph).write_out(bundle_dir, verbose=False)
     storage.makedirs(meta_dir)

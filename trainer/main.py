@@ -24,20 +24,20 @@ import tensorflow as tf
 from nextword import config as config_lib
 from nextword import storage
 from nextword.artifacts import baseline_report, data_dir
-from nextword.artifacts.model_dir import BUNDLE_DIR, CURVES_FILE
+from nextword.artifacts.model_dir import BUNDLE_DIR, CURVES_FILE, HISTORY_FILE, METRICS_FILE
 from nextword.cli import cli_common
-from nextword.config import Config
+from nextword.config import Config, TrainConfig
 from nextword.text import contract
 from trainer import evaluate as evaluate_lib
 from trainer import sizing
-from trainer.checkpoints import checkpoint_dirs
+from trainer.checkpoints import BEST_DIR, CHECKPOINT_DIR, checkpoint_dirs
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
 from trainer.loop import TrainLoop
 from trainer.matmul import FLOAT32, choose_matmul_dtype, cpu_bf16_units
 from trainer.model import build_model, cudnn_eligible, weights_sha256
 from trainer.optim import make_optimizer
-from trainer.run_lock import RunLock, check_resume_settings
+from trainer.run_lock import LOCK_FILE, RunLock, check_resume_settings
 from trainer.strategy import Worker, lost_peers_reported, make_strategy
 
 _LOG = logging.getLogger(__name__)
@@ -132,6 +132,7 @@ class Setup:
 
 
 def set_up(config: Config) -> Setup:
+    refuse_model_in_data(config.train)
     strategy, worker = make_strategy(config.train)  # first: multi-worker collectives start before any op
     spec = load_data_spec(config.train.data_dir)
     config = sizing.resolve(config, spec.targets("train"))
@@ -139,6 +140,36 @@ def set_up(config: Config) -> Setup:
     _LOG.info("large matmuls in %s (%s)", dtype, why)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, matmul_dtype=dtype))
     return Setup(config, strategy, worker, spec)
+
+
+def refuse_model_in_data(cfg: TrainConfig) -> None:
+    """model_dir equal to or inside data_dir would write config.yaml over the data's (and mix two stages' files).
+
+    Compared as folders (os.path.realpath), not spellings: a link to the data directory is caught too.
+    """
+    if storage.within(cfg.model_dir, cfg.data_dir):
+        where = "is" if storage.within(cfg.data_dir, cfg.model_dir) else "is inside"
+        raise ValueError(
+            f"train.model_dir: {cfg.model_dir} {where} train.data_dir {cfg.data_dir}; "
+            "choose a model_dir outside the data directory"
+        )
+
+
+# What training overwrites or deletes in model_dir, besides the bundle (which the export checks itself).
+MODEL_DIR_NAMES = (contract.CONFIG_FILE, METRICS_FILE, HISTORY_FILE, CURVES_FILE, LOCK_FILE, CHECKPOINT_DIR,
+                   BEST_DIR, "logs", "tmp")  # fmt: skip
+
+
+def claim_model_dir(model_dir: str) -> None:
+    """Refuses a model_dir holding files with the trainer's names that nextword did not write (storage.claim);
+    a model_dir trained by a nextword from before the ownership mark is recognized by its metrics.json."""
+    storage.claim(model_dir, "train", names=MODEL_DIR_NAMES, marker=METRICS_FILE, trust=_metrics_ours,
+                  key="train.model_dir")  # fmt: skip
+
+
+def _metrics_ours(content: dict) -> bool:
+    data = content.get("data")
+    return isinstance(data, dict) and isinstance(data.get("fingerprint"), str) and "weights_sha256" in content
 
 
 def exact_evaluator(loop: TrainLoop, setup: Setup) -> evaluate_lib.Evaluator:
@@ -171,6 +202,7 @@ def train(config: Config) -> dict:
     lock = RunLock(setup.config.train.model_dir)
     if setup.worker.is_chief:
         storage.makedirs(setup.config.train.model_dir, "train.model_dir")
+        claim_model_dir(setup.config.train.model_dir)  # before the lock: LOCK.json is one of its names
         lock.acquire()  # one trainer per model_dir
     try:
         return _train_locked(setup, lock)
@@ -257,6 +289,8 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     config = parse("evaluate", argv)
     cfg = config.train
     with restored_best(config, "evaluate") as (loop, setup):
+        if setup.worker.is_chief:
+            claim_model_dir(cfg.model_dir)  # before the work: metrics.json is rewritten at the end
         evaluator = exact_evaluator(loop, setup)
         found = {split: evaluator(split) for split in ("valid", "test")}
         found["weights_sha256"] = weights_sha256(loop.model)

@@ -7,7 +7,7 @@ n-gram baseline and the export (which copies the manifest into the bundle). Tens
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from nextword import storage
@@ -36,6 +36,8 @@ class Manifest(versioned.Versioned):
     counts: dict
     shards: dict[str, list[str]]  # split -> shard files, relative to the data directory, in reading order
     format_version: int = FORMAT_VERSION
+    # The corpus files not read, by why: "binary", "not_regular" (FIFOs, sockets, devices), "dangling_links"
+    skipped: dict[str, list[str]] = field(default_factory=dict)
 
     READS: ClassVar[int] = FORMAT_VERSION
     RERUN: ClassVar[str] = RERUN

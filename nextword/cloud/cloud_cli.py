@@ -84,8 +84,7 @@ def run(argv: list[str]) -> int:
         os.makedirs(args.out, exist_ok=True)
         local_config = os.path.abspath(args.config) if args.config else "CONFIG.yaml"
         for name, text in cloud_specs.render(config, local_config).items():
-            with open(os.path.join(args.out, name), "w") as f:
-                f.write(text)
+            storage.write_text(os.path.join(args.out, name), text)  # a new file renamed: never through a link
             print(os.path.join(args.out, name))
     elif command == "runs":
         _print_runs(config)

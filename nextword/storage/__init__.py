@@ -14,13 +14,15 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import glob
 import io
 import json
 import os
 import re
 import shutil
+import stat
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import BinaryIO, NamedTuple
@@ -50,6 +52,8 @@ def open_read(path: str) -> BinaryIO:
     A missing file, or a Cloud Storage failure when opening or reading, is a
     one-line error naming `path`.
     """
+    if not is_remote(path):
+        refuse_special(path)
     with guard(path, "read"):
         try:
             stream = FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
@@ -58,6 +62,31 @@ def open_read(path: str) -> BinaryIO:
         except PermissionError:  # local; on GCS, guard says which grant is missing
             raise PermissionError(f"{path}: permission denied to read; give the job read access to it") from None
     return _GuardedReader(path, stream) if is_remote(path) else stream
+
+
+def special_kind(path: str) -> str | None:
+    """What a local path is when it is not a regular file ("FIFO", "socket", "device", "directory"), else None.
+
+    A missing path (or a dangling link) is None: opening it then says it is missing.
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "FIFO"
+    if stat.S_ISSOCK(mode):
+        return "socket"
+    return "directory" if stat.S_ISDIR(mode) else "device"
+
+
+def refuse_special(path: str) -> None:
+    """A one-line error for a path that is not a regular file: opening a FIFO would wait for a writer for ever."""
+    kind = special_kind(path)
+    if kind is not None:
+        raise OSError(f"{path}: a {kind}, not a regular file; nextword reads only regular files: name a file")
 
 
 class _GuardedReader:
@@ -130,7 +159,9 @@ def atomic_write(path: str) -> Iterator[BinaryIO]:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex}"  # temp_names() matches it, so a stage's clearing removes a leftover
     try:
-        with open(tmp, "wb") as f:
+        # A new file, never an existing one or a link's target; the rename then replaces the name at `path`
+        # (a symbolic link there is replaced, not followed; a hard link's other names keep the old bytes).
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as f:
             yield f
             f.flush()
             os.fsync(f.fileno())  # the rename must never publish a file whose bytes are not on disk yet
@@ -190,6 +221,25 @@ def match(pattern: str) -> list[tuple[str, int]]:
     return sorted({m.path: m.size_in_bytes for r in results for m in r.metadata_list}.items())
 
 
+class Matched(NamedTuple):
+    """A glob's regular files, and what it matched that cannot be read as one (local only: gs:// has neither)."""
+
+    files: list[tuple[str, int]]  # (path, size), sorted by path
+    not_regular: list[str]  # FIFOs, sockets, devices: opening a FIFO would wait for a writer for ever
+    dangling_links: list[str]  # symbolic links to nothing (Beam's listing drops them without a word)
+
+
+def match_regular(pattern: str) -> Matched:
+    """match(), with the entries that are not regular files set apart; none of them is opened."""
+    matched = match(pattern)
+    if is_remote(pattern):
+        return Matched(matched, [], [])
+    special = [path for path, _ in matched if special_kind(path) is not None]
+    dangling = sorted(p for p in glob.glob(pattern, recursive=True) if os.path.islink(p) and not os.path.exists(p))
+    skipped = set(special)
+    return Matched([m for m in matched if m[0] not in skipped], special, dangling)
+
+
 def makedirs(path: str, key: str = "") -> None:
     """Creates the directory `path` (a no-op on gs://); a file in its place is one line naming `key`."""
     if is_remote(path):
@@ -221,6 +271,14 @@ def crc32c(path: str) -> str:
         while chunk := f.read(1 << 20):
             checksum.update(chunk)
     return base64.b64encode(checksum.digest()).decode("ascii")
+
+
+def crc32c_all(paths: Iterable[str]) -> dict[str, str]:
+    """{path: crc32c(path)}: the files' contents, for telling the same bytes from edited ones (a few
+    Cloud Storage requests at a time; locally each file is read once)."""
+    paths = list(paths)
+    with ThreadPoolExecutor(max_workers=16 if any(is_remote(p) for p in paths) else 1) as pool:
+        return dict(zip(paths, pool.map(crc32c, paths), strict=True))
 
 
 def check_readable(paths: Iterable[str]) -> None:
@@ -275,9 +333,10 @@ def _inside(rel: str) -> bool:
 def _previous_marker(path: str) -> dict:
     """A previous commit marker's content; {} when there is none or it is unreadable (nothing is then listed)."""
     try:
-        return json.loads(read_text(path))
+        found = json.loads(read_text(path))
     except (OSError, ValueError):
         return {}
+    return found if isinstance(found, dict) else {}
 
 
 def _local_no_link(output_dir: str, rel: str) -> str | None:
@@ -329,7 +388,30 @@ def _plan_remote(output_dir: str, owned: Iterable[Owned], listed: list[str]) -> 
 
 
 def _normal(path: str) -> str:
-    return path if is_remote(path) else os.path.abspath(path)
+    """The file a path names, whatever its spelling: links resolved (two spellings of one file compare equal)."""
+    return path.rstrip("/") if is_remote(path) else os.path.realpath(path)
+
+
+def within(path: str, folder: str) -> bool:
+    """Whether `path` is `folder` or inside it, as files (os.path.realpath), not as spellings."""
+    path, folder = _normal(path), _normal(folder)
+    return path == folder or path.startswith(folder.rstrip("/" if is_remote(folder) else os.sep) + "/")
+
+
+def _listed(output_dir: str, marker: str | None, listed_key: str | None, trust: Callable[[dict], bool]) -> list[str]:
+    """The marker itself and, when nextword wrote it, the files it lists (a foreign list names nothing)."""
+    listed = [marker] if marker else []
+    if marker and listed_key:
+        previous = _previous_marker(join(output_dir, marker))
+        if previous and trust(previous):
+            listed += [rel for rel in _marker_files(previous, listed_key) if _inside(rel)]
+    return listed
+
+
+def _planned(output_dir: str, owned: list[Owned], listed: list[str]) -> list[str]:
+    if is_remote(output_dir):
+        return _plan_remote(output_dir, owned, listed)
+    return _plan_local(output_dir, owned, listed) if os.path.isdir(output_dir) else []
 
 
 def clear_owned(
@@ -338,6 +420,7 @@ def clear_owned(
     *,
     marker: str | None = None,
     listed_key: str | None = None,
+    trust: Callable[[dict], bool] = lambda _: False,
     keep: Iterable[str] = (),
     spare: Iterable[str] = (),
 ) -> None:
@@ -345,7 +428,8 @@ def clear_owned(
 
     Deleted: the commit marker `marker` (first: a rerun that fails never looks
     complete), the files that marker lists under `listed_key` (relative paths
-    inside `output_dir`), and every entry matching `owned`. Everything is
+    inside `output_dir`) when `trust` says nextword wrote the marker (its type,
+    format_version and fingerprint), and every entry matching `owned`. Everything is
     planned before anything goes: a symbolic link on the way (a folder or
     file inside `output_dir`; `output_dir` itself may be a link) is refused
     with one line naming it, and so is a path in `keep` (the job's inputs)
@@ -353,23 +437,14 @@ def clear_owned(
     committed part of a job being resumed. Links are never followed, locally or on gs://.
     """
     owned = list(owned)
-    listed = [marker] if marker else []
-    if marker and listed_key:
-        previous = _previous_marker(join(output_dir, marker))
-        listed += [rel for rel in _marker_files(previous, listed_key) if _inside(rel)]
-    if is_remote(output_dir):
-        planned = _plan_remote(output_dir, owned, listed)
-    elif os.path.isdir(output_dir):
-        planned = _plan_local(output_dir, owned, listed)
-    else:
-        planned = []
+    planned = _planned(output_dir, owned, _listed(output_dir, marker, listed_key, trust))
     spared = {_normal(join(output_dir, rel)) for rel in spare}
     planned = [path for path in dict.fromkeys(planned) if _normal(path) not in spared]  # listed and matched overlap
-    kept = {_normal(path) for path in keep}
+    kept = {_normal(path): path for path in keep}  # as files: an input named through a link is still caught
     for path in planned:
         normal = _normal(path)
         folder = not is_remote(path) and os.path.isdir(path)  # a leftover folder: none of the inputs inside it
-        hit = normal if normal in kept else next((k for k in kept if folder and k.startswith(normal + os.sep)), None)
+        hit = kept.get(normal) or next((k for n, k in kept.items() if folder and n.startswith(normal + os.sep)), None)
         if hit is not None:
             raise ValueError(
                 f"{hit}: an input of this job is also output it replaces in {output_dir}; "
@@ -383,6 +458,64 @@ def clear_owned(
             if entry.temporary and entry.folder:
                 with contextlib.suppress(OSError):  # not empty (a file the stage did not write) or gone
                     os.rmdir(os.path.join(output_dir, entry.folder))
+
+
+# --- which output folders are nextword's ---------------------------------------
+# A stage's mark in each output folder it writes, written before anything else there and never cleared:
+# files with the stage's names in a folder without it were not written by nextword (a user's, another tool's).
+OWNER_FILE = ".nextword-output.json"
+OWNER_TYPE = "nextword.output"
+OWNER_FORMAT_VERSION = 1
+
+
+def _owner_mark(stage: str) -> dict:
+    return {"type": OWNER_TYPE, "format_version": OWNER_FORMAT_VERSION, "stage": stage}
+
+
+def claim(
+    output_dir: str,
+    stage: str,
+    owned: Iterable[Owned] = (),
+    names: Iterable[str] = (),
+    *,
+    marker: str | None = None,
+    listed_key: str | None = None,
+    trust: Callable[[dict], bool] = lambda _: False,
+    key: str = "output_dir",
+) -> None:
+    """Makes sure that all a `stage` run would delete or overwrite in `output_dir` is nextword's, then marks it.
+
+    A folder already marked by `stage` is the stage's. An unmarked one may hold
+    nothing the run deletes (`owned` entries, the `marker` and the files it lists)
+    or overwrites (`names`, relative paths), unless its `marker` is one nextword
+    wrote (`trust`: the output of a nextword from before these marks, adopted).
+    Otherwise one line names the first such file; a folder marked by another
+    stage is refused too (two stages in one folder would overwrite each other).
+    """
+    path = join(output_dir, OWNER_FILE)
+    if exists(path):
+        found = _previous_marker(path)
+        if found == _owner_mark(stage):
+            return
+        other = found.get("stage") if found.get("type") == OWNER_TYPE else None
+        if other:
+            raise ValueError(f"{key}: {output_dir} holds the output of nextword {other}; choose another {key}")
+        raise ValueError(f"{path}: not written by nextword: choose an empty {key} or remove it")
+    foreign = _present(output_dir, list(owned), _listed(output_dir, marker, listed_key, trust), names)
+    if foreign and not (marker and trust(_previous_marker(join(output_dir, marker)))):
+        raise ValueError(f"{foreign[0]}: not written by nextword: choose an empty {key} or remove it")
+    write_marker(path, _owner_mark(stage))
+
+
+def _present(output_dir: str, owned: list[Owned], listed: list[str], names: Iterable[str]) -> list[str]:
+    """What exists in output_dir among the entries a run deletes (owned, listed) or overwrites (names)."""
+    found = _planned(output_dir, owned, [*listed, *names])
+    if is_remote(output_dir):  # a name may be a folder: on gs://, the objects under it
+        root = output_dir.rstrip("/")
+        found += [p for name in names for p, _ in match(f"{root}/{name}/**")][:1]
+    else:
+        found += [p for name in names if os.path.isdir(p := os.path.join(output_dir, name))]
+    return found
 
 
 def _delete_all(paths: list[str]) -> None:
