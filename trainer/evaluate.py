@@ -9,7 +9,6 @@ import functools
 import io
 import json
 import math
-from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -44,24 +43,19 @@ class Evaluator:
         self.inputs = inputs
         self._step = tf.function(self._distributed_step)
 
-    def _distributed_step(self, iterator, states, stop_vote):
+    def _distributed_step(self, iterator, states):
         ids, weights = next(iterator)
-        step = functools.partial(replica_eval_step, self.model)
-        sums, states = self.strategy.run(step, args=(ids, weights, states, stop_vote))
+        sums, states = self.strategy.run(functools.partial(replica_eval_step, self.model), args=(ids, weights, states))
         return self.strategy.experimental_local_results(sums)[0], states
 
-    def __call__(self, split: str, stop_requested: Callable[[], bool] = lambda: False) -> dict | None:
-        """The split's metrics; None if a worker asked to stop (`stop_requested`, polled at every step)."""
+    def __call__(self, split: str) -> dict:
         dataset, steps = self.inputs.evaluation(split)
         iterator = iter(dataset)
         states = self.inputs.initial_states(self.model)
         total = np.zeros(len(EVAL_FIGURES))
         for _ in range(steps):
-            sums, states = self._step(iterator, states, tf.constant([float(stop_requested())], tf.float64))
-            sums = sums.numpy()
-            if sums[len(EVAL_FIGURES)]:  # all-reduced: every worker stops after the same step
-                return None
-            total += sums[: len(EVAL_FIGURES)]
+            sums, states = self._step(iterator, states)
+            total += sums.numpy()
         metrics = summarize(total)
         spec = self.inputs.spec
         expected = spec.targets(split)
