@@ -64,37 +64,12 @@ def victim(tmp_path) -> Path:
 
 def nextword_summary(output_shards: list[str]) -> dict:
     """A summary.json as nextword writes it (only such a summary's list is deleted), listing `output_shards`."""
-    numbers = {
-        name: 0
-        for name in (
-            "files",
-            "bytes",
-            "input_lines",
-            "output_records",
-            "scored_tokens",
-            "unknown_scored_tokens",
-            "seconds",
-            "ranges",
-            "resumed_ranges",
-            "resumed_lines",
-        )
-    }
-    return Summary(
-        input_glob="in/*",
-        bundle_dir="bundle",
-        fingerprint="0" * 16,
-        model_fingerprint="1" * 16,
-        mode="next",
-        context="line",
-        complete=True,
-        rejects_by_reason={},
-        flags={},
-        perplexity=None,
-        known_perplexity=None,
-        lines_per_second=None,
-        output_shards=output_shards,
-        **numbers,
-    ).to_dict()
+    figures = ("files", "bytes", "input_lines", "output_records", "scored_tokens", "unknown_scored_tokens",
+               "seconds", "ranges", "resumed_ranges", "resumed_lines")  # fmt: skip
+    return Summary(input_glob="in/*", bundle_dir="bundle", fingerprint="0" * 16, model_fingerprint="1" * 16,
+                   mode="next", context="line", complete=True, rejects_by_reason={}, flags={}, perplexity=None,
+                   known_perplexity=None, lines_per_second=None, output_shards=output_shards,
+                   **dict.fromkeys(figures, 0)).to_dict()  # fmt: skip
 
 
 def error_lines(capsys) -> list[str]:
