@@ -22,7 +22,7 @@ from nextword.config import ModelConfig
 from tests.support import trainer as trainer_support
 from tests.support.trainer import GENERATOR, latest_checkpoint_step, train_args
 from trainer import steps
-from trainer.main import run
+from trainer.main import claim_model_dir, run
 from trainer.model import build_model
 
 
@@ -276,6 +276,7 @@ def test_one_trainer_per_model_dir_a_dead_holder_is_taken_over_and_resume_keeps_
 
     model_dir = tmp_path / "model"
     model_dir.mkdir()
+    claim_model_dir(str(model_dir))  # the folder of an earlier run: nextword's, so its lock is read, not refused
     lock = model_dir / LOCK_FILE
     # Held by a live process on this host (ours, under another nonce): refused with one line.
     lock.write_text(json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "nonce": "x",
@@ -304,7 +305,9 @@ def test_an_orphaned_checkpoint_link_is_removed_without_touching_its_target(synt
     (victim / "precious.txt").write_text("keep me")
     (victim / "sub" / "more.txt").write_text("me too")
     checkpoints = tmp_path / "model" / "checkpoints"
-    checkpoints.mkdir(parents=True)
+    checkpoints.parent.mkdir()
+    claim_model_dir(str(checkpoints.parent))  # an earlier run's model_dir, whose checkpoint write was cut short
+    checkpoints.mkdir()
     (checkpoints / "ckpt-5_temp").symlink_to(victim, target_is_directory=True)
     run(train_args(synthetic, tmp_path / "model", "train.max_steps=1"))
     assert not (checkpoints / "ckpt-5_temp").exists() and not (checkpoints / "ckpt-5_temp").is_symlink()
