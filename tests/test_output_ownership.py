@@ -158,6 +158,28 @@ def test_a_foreign_marker_lists_nothing_to_delete(tmp_path):
     assert (out / "precious.txt").read_text() == "a user's file\n"
 
 
+@pytest.mark.unit
+def test_an_earlier_nextword_output_is_adopted_and_a_forged_mark_is_refused(tmp_path):
+    def trust(marker: dict) -> bool:
+        return marker.get("format_version") == 1
+
+    old = tmp_path / "old"  # output of a nextword from before the mark: its marker is one nextword wrote
+    old.mkdir()
+    (old / "marker.json").write_text(json.dumps({"format_version": 1}))
+    (old / "vocab.txt").write_text("the\n")
+    storage.claim(str(old), "stage", names=["vocab.txt"], marker="marker.json", trust=trust)
+    assert json.loads((old / storage.OWNER_FILE).read_text())["stage"] == "stage"
+    storage.claim(str(old), "stage", names=["vocab.txt"], marker="marker.json", trust=trust)  # marked: at once
+
+    forged = tmp_path / "forged"
+    forged.mkdir()
+    (forged / storage.OWNER_FILE).write_text('{"stage": "stage"}')  # not nextword's type and format_version
+    with pytest.raises(ValueError, match=f"^{forged / storage.OWNER_FILE}: {NOT_OURS} output_dir or remove it$"):
+        storage.claim(str(forged), "stage")
+    with pytest.raises(ValueError, match="holds the output of nextword stage; choose another output_dir$"):
+        storage.claim(str(old), "another")
+
+
 @pytest.mark.beam
 def test_files_nextword_did_not_write_stop_the_run_in_one_line(write_files, tiny_bundle, tmp_path, capsys):
     corpus = write_files({"c/a.txt": "the cat sat on the mat\n" * 40})

@@ -1,7 +1,9 @@
 """The preprocessing pipeline on the real local Beam runner: transforms, end to end, bad input."""
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
 from collections import Counter
@@ -107,8 +109,12 @@ def test_bad_inputs_complete_and_are_counted(write_files, tmp_path):
         "c/late_nul.txt": "ole " * 2500 + "x\x00y\n",  # a NUL past the first 8000 bytes: read as text
     })  # fmt: skip
     os.mkfifo(root / "c" / "fifo.txt")  # opened, it would wait for a writer for ever
+    (root / "c" / "device.txt").symlink_to("/dev/zero")  # opened, it would never end
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "c" / "socket.txt"))
     (root / "c" / "dangling.txt").symlink_to(root / "gone.txt")
-    manifest = _run(root, tmp_path / "out", "preprocess.read_chunk_bytes=65536")
+    with contextlib.closing(sock):
+        manifest = _run(root, tmp_path / "out", "preprocess.read_chunk_bytes=65536")
     counts = manifest["counts"]
     assert counts["files"] == 8 and counts["ignored_files"] == 1
     assert counts["empty_files"] == 2  # empty.txt and blank.txt
@@ -117,10 +123,11 @@ def test_bad_inputs_complete_and_are_counted(write_files, tmp_path):
     assert counts["bytes"] > 20_000_000 and counts["lines"] >= 1 + 2 + 1 + 2 + 1 + 1
     assert sum(counts["tokens"].values()) >= 1900 + 4 + 5 + 1 + 3
     # Binary (a NUL in the head), special and dangling entries are skipped, counted and named, never read.
-    assert counts["binary_files"] == counts["not_regular_files"] == counts["dangling_links"] == 1
-    assert counts["nul_files"] == 1
+    assert counts["binary_files"] == counts["dangling_links"] == counts["nul_files"] == 1
+    assert counts["not_regular_files"] == 3
     assert manifest["skipped"] == {"binary": [str(root / "c" / "binary.txt")],
-                                   "not_regular": [str(root / "c" / "fifo.txt")],
+                                   "not_regular": [str(root / "c" / name) for name in
+                                                   ("device.txt", "fifo.txt", "socket.txt")],
                                    "dangling_links": [str(root / "c" / "dangling.txt")]}  # fmt: skip
     vocab = (tmp_path / "out" / "vocab.txt").read_text().split()
     assert "ole" in vocab and not any(word.startswith("-") or word != word.lower() for word in vocab)
