@@ -71,6 +71,11 @@ def write_arpa(model: NgramModel, vocab: list[str], out: TextIO) -> None:
         out.write(line + "\n")
 
 
+def spelled_codes(vocab: list[str]) -> np.ndarray:
+    """Each code's ARPA word (code 0: `<s>`, code i + 1: id i), an object array of strings."""
+    return np.array([ARPA_BOS, *arpa_words(vocab)], dtype=object)
+
+
 def write_from_shards(model: dict, sizes: list[int], vocab: list[str], shards: Callable[[int], list[str]],
                       out: BinaryIO) -> None:  # fmt: skip
     """The ARPA file of the distributed estimation, streamed: the global unigrams, then each order's shards.
@@ -78,14 +83,14 @@ def write_from_shards(model: dict, sizes: list[int], vocab: list[str], shards: C
     `sizes`: n-grams kept per order 2..order; `shards(n)`: order n's shard
     files (each one bucket's lines, sorted by the bucket's keys).
     """
-    spelled = np.array([ARPA_BOS, *arpa_words(vocab)], dtype=object)
+    spelled = spelled_codes(vocab)
     order = len(sizes) + 1
     head = ["\\data\\", f"ngram 1={len(vocab) + 2}"] + [f"ngram {n}={size}" for n, size in enumerate(sizes, start=2)]
     out.write(("\n".join(head) + "\n\n\\1-grams:\n").encode("utf-8"))
     bos = f"-99\t{ARPA_BOS}\t{_log10(model['bigram_gamma'][0])}" if order > 1 else f"-99\t{ARPA_BOS}"
     out.write(f"{bos}\n-99\t{ARPA_EOS}\n".encode())
     backoffs = model["bigram_gamma"][1:] if order > 1 else None
-    unigrams = tables.arpa_lines(spelled[1:], model["unigram_p"][1:], backoffs)
+    unigrams = tables.arpa_lines(spelled[1:], np.full(len(vocab), "", dtype=object), model["unigram_p"][1:], backoffs)
     out.write(unigrams.encode("utf-8"))
     for n in range(2, order + 1):
         out.write(f"\n\\{n}-grams:\n".encode())

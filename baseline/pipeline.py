@@ -267,7 +267,7 @@ class InterpolateFn(beam.DoFn):
 
     def __init__(self, order: int, radix: int, buckets: int, vocab: list[str], work: str):
         self._order, self._radix, self._buckets, self._work = order, radix, buckets, work
-        self._spelled = np.array([arpa.ARPA_BOS, *arpa.arpa_words(vocab)], dtype=object)
+        self._spelled = arpa.spelled_codes(vocab)
 
     def process(self, element: tuple[int, list[str]], model: dict):
         s, paths = element
@@ -290,16 +290,15 @@ class InterpolateFn(beam.DoFn):
         backoffs = [None, None] + [bucket_backoffs[f"backoff{n}"] for n in range(2, order)] + [None]
         del words
         shard = {}
-        sizes = []
-        for n, grams in enumerate(tables.spelled_orders(keys, order, radix, self._spelled), start=2):
+        for n in range(2, order + 1):
             shard[f"keys{n}"], shard[f"probs{n}"], shard[f"keep{n}"] = keys[n], probs[n], keep[n]
             if n < order:
                 shard[f"backoff{n}"] = backoffs[n]
-            rows = np.flatnonzero(keep[n])
-            sizes.append(len(rows))
-            lines = tables.arpa_lines(grams[rows], probs[n][rows], None if n == order else backoffs[n][rows])
+        lines = tables.arpa_orders(keys, probs, keep, backoffs, order, radix, self._spelled)
+        for n, text in enumerate(lines, start=2):
             with _open_write(_arpa_path(self._work, n, s)) as out:
-                out.write(lines.encode("utf-8"))
+                out.write(text.encode("utf-8"))
+        sizes = [int(np.count_nonzero(keep[n])) for n in range(2, order + 1)]
         yield beam.pvalue.TaggedOutput("sizes", sizes)
         yield s, _save(_model_path(self._work, s), **shard)
 

@@ -372,25 +372,39 @@ def log_probs(model: dict, contexts: np.ndarray, lengths: np.ndarray, tokens: np
     return result
 
 
-def spelled_orders(keys: list, order: int, radix: int, spelled: np.ndarray) -> Iterator[np.ndarray]:
-    """The text of every row ('w1 w2 ... wn'), order 2..order in turn: the first word before its suffix's text.
+def arpa_orders(keys: list, probs: list, keep: list, backoffs: list, order: int, radix: int,
+                spelled: np.ndarray) -> Iterator[str]:  # fmt: skip
+    """One bucket's ARPA lines per order 2..order, formatted as arpa.write_arpa formats them.
 
-    spelled: each code's word, an object array (numpy adds object arrays' strings element by element).
+    A row's words are its first word before its suffix's text (spelled: each code's word, an object
+    array); the top order's text is never kept whole, only joined into its lines.
     """
+    spaced = spelled + " "
     text = spelled
     for n in range(2, order + 1):
-        text = spelled[keys[n] % radix] + (" " + text)[keys[n] // radix]
-        yield text
+        rows = np.flatnonzero(keep[n])
+        first, suffix = keys[n] % radix, keys[n] // radix
+        yield arpa_lines(
+            spaced[first[rows]], text[suffix[rows]], probs[n][rows], None if n == order else backoffs[n][rows]
+        )
+        if n < order:
+            text = spaced[first] + text[suffix]
 
 
-def arpa_lines(grams: np.ndarray, probs: np.ndarray, backoffs: np.ndarray | None) -> str:
-    """The ARPA lines of one order's rows (grams: their text; backoffs None: the top order).
+def arpa_lines(heads: np.ndarray, tails: np.ndarray, probs: np.ndarray, backoffs: np.ndarray | None) -> str:
+    """ARPA lines 'log10 p<TAB>head tail[<TAB>log10 backoff]' (backoffs None: the top order; NaN: no context).
 
-    Formatted as arpa.write_arpa formats them (math.log10, not numpy's, whose last bit differs at times).
+    Numbers formatted by Python (math.log10, not numpy's, whose last bit differs at times); the
+    lines joined from their pieces at once.
     """
+    rows = len(probs)
     form = "{:.7g}".format
-    p_text = map(form, map(math.log10, probs.tolist()))
+    pieces: list = [None] * (4 * rows)
+    pieces[0::4] = map("{:.7g}\t".format, map(math.log10, probs.tolist()))
+    pieces[1::4] = heads.tolist()
+    pieces[2::4] = tails.tolist()
     if backoffs is None:
-        return "".join(map("{}\t{}\n".format, p_text, grams.tolist()))
-    b_text = ["\t" + form(math.log10(b)) if b == b else "" for b in backoffs.tolist()]  # NaN: no context
-    return "".join(map("{}\t{}{}\n".format, p_text, grams.tolist(), b_text))
+        pieces[3::4] = ["\n"] * rows
+    else:
+        pieces[3::4] = ["\t" + form(math.log10(b)) + "\n" if b == b else "\n" for b in backoffs.tolist()]
+    return "".join(pieces)
