@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import json
 import math
 import os
@@ -41,6 +42,8 @@ import time
 from pathlib import Path
 
 from peer_protocol import REPLY, serve
+
+from nextword.cli.cli_common import describe_exit
 
 REPO = Path(__file__).resolve().parent.parent
 PTB_TRAIN = REPO.parent / "shared" / "data" / "ptb" / "ptb.train.txt"
@@ -68,7 +71,7 @@ def write_ids() -> None:
 class OursWorker:
     """Our trainer's steps on the stream, in bursts; the same initial weights in every process."""
 
-    def __init__(self, units: int, layers: int, jit: bool, rolled: bool, matmul_dtype: str):
+    def __init__(self, units: int, layers: int, rolled: bool, matmul_dtype: str):
         import keras
         import numpy as np
         import tensorflow as tf
@@ -95,12 +98,12 @@ class OursWorker:
         votes = tf.zeros([2], tf.float32)
         weights = tf.ones([BATCH], tf.float32)
 
-        @tf.function(jit_compile=jit)
+        @tf.function
         def train_step(window, states):
             args = (model, optimizer, window, states, votes, BATCH, 0.25)
             return strategy.run(steps_lib.replica_train_step, args=args)
 
-        @tf.function(jit_compile=jit)
+        @tf.function
         def eval_step(window, states):
             return strategy.run(steps_lib.replica_eval_step, args=(model, window, weights, states))
 
@@ -147,24 +150,37 @@ class Worker:
         self.process = subprocess.Popen(
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.errors, text=True, env=env
         )
-        self._reply()
+        self._reply("its start (building the model)")
 
-    def _reply(self) -> dict:
+    def _reply(self, doing: str) -> dict:
         for line in self.process.stdout:
             if line.startswith(REPLY):
                 return json.loads(line[len(REPLY) :])
         self.errors.seek(0)
-        raise SystemExit(f"{self.side} worker failed:\n{self.errors.read()[-3000:]}")
+        ended = describe_exit(self.process.wait())
+        raise WorkerDied(f"the {self.side} worker {ended} during {doing}", self.errors.read()[-3000:])
 
-    def call(self, do: str, *args) -> dict:
-        self.process.stdin.write(json.dumps({"do": do, "args": args}) + "\n")
-        self.process.stdin.flush()
-        return self._reply()
+    def call(self, do: str, *args, doing: str = "") -> dict:
+        try:
+            self.process.stdin.write(json.dumps({"do": do, "args": args}) + "\n")
+            self.process.stdin.flush()
+        except BrokenPipeError:
+            pass  # it is gone: _reply says how it ended
+        return self._reply(doing or do)
 
     def close(self) -> None:
-        self.process.stdin.close()
+        with contextlib.suppress(BrokenPipeError):
+            self.process.stdin.close()
         self.process.wait()
         self.errors.close()
+
+
+class WorkerDied(Exception):
+    """A side's worker process ended before it answered: what it was doing, how it ended, its stderr's tail."""
+
+    def __init__(self, message: str, stderr_tail: str):
+        super().__init__(message)
+        self.stderr_tail = stderr_tail
 
 
 def worker_command(side: str, units: int, layers: int) -> list[str]:
@@ -176,16 +192,18 @@ def worker_command(side: str, units: int, layers: int) -> list[str]:
 
 def session(units: int, layers: int, steps: dict, bursts: int) -> dict:
     """One set of workers: per side, each burst's tokens/s of each kind, its perplexity and matmul GFLOP/s."""
-    workers = {side: Worker(side, worker_command(side, units, layers)) for side in SIDES}
     out = {side: {"train_tokens_per_s": [], "eval_tokens_per_s": [], "loss_sum": 0.0, "tokens": 0.0} for side in SIDES}
+    workers: dict[str, Worker] = {}
     try:
+        for side in SIDES:
+            workers[side] = Worker(side, worker_command(side, units, layers))
         for kind, figure in KINDS.items():
             for worker in workers.values():
-                worker.call(kind, WARMUP_STEPS)
+                worker.call(kind, WARMUP_STEPS, doing=f"{kind} warm-up")
             for burst in range(bursts):
                 for side in SIDES if burst % 2 == 0 else SIDES[::-1]:
                     time.sleep(PAUSE_S)
-                    reply = workers[side].call(kind, steps[kind])
+                    reply = workers[side].call(kind, steps[kind], doing=f"{kind} burst {burst + 1}")
                     out[side][figure].append(steps[kind] * BATCH * BPTT / reply["seconds"])
                     out[side]["loss_sum"] += reply.get("loss_sum", 0.0)
                     out[side]["tokens"] += reply.get("tokens", 0.0)
@@ -193,6 +211,14 @@ def session(units: int, layers: int, steps: dict, bursts: int) -> dict:
                 print(f"{kind} burst {burst + 1}: {figures} tokens/s", flush=True)
         for side, worker in workers.items():
             out[side]["matmul_gflops"] = worker.call("matmul")["gflops"]
+    except WorkerDied as died:
+        # The bursts every side completed are kept; the session ends here and the bench goes on.
+        print(f"{died}; this session keeps its complete bursts\n{died.stderr_tail}", file=sys.stderr, flush=True)
+        for figure in KINDS.values():
+            complete = min(len(out[side][figure]) for side in SIDES)
+            for side in SIDES:
+                del out[side][figure][complete:]
+        out["ended"] = str(died)
     finally:
         for worker in workers.values():
             worker.close()
@@ -249,7 +275,6 @@ def main() -> None:
     p.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--units", type=int, default=200, help=argparse.SUPPRESS)
     p.add_argument("--layers", type=int, default=2, help=argparse.SUPPRESS)
-    p.add_argument("--jit", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--rolled", action="store_true", help=argparse.SUPPRESS)  # the LSTMs' loop not unrolled
     p.add_argument("--bf16", action="store_true", help=argparse.SUPPRESS)  # matmul_dtype bfloat16
     p.add_argument("--inter-op-threads", type=int, default=0, help=argparse.SUPPRESS)  # 0: TF's default
@@ -260,7 +285,7 @@ def main() -> None:
 
             tf.config.threading.set_inter_op_parallelism_threads(args.inter_op_threads)
         dtype = "bfloat16" if args.bf16 else "float32"
-        serve(OursWorker(args.units, args.layers, args.jit, args.rolled, dtype))
+        serve(OursWorker(args.units, args.layers, args.rolled, dtype))
         return
     if not TORCH_PYTHON.exists():
         raise SystemExit(f"{TORCH_PYTHON} not found: create it as this file's docstring says")
@@ -270,17 +295,24 @@ def main() -> None:
     sessions, bursts = (1, 3) if args.quick else (args.sessions, args.bursts)
     report: dict = {"threads": 2, "batch": BATCH, "bptt": BPTT, "vocab": 10000, "sessions": sessions}
     report |= {"bursts_per_session": bursts, "shapes": {}, "per_burst": {}}
+    out = REPO / "bench" / "results" / ("peer_bench_quick.json" if args.quick else "peer_bench.json")
     for name, (units, layers, train_steps, eval_steps) in shapes.items():
         steps = {"train": train_steps, "evaluate": eval_steps}
-        runs = []
+        runs = report["per_burst"][name] = []
         for number in range(sessions):
             print(f"{name} session {number + 1}", flush=True)
             runs.append(session(units, layers, steps, bursts))
-        report["shapes"][name] = shape_entry(runs, units, layers, steps)
-        report["per_burst"][name] = runs
-    out = REPO / "bench" / "results" / ("peer_bench_quick.json" if args.quick else "peer_bench.json")
-    out.write_text(json.dumps(report, indent=2) + "\n")
+            complete = [run for run in runs if "ended" not in run]  # a died session's bursts stay in per_burst
+            if complete:
+                report["shapes"][name] = shape_entry(complete, units, layers, steps)
+            write_report(out, report)  # after every session: a bench stopped later keeps what it finished
     print(json.dumps(report["shapes"], indent=2))
+
+
+def write_report(path: Path, report: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(report, indent=2) + "\n")
+    tmp.replace(path)
 
 
 if __name__ == "__main__":

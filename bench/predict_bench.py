@@ -41,6 +41,8 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from nextword.cli.cli_common import describe_exit  # noqa: E402  (the repo on the path first)
+
 PTB = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "ptb")
 
 
@@ -208,7 +210,7 @@ def run_child(kind: str, **kwargs) -> dict:
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"{kind} child failed:\n{done.stderr[-3000:]}")
+        raise RuntimeError(f"the {kind} child {describe_exit(done.returncode)}:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 

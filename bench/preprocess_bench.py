@@ -21,6 +21,8 @@ import sys
 import time
 from collections import Counter
 
+from nextword.cli.cli_common import describe_exit
+
 SETTINGS = [
     "preprocess.text.normalization=whitespace",
     "preprocess.text.eos=true",
@@ -134,7 +136,7 @@ def main() -> None:
                 [sys.executable, __file__, "--child", variant, glob, out], capture_output=True, text=True, check=False
             )
             if proc.returncode:
-                sys.exit(f"{variant} at {size}x failed:\n{proc.stderr[-3000:]}")
+                sys.exit(f"the {variant} child at {size}x {describe_exit(proc.returncode)}:\n{proc.stderr[-3000:]}")
             row = {"size": size, "variant": variant, **json.loads(proc.stdout.strip().splitlines()[-1])}
             results.append(row)
             print(

@@ -74,7 +74,11 @@ def reference_tokens_per_second(config: config_lib.Config, spec: data.DataSpec, 
     model = build_model(spec.vocab_size, cfg.model)
     optimizer = make_optimizer(cfg.optimizer, steps_per_epoch=warmup + steps)
     optimizer.global_clipnorm = cfg.optimizer.clip_global_norm or None
-    model.compile(optimizer=optimizer, loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,  # no XLA anywhere on CPU (bench/xla_stress.py)
+    )
     split = warmup * batch
     model.fit(inputs[:split], targets[:split], batch_size=batch, epochs=1, verbose=0)
     start = time.perf_counter()

@@ -189,3 +189,30 @@ def test_preprocess_and_train_show_only_our_lines_and_verbose_brings_the_rest_ba
     assert verbose.returncode == 0, verbose.stderr
     assert "Converting string literal type hint" in verbose.stderr
     assert "Creating state cache" in verbose.stderr
+
+
+@pytest.mark.e2e
+def test_a_native_crash_in_a_command_prints_where_it_happened(tmp_path):
+    # A stage's step that dies by a signal inside native code (as XLA's compiler once did at the first
+    # validation) cannot print an error line; the console's faulthandler names the Python frames instead.
+    script = (
+        "import ctypes\n"
+        "from nextword.cli import console\n"
+        "console.start([])\n"
+        "def validate_epoch():\n"
+        "    ctypes.string_at(0)\n"
+        "validate_epoch()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=_env(), cwd=tmp_path)
+    assert done.returncode == -11
+    assert "Fatal Python error: Segmentation fault" in done.stderr
+    assert "in validate_epoch" in done.stderr
+
+
+@pytest.mark.unit
+@pytest.mark.parametrize(
+    ("returncode", "said"),
+    [(-11, "died with SIGSEGV (signal 11)"), (-9, "died with SIGKILL (signal 9)"), (1, "exited with status 1")],
+)
+def test_a_child_process_end_is_described_by_its_signal(returncode, said):
+    assert cli_common.describe_exit(returncode) == said

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +86,25 @@ def test_kill_during_final_evaluation_reruns_only_the_evaluation(synthetic, refe
     assert [h["epoch"] for h in json.loads((model_dir / "history.json").read_text())] == [1.0, 2.0]
 
 
+def test_kill_during_the_first_validation_resumes_at_the_epoch_boundary(synthetic, reference, tmp_path, caplog):
+    model_dir = tmp_path / "model"
+    # The first Evaluator call is epoch 1's validation: its steps (1-40) are checkpointed before it runs.
+    killed_run(synthetic, model_dir, tmp_path / "killed.log", "trainer.evaluate:Evaluator.__call__@1")
+    assert latest_checkpoint_step(model_dir) == 40
+    assert not (model_dir / "history.json").exists()
+    caplog.set_level("INFO", logger="trainer.loop")
+    assert_rerun_matches(synthetic, model_dir, reference, resumed_from=40)
+    assert any("stopped during validation" in r.getMessage() for r in caplog.records)
+
+    def history(folder):  # every figure of each epoch but its wall-clock seconds
+        return [
+            {k: v for k, v in h.items() if k != "seconds"} for h in json.loads((folder / "history.json").read_text())
+        ]
+
+    reference_dir = Path(reference["bundle_dir"]).parent
+    assert history(model_dir) == history(reference_dir)  # epoch 1's training loss came through the checkpoint
+
+
 def test_kill_during_export_leaves_a_bundle_nobody_loads_until_the_rerun(synthetic, reference, tmp_path):
     model_dir = tmp_path / "model"
     killed_run(synthetic, model_dir, tmp_path / "killed.log", f"{EXPORT_WRITE}@1:after")
@@ -109,3 +129,25 @@ def test_a_diverging_run_stops_with_one_line_and_writes_no_nan(synthetic, tmp_pa
     for path in model_dir.rglob("*.json"):
         text = path.read_text()
         assert "NaN" not in text and "Infinity" not in text, path
+
+
+def test_a_damaged_checkpoint_state_file_resumes_from_the_newest_readable_checkpoint(
+    synthetic, reference, tmp_path, caplog
+):
+    model_dir = tmp_path / "model"
+    run(train_args(synthetic, model_dir, *ARGS, "train.max_steps=30"))
+    (model_dir / "checkpoints" / "checkpoint").write_text("model_checkpoint_path: \x00\x01 not a proto {{{\n")
+    assert_rerun_matches(synthetic, model_dir, reference, resumed_from=30)  # not step 0
+    assert any("state file is missing or damaged" in r.getMessage() for r in caplog.records)
+
+
+def test_a_damaged_best_checkpoint_is_one_line_in_evaluate(synthetic, reference, tmp_path, capsys):
+    from nextword import cli
+
+    model_dir = tmp_path / "model"
+    run(train_args(synthetic, model_dir, *ARGS, "train.max_steps=50"))
+    (data,) = (model_dir / "best").glob("ckpt-*.data-*")
+    data.write_bytes(data.read_bytes()[: data.stat().st_size // 2])
+    assert cli.main(["evaluate", *train_args(synthetic, model_dir, *ARGS)]) == 1
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and "the best epoch's weights cannot be read" in errors[0], errors

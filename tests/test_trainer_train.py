@@ -116,6 +116,33 @@ def test_sigterm_or_ctrl_c_writes_a_checkpoint_and_exits_128_plus_signal(synthet
     assert not (model_dir / "metrics.json").exists()  # stopped, not finished
 
 
+def test_sigterm_during_validation_stops_at_once_and_the_rerun_resumes_before_it(synthetic, tmp_path):
+    model_dir = tmp_path / "model"
+    settings = ["train.epochs=2", "train.steps_per_epoch=20", "train.checkpoint_every_steps=7"]
+    args = train_args(synthetic, model_dir, *settings)
+    script = (
+        "import sys\n"
+        "from tests.support.trainer import arm_kill\n"
+        "arm_kill('trainer.evaluate:Evaluator.__call__@1:before:SIGTERM')\n"  # epoch 1's validation
+        "from trainer.__main__ import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        cwd=trainer_support.REPO,
+        env=trainer_support.child_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 143, done.stderr[-2000:]
+    assert "preempted: stopped during validation for SIGTERM; the checkpoint before it (step 20)" in done.stderr
+    assert latest_checkpoint_step(model_dir) == 20 and not (model_dir / "history.json").exists()
+    resumed = run(args)
+    assert resumed["train"]["resumed_from_step"] == 20 and resumed["train"]["steps"] == 40
+    assert [h["epoch"] for h in json.loads((model_dir / "history.json").read_text())] == [1.0, 2.0]
+
+
 def test_carried_state_is_the_same_as_one_long_sequence():
     model = build_model(30, ModelConfig(embedding_dim=8, units=8, num_layers=2, dropout=0.0), with_state=True)
     stream = tf.constant(np.random.default_rng(0).integers(0, 30, size=[2, 13]), tf.int32)  # 2 rows, 13 ids

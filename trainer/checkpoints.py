@@ -30,6 +30,7 @@ CHECKPOINT_DIR = "checkpoints"
 BEST_DIR = "best"  # the weights of the best validation epoch: what is evaluated and exported
 # What an unfinished tf.train.CheckpointManager save leaves behind (and all a restart may delete).
 _ORPHAN = re.compile(r"ckpt-[0-9]+_temp")
+_NAMED = re.compile(r"ckpt-([0-9]+)\.index")
 
 
 def checkpoint_dirs(model_dir: str, worker: Worker, name: str = CHECKPOINT_DIR) -> tuple[str, str]:
@@ -50,10 +51,21 @@ class RunState:
         self.best_epoch = tf.Variable(-1.0, dtype=tf.float64, trainable=False, name="best_epoch")
         self.bad_epochs = tf.Variable(0, dtype=tf.int64, trainable=False, name="epochs_without_improvement")
         self.lr_scale = tf.Variable(1.0, dtype=tf.float64, trainable=False, name="learning_rate_scale")
+        # A checkpoint written between an epoch's (or a stop's) last step and its validation: why the steps
+        # stopped (fit()'s stopped_by; "" for a checkpoint with no validation pending) and their mean loss.
+        self.pending_stop = tf.Variable("", dtype=tf.string, trainable=False, name="pending_validation_stop")
+        self.pending_loss = tf.Variable(math.nan, dtype=tf.float64, trainable=False, name="pending_train_loss")
 
-    def tracked(self) -> dict[str, tf.Variable]:
-        """The checkpoint's names for the variables (those of every checkpoint written so far)."""
+    def pending(self) -> tuple[float, str] | None:
+        """(mean training loss, stopped_by) of the steps whose validation had not run; None if none."""
+        stopped_by = self.pending_stop.numpy().decode()
+        return (float(self.pending_loss.numpy()), stopped_by) if stopped_by else None
+
+    def tracked(self, with_pending: bool = True) -> dict[str, tf.Variable]:
+        """The checkpoint's names for the variables; without the pending validation's, as written before 2026-12-07."""
+        pending = {"pending_validation_stop": self.pending_stop, "pending_train_loss": self.pending_loss}
         return {
+            **(pending if with_pending else {}),
             "epoch": self.epoch,
             "batch": self.batch,
             "train_seconds": self.seconds,
@@ -109,11 +121,10 @@ class Checkpoints:
         """
         if self.worker.is_chief:
             self._remove_orphans()
-        state = tf.train.get_checkpoint_state(self.read_dir)
-        candidates = list(reversed(state.all_model_checkpoint_paths)) if state else []
+        candidates = self._candidates()
         for path in candidates:
             try:
-                self.checkpoint.restore(path).assert_existing_objects_matched()
+                self._layout_of(path).restore(path).assert_existing_objects_matched()
             except (ValueError, AssertionError) as err:
                 raise ValueError(
                     f"{path}: does not fit this model ({cli_common.one_line(err)}); use a new train.model_dir "
@@ -147,6 +158,33 @@ class Checkpoints:
             )
         return 0, None
 
+    def _candidates(self) -> list[str]:
+        """The checkpoints to try, newest first: those the state file names, or, where it is missing or
+        damaged, every `ckpt-N.index` in the folder (a fresh start there would lose them to rotation)."""
+        state = tf.train.get_checkpoint_state(self.read_dir)  # None for a missing or unparsable state file
+        if state and state.all_model_checkpoint_paths:
+            return list(reversed(state.all_model_checkpoint_paths))
+        found = []
+        for index in tf.io.gfile.glob(storage.join(self.read_dir, "ckpt-*.index")):
+            number = _NAMED.fullmatch(index.rsplit("/", 1)[-1])
+            if number:
+                found.append((int(number.group(1)), index[: -len(".index")]))
+        if found:
+            _LOG.warning(
+                "%s: its state file is missing or damaged; trying its %d checkpoint(s) from the newest",
+                storage.join(self.read_dir, "checkpoint"),
+                len(found),
+            )
+        return [path for _, path in sorted(found, reverse=True)]
+
+    def _layout_of(self, path: str) -> tf.train.Checkpoint:
+        """The checkpoint object that reads `path`: one written before the pending-validation variables has none."""
+        names = {name.split("/", 1)[0] for name, _ in tf.train.list_variables(path)}
+        if "pending_validation_stop" in names:
+            return self.checkpoint
+        self.state.pending_stop.assign("")
+        return tf.train.Checkpoint(model=self.model, optimizer=self.optimizer, **self.state.tracked(with_pending=False))
+
     def _remove_orphans(self) -> None:
         for folder in (self.read_dir, self.best_read_dir):
             for orphan in tf.io.gfile.glob(storage.join(folder, "ckpt-*_temp")):
@@ -155,12 +193,19 @@ class Checkpoints:
                 _LOG.warning("%s: removing the leftovers of a checkpoint write that did not finish", orphan)
                 storage.remove_tree(orphan)  # never through a link: only the link itself goes
 
-    def save(self, epoch: int, batch: int, seconds: float, states: tuple, inside_epoch: bool) -> None:
-        """A checkpoint at this position; inside an epoch, the carried states too (before it, see carried_state)."""
+    def save(
+        self, epoch: int, batch: int, seconds: float, states: tuple, with_states: bool, pending: tuple | None = None
+    ) -> None:
+        """A checkpoint at this position; `with_states`, the carried states too (before it, see carried_state).
+
+        `pending`: (mean training loss, stopped_by) of the steps just run, whose validation comes next.
+        """
         self.state.epoch.assign(epoch)
         self.state.batch.assign(batch)
         self.state.seconds.assign(seconds)
-        if states and inside_epoch:
+        self.state.pending_loss.assign(pending[0] if pending else math.nan)
+        self.state.pending_stop.assign(pending[1] if pending else "")
+        if states and with_states:
             per_layer = recurrent.states_per_layer_of(self.model)
             carried_state.save(self.read_dir, self.worker, self.step, states, per_layer, self.strategy)
         self._save_with(self.manager)
@@ -185,5 +230,12 @@ class Checkpoints:
             self.model.set_weights(self._best_weights)
             return
         latest = tf.train.latest_checkpoint(self.best_read_dir)  # written by an earlier process: complete
-        if latest:
+        if not latest:
+            return
+        try:
             tf.train.Checkpoint(model=self.model).restore(latest).assert_existing_objects_matched()
+        except (tf.errors.OpError, IndexError, OSError, ValueError, AssertionError) as err:
+            raise ValueError(
+                f"{latest}: the best epoch's weights cannot be read ({cli_common.one_line(err)}); restore "
+                f"{self.best_read_dir} from a copy, or remove it to use the latest checkpoint's weights instead"
+            ) from None

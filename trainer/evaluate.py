@@ -9,6 +9,7 @@ import functools
 import io
 import json
 import math
+from collections.abc import Callable
 
 import keras
 import numpy as np
@@ -43,19 +44,24 @@ class Evaluator:
         self.inputs = inputs
         self._step = tf.function(self._distributed_step)
 
-    def _distributed_step(self, iterator, states):
+    def _distributed_step(self, iterator, states, stop_vote):
         ids, weights = next(iterator)
-        sums, states = self.strategy.run(functools.partial(replica_eval_step, self.model), args=(ids, weights, states))
+        step = functools.partial(replica_eval_step, self.model)
+        sums, states = self.strategy.run(step, args=(ids, weights, states, stop_vote))
         return self.strategy.experimental_local_results(sums)[0], states
 
-    def __call__(self, split: str) -> dict:
+    def __call__(self, split: str, stop_requested: Callable[[], bool] = lambda: False) -> dict | None:
+        """The split's metrics; None if a worker asked to stop (`stop_requested`, polled at every step)."""
         dataset, steps = self.inputs.evaluation(split)
         iterator = iter(dataset)
         states = self.inputs.initial_states(self.model)
         total = np.zeros(len(EVAL_FIGURES))
         for _ in range(steps):
-            sums, states = self._step(iterator, states)
-            total += sums.numpy()
+            sums, states = self._step(iterator, states, tf.constant([float(stop_requested())], tf.float64))
+            sums = sums.numpy()
+            if sums[len(EVAL_FIGURES)]:  # all-reduced: every worker stops after the same step
+                return None
+            total += sums[: len(EVAL_FIGURES)]
         metrics = summarize(total)
         spec = self.inputs.spec
         expected = spec.targets(split)

@@ -4,7 +4,8 @@ Keras 3's `model.fit` fails under MultiWorkerMirroredStrategy in TF 2.21
 (keras-team/keras#20585); this loop avoids it and decides when to checkpoint (trainer/checkpoints.py):
 
 - A checkpoint is written every `checkpoint_every_steps` steps, at each epoch
-  end and when stopping.
+  end both before its validation (which a crash or kill there resumes at) and
+  after it, and when stopping.
 - A rerun restores the latest one and rebuilds that epoch's input order
   (fixed by the seed and the epoch), skipping the batches already done:
   `kill -9` costs at most one checkpoint interval of steps.
@@ -127,6 +128,7 @@ class TrainLoop:
         self._resumed_states = None  # the carried states of a checkpoint taken inside an epoch
         self._train_step = tf.function(self._distributed_train_step)
         self.history_path = storage.join(cfg.model_dir, HISTORY_FILE)
+        self.writers: dict = {}  # the summary writers of fit()
 
     # --- compiled step -------------------------------------------------------
     def _distributed_train_step(self, iterator, states, votes):
@@ -153,8 +155,9 @@ class TrainLoop:
             self._apply_learning_rate()
         return step
 
-    def save(self, epoch: int, batch: int, seconds: float, states: tuple = ()) -> None:
-        self.checkpoints.save(epoch, batch, seconds, states, inside_epoch=0 < batch < self.inputs.steps_per_epoch)
+    def save(self, epoch: int, batch: int, seconds: float, states: tuple = (), pending: tuple | None = None) -> None:
+        inside_epoch = 0 < batch < self.inputs.steps_per_epoch
+        self.checkpoints.save(epoch, batch, seconds, states, with_states=inside_epoch or bool(pending), pending=pending)
 
     def restore_best(self) -> None:
         self.checkpoints.restore_best()
@@ -218,28 +221,25 @@ class TrainLoop:
         history = self._load_history(epoch)
         steps_per_epoch = self.inputs.steps_per_epoch
         clock = _Clock(float(self.state.seconds.numpy()))
-        writers = _summary_writers(cfg.model_dir, self.worker)
-        stopped_by = "epochs"
-        if cfg.max_steps and self.step >= cfg.max_steps:
-            stopped_by = "max_steps"
-        elif cfg.time_budget_s and clock() >= cfg.time_budget_s:
-            stopped_by = "time_budget"
+        self.writers = _summary_writers(cfg.model_dir, self.worker)
         with sigterm_flag() as sigterm:
-            if cfg.early_stopping_patience and int(self.state.bad_epochs.numpy()) >= cfg.early_stopping_patience:
+            pending = self.state.pending()
+            if pending:  # the checkpoint was written before a validation that never finished: run it now
+                _LOG.info("validating the steps before the checkpoint (the last run stopped during validation)")
+                states = self._resumed_states or ()
+                epoch, batch, _ = self._validate(epoch, batch, pending, states, history, clock, sigterm)
+            stopped_by = "epochs"
+            if cfg.max_steps and self.step >= cfg.max_steps:
+                stopped_by = "max_steps"
+            elif cfg.time_budget_s and clock() >= cfg.time_budget_s:
+                stopped_by = "time_budget"
+            elif cfg.early_stopping_patience and int(self.state.bad_epochs.numpy()) >= cfg.early_stopping_patience:
                 stopped_by = "early_stopping"
             while epoch < cfg.epochs and stopped_by == "epochs":
-                batch, train_loss, stopped_by, states = self._train_epoch(epoch, batch, clock, sigterm, writers)
-                done = epoch + min(batch / steps_per_epoch, 1.0)
-                history.append(self._epoch_record(done, train_loss, clock(), writers))
-                if self._track_best(history[-1]["valid_loss"], done, schedule=stopped_by == "epochs"):
-                    stopped_by = "early_stopping"
-                history[-1]["best_epoch"] = float(self.state.best_epoch.numpy())
-                self._write_history(history)
-                if batch >= steps_per_epoch:
-                    epoch, batch = epoch + 1, 0
-                self.save(epoch, batch, clock(), states)
-                _LOG.info("epoch %.2f (step %d): %s", done, self.step, json.dumps(history[-1]))
-        for writer in writers.values():
+                batch, train_loss, stopped_by, states = self._train_epoch(epoch, batch, clock, sigterm)
+                pending = (train_loss, stopped_by)
+                epoch, batch, stopped_by = self._validate(epoch, batch, pending, states, history, clock, sigterm)
+        for writer in self.writers.values():
             writer.flush()
         self.restore_best()
         return FitResult(
@@ -253,9 +253,30 @@ class TrainLoop:
             best_valid_loss=float(self.state.best_loss.numpy()),
         )
 
-    def _train_epoch(
-        self, epoch: int, batch: int, clock, sigterm: dict, writers: dict
-    ) -> tuple[int, float, str, tuple]:
+    def _validate(
+        self, epoch: int, batch: int, pending: tuple, states: tuple, history: list, clock, sigterm: dict
+    ) -> tuple[int, int, str]:
+        """Validation after an epoch (or the part of one that a stop ended), between two checkpoints; returns
+        the position after it and stopped_by (early_stopping when patience ran out).
+
+        The checkpoint before it records the validation as pending, so a crash, kill or preemption during
+        validation costs that validation, not the steps since the last interval's checkpoint.
+        """
+        train_loss, stopped_by = pending
+        self.save(epoch, batch, clock(), states, pending=pending)
+        done = epoch + min(batch / self.inputs.steps_per_epoch, 1.0)
+        history.append(self._epoch_record(done, train_loss, clock(), sigterm))
+        if self._track_best(history[-1]["valid_loss"], done, schedule=stopped_by == "epochs"):
+            stopped_by = "early_stopping"
+        history[-1]["best_epoch"] = float(self.state.best_epoch.numpy())
+        self._write_history(history)
+        if batch >= self.inputs.steps_per_epoch:
+            epoch, batch = epoch + 1, 0
+        self.save(epoch, batch, clock(), states)
+        _LOG.info("epoch %.2f (step %d): %s", done, self.step, json.dumps(history[-1]))
+        return epoch, batch, stopped_by
+
+    def _train_epoch(self, epoch: int, batch: int, clock, sigterm: dict) -> tuple[int, float, str, tuple]:
         """Steps from `batch` to the end of the epoch or a stop: (batch reached, mean loss, stopped_by, states)."""
         cfg = self.cfg
         steps_per_epoch = self.inputs.steps_per_epoch
@@ -283,7 +304,7 @@ class TrainLoop:
             loss_sum, loss_steps = loss_sum + float(loss), loss_steps + 1
             mean_loss = loss_sum / loss_steps
             progbar.update(batch, [("loss", mean_loss), ("perplexity", math.exp(mean_loss))])
-            with writers["train"].as_default(step=step):
+            with self.writers["train"].as_default(step=step):
                 tf.summary.scalar("loss", loss)
                 tf.summary.scalar("learning_rate", float(self.optimizer.learning_rate.numpy()))
             if summed_votes[_PREEMPTED]:
@@ -302,10 +323,19 @@ class TrainLoop:
                 _LOG.info("step %d: checkpoint, mean loss %.4f in this epoch", step, mean_loss)
         return batch, loss_sum / loss_steps if loss_steps else float("nan"), "epochs", states
 
-    def _epoch_record(self, done: float, train_loss: float, seconds: float, writers: dict) -> dict:
-        """Validation after an epoch (or part of one), with the mean training loss of its steps run here."""
-        valid = self.evaluator("valid")
-        with writers["valid"].as_default(step=self.step):
+    def _epoch_record(self, done: float, train_loss: float, seconds: float, sigterm: dict) -> dict:
+        """Validation after an epoch (or part of one), with the mean training loss of its steps run here.
+
+        SIGTERM or Ctrl-C during it stops within a step: the checkpoint just before it is where a rerun resumes.
+        """
+        valid = self.evaluator("valid", stop_requested=lambda: sigterm["raised"])
+        if valid is None:
+            raise TrainingPreempted(
+                f"stopped during validation for {signal.Signals(sigterm['signum']).name}; the checkpoint before "
+                f"it (step {self.step}) is in {self.checkpoints.read_dir}: rerun the same command to resume",
+                sigterm["signum"],
+            )
+        with self.writers["valid"].as_default(step=self.step):
             for name in ("loss", "perplexity", "top1_accuracy", "top5_accuracy"):
                 tf.summary.scalar(name, valid[name])
         return {

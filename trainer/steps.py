@@ -81,7 +81,7 @@ def eval_sums(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, mask: t
     flat_logits = tf.reshape(tf.cast(logits, tf.float32), [-1, tf.shape(logits)[-1]])  # [b*L, V]
     flat_targets = tf.reshape(targets, [-1])
     flat_weights = tf.reshape(token_weights, [-1])
-    losses = _fused_token_losses(flat_logits, flat_targets)
+    losses = eval_loss_kernel(flat_logits, flat_targets)
 
     def weighted(values):
         return tf.reduce_sum(tf.cast(values, tf.float64) * tf.cast(flat_weights, tf.float64))
@@ -96,9 +96,10 @@ def eval_sums(logits: tf.Tensor, targets: tf.Tensor, weights: tf.Tensor, mask: t
     )
 
 
-# eval_token_losses as one XLA cluster, which fuses the log-sum-exp's passes over the logits: 3.7 ms
-# against 8.2 at [700, 10k] on this CPU. (XLA's top-k counting was slower than tf.nn.in_top_k.)
-_fused_token_losses = tf.function(eval_token_losses, jit_compile=True)
+# Plain TF ops, no XLA cluster: compiling one (jit_compile) at the first validation crashed processes with
+# SIGSEGV inside XLA's CPU compiler, rarely and at random, and cost them their epoch (bench/xla_stress.py).
+# The bench swaps this for the old cluster to count crashes and time both.
+eval_loss_kernel = eval_token_losses
 
 
 def forward(model: keras.Model, inputs: tf.Tensor, states: tuple, training: bool) -> tuple[tf.Tensor, tuple]:
@@ -183,8 +184,11 @@ def replica_train_step(
 EVAL_HEAD_STEPS = 5
 
 
-def replica_eval_step(model: keras.Model, ids: tf.Tensor, weights: tf.Tensor, states: tuple) -> tuple[tf.Tensor, tuple]:
-    """EVAL_FIGURES summed over all replicas, and this replica's states after the window.
+def replica_eval_step(
+    model: keras.Model, ids: tf.Tensor, weights: tf.Tensor, states: tuple, stop_votes: tf.Tensor | None = None
+) -> tuple[tf.Tensor, tuple]:
+    """EVAL_FIGURES summed over all replicas (then `stop_votes` [n] summed, if given), and this replica's
+    states after the window.
 
     The logits [b, L, V] are made and reduced EVAL_HEAD_STEPS time steps at a time, so that each block
     ([b, 5, V]: 4 MB at batch 20 with 10k words) is still in cache when cast, biased and reduced, where
@@ -200,4 +204,6 @@ def replica_eval_step(model: keras.Model, ids: tf.Tensor, weights: tf.Tensor, st
     hidden, targets, mask = (tf.split(t, sizes, axis=1) for t in (hidden, targets, mask))
     blocks = zip(output.call_blocks(hidden), targets, mask, strict=True)
     figures = tf.add_n([eval_sums(logits, t, weights, m) for logits, t, m in blocks])
+    if stop_votes is not None:  # in the same all-reduce: every worker learns of a stop at the same step
+        figures = tf.concat([figures, tf.cast(stop_votes, tf.float64)], axis=0)
     return tf.distribute.get_replica_context().all_reduce(SUM, figures), new_states

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 
 from nextword import config as config_lib
 from nextword.cli import cli_parsers, console
@@ -12,6 +13,17 @@ def one_line(err: BaseException) -> str:
     """An error's first non-blank line (its type's name if it has none): what a one-line message shows."""
     lines = [line for line in str(err).splitlines() if line.strip()]
     return lines[0] if lines else type(err).__name__
+
+
+def describe_exit(returncode: int) -> str:
+    """How a child process ended, for a message: "died with SIGSEGV (signal 11)" or "exited with status 1"."""
+    if returncode >= 0:
+        return f"exited with status {returncode}"
+    try:
+        name = signal.Signals(-returncode).name
+    except ValueError:
+        name = "a signal"
+    return f"died with {name} (signal {-returncode})"
 
 
 def parser(stage: str) -> argparse.ArgumentParser:

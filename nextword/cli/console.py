@@ -1,6 +1,7 @@
 """What the console shows: nextword's own lines, progress bars, results and warnings that need action.
 
-Quiet by default, set up by `start(argv)` before TensorFlow or Beam is imported:
+Quiet by default, set up by `start(argv)` before TensorFlow or Beam is imported (which also turns on
+Python's faulthandler, so a native crash names where it happened):
 - TensorFlow's C++ logs: TF_CPP_MIN_LOG_LEVEL=3 (CPU feature notes, cuInit
   errors, TFRecord notes). TensorFlow 2.21 writes a few lines while its shared
   libraries load, before absl logging reads any setting ("All log messages
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import importlib.abc
 import importlib.machinery
 import logging
@@ -82,6 +84,10 @@ def start(argv: list[str]) -> Settings:
     if _nesting:  # e.g. `nextword cloud train --verbose` runs the trainer's own main
         found = Settings(found.verbose or _current.verbose, found.debug or _current.debug)
     _current = found
+    if not faulthandler.is_enabled() and sys.__stderr__ is not None:
+        # A crash in native code is a signal, not an exception: this prints where each thread was (the stage
+        # and its step) before the process dies, where the shell alone would print "Segmentation fault".
+        faulthandler.enable(file=sys.__stderr__)
     if not found.verbose:
         # setdefault: a level the user exported on purpose wins.
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -62,6 +62,7 @@ def train_tiny_model(data_dir: str, manifest: dict, steps: int) -> keras.Model:
     model.compile(
         optimizer=keras.optimizers.Adam(0.02),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=False,  # no XLA anywhere on CPU (bench/xla_stress.py)
     )
     model.fit(windows_dataset(data_dir, manifest, 32), steps_per_epoch=steps, epochs=1, verbose=0, shuffle=False)
     return model

@@ -119,17 +119,19 @@ print("RESULT " + json.dumps(run(sys.argv[1:])), flush=True)
 
 
 def arm_kill(spec: str) -> None:
-    """Makes this process kill -9 itself at a chosen point: "module:attribute.path@call[:before|:after]".
+    """Makes this process kill -9 itself at a chosen point: "module:attribute.path@call[:before|:after][:SIGNAL]".
 
     The attribute (a function, or a method on a class) is wrapped so that its
-    `call`-th call SIGKILLs the process before it runs, or after it returns:
-    a real kill at an exact point that a timer outside could only hit by luck.
+    `call`-th call SIGKILLs the process (or sends it SIGNAL, e.g. SIGTERM) before it runs, or after it
+    returns: a real signal at an exact point that a timer outside could only hit by luck.
     """
     import importlib
     import signal
 
     module, _, rest = spec.partition(":")
     target, _, when = rest.partition(":")
+    when, _, signal_name = when.partition(":")
+    sent = signal.Signals[signal_name] if signal_name else signal.SIGKILL
     path, _, nth = target.partition("@")
     owner = importlib.import_module(module)
     *parents, name = path.split(".")
@@ -141,10 +143,10 @@ def arm_kill(spec: str) -> None:
     def wrapper(*args, **kwargs):
         calls[0] += 1
         if calls[0] == int(nth) and when != "after":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sent)
         result = original(*args, **kwargs)
         if calls[0] == int(nth) and when == "after":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), sent)
         return result
 
     setattr(owner, name, wrapper)
