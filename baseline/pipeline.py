@@ -167,6 +167,8 @@ class MergeBucketFn(beam.DoFn):
         words = tables.words_of(keys, order, radix)
         sent = {n: _split_by(tables.table_buckets(words[n][:, :-1], self._buckets), self._buckets)
                 for n in range(3, order + 1)}  # fmt: skip
+        own = {f"sent{n}": np.argsort(np.concatenate(sent[n]), kind="stable") for n in range(3, order + 1)}
+        _save(_sent_path(self._work, b), **own)  # where each row's sums will be among those coming back
         for d in range(self._buckets):
             arrays = {}
             for n in range(3, order + 1):
@@ -179,6 +181,10 @@ class MergeBucketFn(beam.DoFn):
 
 def _own_path(work: str, bucket: int) -> str:
     return storage.join(work, f"own-{bucket:05d}.npz")
+
+
+def _sent_path(work: str, bucket: int) -> str:
+    return storage.join(work, f"sent-{bucket:05d}.npz")
 
 
 def _backoff_path(work: str, bucket: int) -> str:
@@ -276,19 +282,15 @@ class InterpolateFn(beam.DoFn):
         keys = [None, None] + [own[f"keys{n}"] for n in range(2, order + 1)]
         adjusted = [None, None] + [own[f"adjusted{n}"] for n in range(2, order + 1)]
         keep = [None, None] + [own[f"keep{n}"] for n in range(2, order + 1)]
-        words = tables.words_of(keys, order, radix)
         arriving: list = [None] * (order + 1)
         sums = [_load(path) for path in sorted(paths)]  # named by context bucket: the order they were sent in
+        sent = _load(_sent_path(self._work, s))
         for n in range(3, order + 1):
-            sent = _split_by(tables.table_buckets(words[n][:, :-1], self._buckets), self._buckets)
-            total, gamma = np.empty(len(keys[n])), np.empty(len(keys[n]))
-            for d, rows in enumerate(sent):
-                total[rows], gamma[rows] = sums[d][f"total{n}"], sums[d][f"gamma{n}"]
-            arriving[n] = (total, gamma)
+            back = [np.concatenate([part[f"{name}{n}"] for part in sums]) for name in ("total", "gamma")]
+            arriving[n] = tuple(values[sent[f"sent{n}"]] for values in back)
         probs = tables.interpolate(keys, adjusted, keep, arriving, model, order, radix)
         bucket_backoffs = _load(_backoff_path(self._work, s))
         backoffs = [None, None] + [bucket_backoffs[f"backoff{n}"] for n in range(2, order)] + [None]
-        del words
         shard = {}
         for n in range(2, order + 1):
             shard[f"keys{n}"], shard[f"probs{n}"], shard[f"keep{n}"] = keys[n], probs[n], keep[n]

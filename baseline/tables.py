@@ -96,9 +96,12 @@ def count_chunk(codes: np.ndarray, first: int, order: int, radix: int) -> tuple[
     for n in range(2, order + 1):
         valid = np.flatnonzero(counted & (reach >= n - 1))
         keys = rank[valid] * radix + codes[valid - n + 1]
-        unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
-        rank = np.full(len(codes), -1, dtype=np.int64)
-        rank[valid] = inverse
+        if n < order:
+            unique, inverse, counts = np.unique(keys, return_inverse=True, return_counts=True)
+            rank = np.full(len(codes), -1, dtype=np.int64)
+            rank[valid] = inverse
+        else:  # no order above needs the rows: a sort, not an argsort
+            unique, counts = np.unique(keys, return_counts=True)
         words = np.concatenate([(unique % radix).astype(np.int32)[:, None], words[unique // radix]], axis=1)
         tables.append((words, counts.astype(np.int64)))
     return unigrams, tables
