@@ -105,6 +105,11 @@ def _write_summary(_, cfg, bundle, files, started, ranges, resumed, line_counts,
 def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
     """Adds the job to `p`; returns the PCollection of output records (JSON lines)."""
     cfg = config.predict
+    if storage.within(cfg.output_dir, cfg.bundle_dir):  # as folders: a link's spelling hides nothing
+        raise ValueError(
+            f"predict.output_dir: {cfg.output_dir} is in predict.bundle_dir {cfg.bundle_dir}; "
+            "choose an output_dir outside the bundle"
+        )
     bundle = bundle_lib.load_bundle(cfg.bundle_dir)  # one-line error before any work starts
     bundle_lib.check_scoring(bundle)
     files = list_inputs(cfg.input_glob)

@@ -264,6 +264,14 @@ def test_containment_is_checked_on_files_not_spellings(write_files, tiny_bundle,
     assert line.startswith(f"error: {own_output}: an input of this job is also output it replaces"), line
     assert own_output.read_bytes() == content
 
+    # The output inside the bundle it reads, through a link's spelling.
+    (tmp_path / "bundle-link").symlink_to(tiny_bundle.bundle_dir)
+    inside = tmp_path / "bundle-link" / "predictions"
+    assert predict_main.main(argv + ["--set", f"predict.output_dir={inside}"]) == 1
+    assert error_lines(capsys) == [f"error: predict.output_dir: {inside} is in predict.bundle_dir "
+                                   f"{tiny_bundle.bundle_dir}; choose an output_dir outside the bundle"]  # fmt: skip
+    assert not os.path.exists(inside)
+
 
 # --- item 3: resume only on the same bytes ------------------------------------------------------------
 KILLED_PREDICT = """
