@@ -178,6 +178,10 @@ def test_an_earlier_nextword_output_is_adopted_and_a_forged_mark_is_refused(tmp_
         storage.claim(str(forged), "stage")
     with pytest.raises(ValueError, match="holds the output of nextword stage; choose another output_dir$"):
         storage.claim(str(old), "another")
+    newer = json.loads((old / storage.OWNER_FILE).read_text()) | {"format_version": 2}
+    (old / storage.OWNER_FILE).write_text(json.dumps(newer))
+    with pytest.raises(ValueError, match="format_version 2, this nextword writes 1: choose another output_dir"):
+        storage.claim(str(old), "stage")
 
 
 @pytest.mark.beam

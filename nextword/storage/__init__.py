@@ -498,6 +498,11 @@ def claim(
         if found == _owner_mark(stage):
             return
         other = found.get("stage") if found.get("type") == OWNER_TYPE else None
+        if other == stage:
+            raise ValueError(
+                f"{path}: format_version {found.get('format_version')!r}, this nextword writes "
+                f"{OWNER_FORMAT_VERSION}: choose another {key}, or upgrade nextword if it wrote this one"
+            )
         if other:
             raise ValueError(f"{key}: {output_dir} holds the output of nextword {other}; choose another {key}")
         raise ValueError(f"{path}: not written by nextword: choose an empty {key} or remove it")
@@ -509,6 +514,7 @@ def claim(
 
 def _present(output_dir: str, owned: list[Owned], listed: list[str], names: Iterable[str]) -> list[str]:
     """What exists in output_dir among the entries a run deletes (owned, listed) or overwrites (names)."""
+    names = list(names)
     found = _planned(output_dir, owned, [*listed, *names])
     if is_remote(output_dir):  # a name may be a folder: on gs://, the objects under it
         root = output_dir.rstrip("/")
