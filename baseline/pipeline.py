@@ -101,14 +101,6 @@ def _load(path: str) -> dict[str, np.ndarray]:
     return arrays
 
 
-def _split_by(where: np.ndarray, buckets: int) -> list[np.ndarray]:
-    """Row indices per bucket, each in row order."""
-    small = where.astype(np.uint16) if buckets < 1 << 16 else where  # numpy's stable sort of these is a radix sort
-    order = np.argsort(small, kind="stable")
-    bounds = np.searchsorted(where[order], np.arange(buckets + 1))
-    return [order[bounds[b] : bounds[b + 1]] for b in range(buckets)]
-
-
 class CountShardFn(beam.DoFn):
     """(shard number, path) -> (bucket, counts file) per chunk and bucket; unigram counts tagged 'stats'."""
 
@@ -123,11 +115,10 @@ class CountShardFn(beam.DoFn):
         for chunk, (codes, first) in enumerate(chunks):
             unigrams, counted = tables.count_chunk(codes, first, self._order, self._radix)
             yield beam.pvalue.TaggedOutput("stats", {"unigram_raw": unigrams})
-            parts = [_split_by(tables.table_buckets(words, self._buckets), self._buckets) for words, _ in counted]
-            for b in range(self._buckets):  # every bucket gets a file, so every bucket's steps run
-                arrays = {}
-                for n, (words, counts) in enumerate(counted, start=2):
-                    arrays[f"words{n}"], arrays[f"counts{n}"] = words[parts[n - 2][b]], counts[parts[n - 2][b]]
+            for b, part in enumerate(tables.split_chunk(counted, self._buckets)):  # every bucket gets a file,
+                arrays = {}  # so every bucket's steps run
+                for n, (first_words, suffixes, counts) in enumerate(part, start=2):
+                    arrays[f"first{n}"], arrays[f"suffix{n}"], arrays[f"counts{n}"] = first_words, suffixes, counts
                 yield b, _save(storage.join(self._work, f"count-{number:05d}-{chunk:05d}-{b:05d}.npz"), **arrays)
             Metrics.counter(_NAMESPACE, "chunks").inc()
             Metrics.counter(_NAMESPACE, "tokens").inc(len(codes) - first)
@@ -148,7 +139,8 @@ class MergeBucketFn(beam.DoFn):
         pieces = []
         for path in sorted(paths):
             arrays = _load(path)
-            pieces.append([(arrays[f"words{n}"], arrays[f"counts{n}"]) for n in range(2, order + 1)])
+            pieces.append([tuple(arrays[f"{name}{n}"] for name in ("first", "suffix", "counts"))
+                           for n in range(2, order + 1)])  # fmt: skip
         keys, raw = tables.merge_counts(pieces, order, radix)
         del pieces
         adjusted, continuation = tables.adjusted_counts(keys, raw, order, radix)
@@ -165,7 +157,7 @@ class MergeBucketFn(beam.DoFn):
             own[f"keys{n}"], own[f"adjusted{n}"], own[f"keep{n}"] = keys[n], adjusted[n], keep[n]
         _save(_own_path(self._work, b), **own)
         words = tables.words_of(keys, order, radix)
-        sent = {n: _split_by(tables.table_buckets(words[n][:, :-1], self._buckets), self._buckets)
+        sent = {n: tables.rows_by(tables.table_buckets(words[n][:, :-1], self._buckets), self._buckets)
                 for n in range(3, order + 1)}  # fmt: skip
         own = {f"sent{n}": np.argsort(np.concatenate(sent[n]), kind="stable") for n in range(3, order + 1)}
         _save(_sent_path(self._work, b), **own)  # where each row's sums will be among those coming back
@@ -337,8 +329,8 @@ class QueriesFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput("positions", (evaluation, positions))
         token_bucket, context_bucket = tables.query_buckets(contexts, lengths, tokens, self._buckets)
         by_token, by_context = (
-            _split_by(token_bucket + 1, self._buckets + 1),
-            _split_by(context_bucket + 1, self._buckets + 1),
+            tables.rows_by(token_bucket + 1, self._buckets + 1),
+            tables.rows_by(context_bucket + 1, self._buckets + 1),
         )
         for b in range(self._buckets):
             t, c = by_token[b + 1], by_context[b + 1]  # index 0: positions the global unigrams answer alone

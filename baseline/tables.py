@@ -82,8 +82,9 @@ def code_chunks(windows: Iterable, overlap: int, order: int, chunk_tokens: int) 
 def count_chunk(codes: np.ndarray, first: int, order: int, radix: int) -> tuple[np.ndarray, list[tuple]]:
     """Raw counts of the n-grams ending at codes[first:] (as ngrams.count_ngrams counts them).
 
-    Returns the unigram counts (a vector by code) and, per order 2..order,
-    (words: int32 rows of codes, counts, bucket hash inputs as the rows' last two codes).
+    Returns the unigram counts (a vector by code) and, per order 2..order, the
+    chunk's table as (first word, suffix, counts) per row: the suffix is the
+    row of the order below (the last word's code at order 2).
     """
     positions = np.arange(len(codes))
     last_bos = np.maximum.accumulate(np.where(codes == 0, positions, -len(codes) - order))
@@ -92,7 +93,6 @@ def count_chunk(codes: np.ndarray, first: int, order: int, radix: int) -> tuple[
     unigrams = np.bincount(codes[counted], minlength=radix).astype(np.int64)
     tables: list[tuple] = []
     rank = codes  # the row of the (n-1)-gram ending at each position: codes for unigrams
-    words = np.arange(radix, dtype=np.int32)[:, None]
     for n in range(2, order + 1):
         valid = np.flatnonzero(counted & (reach >= n - 1))
         keys = rank[valid] * radix + codes[valid - n + 1]
@@ -102,9 +102,37 @@ def count_chunk(codes: np.ndarray, first: int, order: int, radix: int) -> tuple[
             rank[valid] = inverse
         else:  # no order above needs the rows: a sort, not an argsort
             unique, counts = np.unique(keys, return_counts=True)
-        words = np.concatenate([(unique % radix).astype(np.int32)[:, None], words[unique // radix]], axis=1)
-        tables.append((words, counts.astype(np.int64)))
+        tables.append(((unique % radix).astype(np.int32), unique // radix, counts.astype(np.int64)))
     return unigrams, tables
+
+
+def split_chunk(chunk: list[tuple], buckets: int) -> list[list[tuple]]:
+    """A chunk's tables per bucket (by the rows' last two words), each row's suffix renumbered within its bucket.
+
+    An n-gram's suffix ends in the same two words, so it is in the same bucket (n >= 3).
+    """
+    parts: list[list[tuple]] = [[] for _ in range(buckets)]
+    where = rows = renumber = None
+    for n, (first, suffix, counts) in enumerate(chunk, start=2):
+        if n == 2:
+            where = bucket_of(first, suffix, buckets)
+        else:  # the order below's rows, numbered within their bucket
+            renumber = np.empty(len(where), dtype=np.int64)
+            for part in rows:
+                renumber[part] = np.arange(len(part))
+            where = where[suffix]
+        rows = rows_by(where, buckets)
+        for b, part in enumerate(rows):
+            parts[b].append((first[part], suffix[part] if n == 2 else renumber[suffix[part]], counts[part]))
+    return parts
+
+
+def rows_by(where: np.ndarray, buckets: int) -> list[np.ndarray]:
+    """Row indices per bucket, each in row order."""
+    small = where.astype(np.uint16) if buckets < 1 << 16 else where  # numpy's stable sort of these is a radix sort
+    order = np.argsort(small, kind="stable")
+    bounds = np.searchsorted(where[order], np.arange(buckets + 1))
+    return [order[bounds[b] : bounds[b + 1]] for b in range(buckets)]
 
 
 def table_buckets(words: np.ndarray, buckets: int) -> np.ndarray:
@@ -132,22 +160,27 @@ def rank_rows(keys: list[np.ndarray], words: np.ndarray, radix: int) -> tuple[np
 
 
 def merge_counts(pieces: list[list[tuple]], order: int, radix: int) -> tuple[list, list]:
-    """One bucket's tables from its chunks' (words, counts) per order: (keys, raw counts) by order.
+    """One bucket's tables from its chunks' (first word, suffix, counts) per order: (keys, raw counts) by order.
 
-    Index n of each list is order n (0 and 1 are unused: unigrams are global).
+    A piece's suffixes point into its own rows of the order below, whose rows in
+    the merged table the order below's merge gave. Index n of each list is order
+    n (0 and 1 are unused: unigrams are global).
     """
     keys: list = [None, None]
     raw: list = [None, None]
+    placed = None  # per piece, the merged row of each of its rows of the order below
     for n in range(2, order + 1):
-        words = np.concatenate([piece[n - 2][0] for piece in pieces]) if pieces else np.zeros((0, n), np.int32)
-        counts = np.concatenate([piece[n - 2][1] for piece in pieces]) if pieces else np.zeros(0, np.int64)
+        firsts = [piece[n - 2][0] for piece in pieces]
         if n == 2:
-            suffix = words[:, 1].astype(np.int64)
+            suffixes = [piece[0][1] for piece in pieces]
         else:
-            suffix, _ = rank_rows(keys, words[:, 1:], radix)  # every suffix was counted with its n-gram
-        unique, inverse = np.unique(suffix * radix + words[:, 0], return_inverse=True)
+            suffixes = [rows[piece[n - 2][1]] for rows, piece in zip(placed, pieces, strict=True)]
+        joined = np.concatenate([s * radix + f for s, f in zip(suffixes, firsts, strict=True)]) if pieces else []
+        unique, inverse = np.unique(np.asarray(joined, dtype=np.int64), return_inverse=True)
+        counts = np.concatenate([piece[n - 2][2] for piece in pieces]) if pieces else np.zeros(0, np.int64)
         keys.append(unique)
         raw.append(np.bincount(inverse.ravel(), weights=counts, minlength=len(unique)).astype(np.int64))
+        placed = np.split(inverse.ravel(), np.cumsum([len(f) for f in firsts])[:-1]) if pieces else []
     return keys, raw
 
 

@@ -36,9 +36,8 @@ def _distributed(windows, order, vocab_size, buckets, chunk_tokens, prune=None):
     for codes, first in tables.code_chunks(windows, 1, order, chunk_tokens):
         uni, counted = tables.count_chunk(codes, first, order, radix)
         unigram_raw += uni
-        where = [tables.table_buckets(words, buckets) for words, _ in counted]
-        for b in range(buckets):
-            pieces[b].append([(w[where[i] == b], c[where[i] == b]) for i, (w, c) in enumerate(counted)])
+        for b, part in enumerate(tables.split_chunk(counted, buckets)):
+            pieces[b].append(part)
     own, coc, continuation = [], np.zeros((order + 1, 4), np.int64), np.zeros(radix, np.int64)
     bigram_parts = np.zeros((5, radix)) if order >= 2 else None
     for b in range(buckets):
@@ -144,7 +143,9 @@ def test_chunks_count_what_one_pass_counts():
         unigrams, orders = tables.count_chunk(codes, first, 4, radix)
         for code in np.flatnonzero(unigrams):
             counted[(int(code) - 1,)] = counted.get((int(code) - 1,), 0) + int(unigrams[code])
-        for words, counts in orders:
+        words = np.arange(radix)[:, None]
+        for first_words, suffixes, counts in orders:
+            words = np.concatenate([first_words[:, None], words[suffixes]], axis=1)
             for row, count in zip(words.tolist(), counts.tolist(), strict=True):
                 gram = tuple(c - 1 for c in row)
                 counted[gram] = counted.get(gram, 0) + count
