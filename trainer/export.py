@@ -10,6 +10,12 @@ Layout of `<bundle>/`:
 
 Signatures (batch = any number of lines; right padding never changes a result):
 
+    serving_default(text: string [batch]) ->
+        words: string [batch, k], probs: float32 [batch, k], log_prob: float32 [batch], tokens: int32 [batch]
+        (k = min(predict.top_k at export, vocabulary size); every input and output batched, so TF Serving's
+        REST row format ({"instances": [...]}) and a Vertex AI endpoint or batch prediction job can call it:
+        next_words' words and probs and score's log_prob and tokens, for each line)
+
     next_words(text: string [batch], k: int32 []) ->
         words: string [batch, k'], probs: float32 [batch, k'], word_count: int32 [batch],
         unknown_count: int32 [batch]
@@ -54,6 +60,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import shutil
+import tempfile
 import time
 
 import keras
@@ -87,6 +97,12 @@ _SAVED_MODEL = (
     storage.Owned(bundle_lib.VARIABLES_DIR, r"variables\.(?:index|data-\d{5,}-of-\d{5,})"),
 )
 _INFO = f"{contract.BUNDLE_META_DIR}/{contract.BUNDLE_INFO_FILE}"
+# The signature TF Serving, Vertex AI's prebuilt containers and saved_model_cli call when none is named.
+SIGNATURE_SERVING = "serving_default"
+# A model version folder as TF Serving and Vertex AI read it: a positive integer; other names are ignored.
+_VERSION = re.compile(r"[1-9][0-9]*")
+# Where a --serving-dir export is built before it is renamed into place (not an integer: servers skip it).
+_STAGING_PREFIX = ".export-"
 
 
 class BundleGraph:
@@ -233,6 +249,19 @@ class BundleGraph:
 
     def score_tokens(self, text: tf.Tensor) -> dict[str, tf.Tensor]:
         return self._line_log_probs(text, per_token=True)
+
+    def serve(self, text: tf.Tensor, k: int) -> dict[str, tf.Tensor]:
+        """serving_default: next_words with a fixed k and score, in one call; every output has the batch first."""
+        width = min(k, self.vocab_size)
+        nxt = self.next_words(text, tf.constant(width, tf.int32))
+        scored = self.score(text)
+        # A static k in the signature, so saved_model_cli and a server's metadata show [-1, k].
+        return {
+            "words": tf.ensure_shape(nxt["words"], [None, width]),
+            "probs": tf.ensure_shape(nxt["probs"], [None, width]),
+            "log_prob": scored["log_prob"],
+            "tokens": scored["tokens"],
+        }
 
     # --- streams: document context, the recurrent state carried from call to call --------------
     def _stream_hidden(self, ids: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
@@ -398,11 +427,13 @@ def _widest(lengths: tf.Tensor, window: int) -> tf.Tensor:
     return tf.clip_by_value(longest, 1, window)
 
 
-def build_archive(graph: BundleGraph) -> keras.export.ExportArchive:
+def build_archive(graph: BundleGraph, serving_top_k: int) -> keras.export.ExportArchive:
     archive = keras.export.ExportArchive()
     archive.track(graph.model)
     archive.track(graph.table)
     text_spec = tf.TensorSpec([None], tf.string, name="text")
+    # Named, so write_out does not make the first endpoint (next_words, with its scalar k) the default.
+    archive.add_endpoint(SIGNATURE_SERVING, lambda text: graph.serve(text, serving_top_k), input_signature=[text_spec])
     k_spec = tf.TensorSpec([], tf.int32, name="k")
     archive.add_endpoint(contract.SIGNATURE_NEXT_WORDS, graph.next_words, input_signature=[text_spec, k_spec])
     archive.add_endpoint(contract.SIGNATURE_SCORE, graph.score, input_signature=[text_spec])
@@ -466,7 +497,7 @@ def export_bundle(
     # The commit marker goes first, so a failed export never looks complete; then a killed export's leftovers.
     storage.clear_owned(bundle_dir, _LEFTOVERS + _SAVED_MODEL, marker=_INFO)
     graph = BundleGraph(model, tokens, settings, context_tokens, logit_budget)
-    build_archive(graph).write_out(bundle_dir, verbose=False)
+    build_archive(graph, config.predict.top_k).write_out(bundle_dir, verbose=False)
     storage.makedirs(meta_dir)
     storage.write_text(storage.join(meta_dir, contract.VOCAB_FILE), contract.vocab_text(tokens))
     storage.write_text(
@@ -480,6 +511,7 @@ def export_bundle(
         context_tokens=context_tokens,
         vocab_size=len(tokens),
         created_unix=int(time.time()),
+        signatures=[*bundle_lib.SIGNATURES, SIGNATURE_SERVING],
         checksums=bundle_lib.savedmodel_checksums(bundle_dir),
         state_size=graph.state_size,
         weights_sha256=weights_sha256(model),
@@ -487,3 +519,65 @@ def export_bundle(
     storage.write_marker(info_path, info.to_dict())
     _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info.fingerprint, len(tokens))
     return bundle_dir
+
+
+def serving_versions(serving_dir: str) -> list[int]:
+    """The integer versions in a TF Serving model folder, ascending ([] when the folder does not exist)."""
+    if not tf.io.gfile.isdir(serving_dir):
+        return []
+    names = (name.rstrip("/") for name in tf.io.gfile.listdir(serving_dir))
+    return sorted(int(name) for name in names if _VERSION.fullmatch(name))
+
+
+def export_serving_version(model: keras.Model, data_dir: str, config: Config, serving_dir: str) -> str:
+    """Writes the bundle as `serving_dir/<version>/` (version: one above the highest there, from 1) and returns it.
+
+    The version folder appears whole: the bundle is built under a name servers ignore (`.export-…`) and
+    renamed into place, so TF Serving, which polls the folder and loads the highest version, never sees a
+    part of it. Other versions are never written, cleared or replaced: a version taken meanwhile by another
+    export moves this one to the next number. On gs:// there is no rename of a folder: the bundle is built
+    locally and copied with saved_model.pb last (a server reads a version through saved_model.pb).
+    """
+    if storage.is_remote(serving_dir):
+        with tempfile.TemporaryDirectory(prefix=_STAGING_PREFIX) as staging:
+            export_bundle(model, data_dir, config, staging)
+            target = storage.join(serving_dir, str(max(serving_versions(serving_dir), default=0) + 1))
+            _upload_saved_model_last(staging, target)
+    else:
+        storage.makedirs(serving_dir, "--serving-dir")
+        # In the serving folder itself, so the rename stays on one filesystem and is atomic.
+        staging = tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=serving_dir)
+        try:
+            export_bundle(model, data_dir, config, staging)
+            os.chmod(staging, 0o755)  # mkdtemp's 0700 would hide the version from a server running as another user
+            target = _rename_to_next_version(staging, serving_dir)
+        finally:
+            if os.path.isdir(staging):  # the export failed: nothing of it stays
+                shutil.rmtree(staging)
+    _LOG.info("serving version %s written (TF Serving and Vertex AI load the highest version)", target)
+    return target
+
+
+def _rename_to_next_version(staging: str, serving_dir: str) -> str:
+    while True:
+        target = os.path.join(serving_dir, str(max(serving_versions(serving_dir), default=0) + 1))
+        if os.path.lexists(target):  # created since the listing (another export): take the next number
+            continue
+        try:
+            os.rename(staging, target)
+        except OSError as err:
+            # Another export renamed its version to this number first (a non-empty folder is never replaced).
+            if os.path.isdir(target) and os.listdir(target):
+                continue
+            raise OSError(f"{target}: cannot rename the exported version into place ({err.strerror})") from err
+        return target
+
+
+def _upload_saved_model_last(local_dir: str, target: str) -> None:
+    files = [
+        os.path.relpath(os.path.join(root, name), local_dir) for root, _, names in os.walk(local_dir) for name in names
+    ]
+    for rel in sorted(files, key=lambda rel: rel == bundle_lib.SAVED_MODEL_FILE):
+        destination = storage.join(target, *rel.split(os.sep))
+        tf.io.gfile.makedirs(os.path.dirname(destination))
+        tf.io.gfile.copy(os.path.join(local_dir, rel), destination, overwrite=False)

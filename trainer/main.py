@@ -90,12 +90,15 @@ def _build(config: Config, spec: DataSpec, strategy: tf.distribute.Strategy, wor
     return inputs, model, optimizer
 
 
-def export(model: keras.Model, spec: DataSpec, config: Config) -> str:
-    """The bundle from a stateless float32 copy of the trained model (the bundle's contract)."""
-    from trainer.export import export_bundle  # heavy, and only the chief exports
+def export(model: keras.Model, spec: DataSpec, config: Config, serving_dir: str | None = None) -> str:
+    """The bundle from a stateless float32 copy of the trained model (the bundle's contract), into
+    train.model_dir/bundle, or as the next version in `serving_dir` (TF Serving's layout)."""
+    from trainer.export import export_bundle, export_serving_version  # heavy, and only the chief exports
 
     stateless = build_model(spec.vocab_size, config.train.model)
     stateless.set_weights(model.get_weights())
+    if serving_dir:
+        return export_serving_version(stateless, spec.data_dir, config, serving_dir)
     return export_bundle(stateless, spec.data_dir, config, storage.join(config.train.model_dir, BUNDLE_DIR))
 
 
@@ -279,9 +282,10 @@ def restored_best(config: Config, what: str) -> Iterator[tuple[TrainLoop, Setup]
 
 def run_export(argv: list[str] | None = None) -> str:
     """`nextword export`: the bundle again from the best checkpoint (e.g. for signatures added since)."""
-    config = parse("export", argv)
+    args = cli_common.parser("export").parse_args(argv)
+    config = config_lib.load(args.config, args.overrides)
     with restored_best(config, "export") as (loop, setup):
-        return export(loop.model, setup.spec, setup.config)
+        return export(loop.model, setup.spec, setup.config, args.serving_dir)
 
 
 def run_evaluate(argv: list[str] | None = None) -> dict:

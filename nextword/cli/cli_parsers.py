@@ -117,6 +117,13 @@ def stage(command: str) -> argparse.ArgumentParser:
             choices=("line", "document"),
             help="score each line alone, or with the lines before it as context (= --set predict.context=...)",
         )
+    if command == "export":
+        p.add_argument(
+            "--serving-dir",
+            metavar="DIR",
+            help="write the bundle as DIR/<version>/ for TF Serving or Vertex AI (version: the highest there + 1), "
+            "instead of train.model_dir/bundle",
+        )
     if command == "generate":
         p.usage = "nextword generate TEXT [--words N] [--temperature T] [--top-k K] [--seed S] [options]"
         p.add_argument("text", help="the text to continue (normalized as in training)")
