@@ -35,9 +35,10 @@ def error_lines(capsys) -> list[str]:
     return [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
 
 
-def link_every_file(out: Path, rels: list[str], victims: Path, kind: str) -> dict[str, bytes]:
+def link_every_file(out: Path, rels: list[str], victims: Path, kind: str) -> dict[str, tuple[bytes, int]]:
     """Replaces each output file `rel` by a `kind` ("hard" or "symbolic") link to a victim file outside `out`
-    holding the same bytes; returns the victims' bytes, which a rerun must leave as they are."""
+    holding the same bytes; returns the victims' bytes and modification times, which a rerun must leave as
+    they are (a write through the link changes the time even where it writes the same bytes)."""
     victims.mkdir(exist_ok=True)
     before = {}
     for i, rel in enumerate(rels):
@@ -45,12 +46,13 @@ def link_every_file(out: Path, rels: list[str], victims: Path, kind: str) -> dic
         shutil.copyfile(target, victim)
         target.unlink()
         os.link(victim, target) if kind == "hard" else target.symlink_to(victim)
-        before[str(victim)] = victim.read_bytes()
+        os.utime(victim, ns=(0, 0))  # a time no write now can give it
+        before[str(victim)] = (victim.read_bytes(), 0)
     return before
 
 
-def unchanged(before: dict[str, bytes]) -> bool:
-    return {path: Path(path).read_bytes() for path in before} == before
+def unchanged(before: dict[str, tuple[bytes, int]]) -> bool:
+    return {path: (Path(path).read_bytes(), os.stat(path).st_mtime_ns) for path in before} == before
 
 
 # --- item 1: a new file renamed over the target -------------------------------------------------------
@@ -138,6 +140,18 @@ def test_training_writes_no_output_through_a_link(synthetic, tmp_path):
     assert metrics["train"]["resumed_from_step"] == 2 and unchanged(before)
     assert not any((model_dir / rel).is_symlink() for rel in overwritten)
     assert all((model_dir / rel).stat().st_nlink == 1 for rel in [*written, *bundle])
+
+
+@pytest.mark.unit
+def test_cloud_render_writes_no_file_through_a_link(tmp_path, capsys):
+    config = str(Path(__file__).resolve().parents[1] / "configs" / "cloud.yaml")
+    out = tmp_path / "build"
+    assert cli.main(["cloud", "render", "--config", config, "--out", str(out)]) == 0
+    names = sorted(p.name for p in out.iterdir())
+    before = link_every_file(out, names[: len(names) // 2], tmp_path / "victims", "symbolic")
+    before |= link_every_file(out, names[len(names) // 2 :], tmp_path / "victims", "hard")
+    assert cli.main(["cloud", "render", "--config", config, "--out", str(out)]) == 0 and unchanged(before)
+    assert all(not (out / name).is_symlink() and (out / name).stat().st_nlink == 1 for name in names)
 
 
 # --- item 2: a marker, a folder, a containment check trusted only as nextword wrote it -----------------
