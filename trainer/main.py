@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from nextword import storage
 from nextword.artifacts import baseline_report, data_dir
 from nextword.artifacts.model_dir import BUNDLE_DIR, CURVES_FILE, HISTORY_FILE, METRICS_FILE
 from nextword.cli import cli_common
+from nextword.cloud import vertex_env, vertex_tensorboard
 from nextword.config import Config, TrainConfig
 from nextword.text import contract
 from trainer import evaluate as evaluate_lib
@@ -99,7 +101,8 @@ def export(model: keras.Model, spec: DataSpec, config: Config, serving_dir: str 
     stateless.set_weights(model.get_weights())
     if serving_dir:
         return export_serving_version(stateless, spec.data_dir, config, serving_dir)
-    return export_bundle(stateless, spec.data_dir, config, storage.join(config.train.model_dir, BUNDLE_DIR))
+    bundle_dir = vertex_env.bundle_dir(storage.join(config.train.model_dir, BUNDLE_DIR), os.environ)
+    return export_bundle(stateless, spec.data_dir, config, bundle_dir)
 
 
 def compare_with_baseline(config: Config, metrics: dict) -> dict:
@@ -256,6 +259,7 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
     _LOG.info("test %s", metrics["test"])
     if worker.is_chief:
         evaluate_lib.write_metrics(cfg.model_dir, metrics)
+        vertex_tensorboard.write_run_summary(storage.join(cfg.model_dir, "logs"), config, metrics, fit.steps)
         if fit.history:
             evaluate_lib.plot_curves(fit.history, storage.join(cfg.model_dir, CURVES_FILE))
         metrics["bundle_dir"] = export(model, spec, config)
@@ -264,7 +268,7 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
 
 def run(argv: list[str] | None = None) -> dict:
     """`python -m trainer` / `nextword train`; returns the metrics."""
-    return train(parse("train", argv))
+    return train(vertex_env.training_config(parse("train", argv), os.environ))
 
 
 @contextlib.contextmanager
