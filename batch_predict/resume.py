@@ -3,8 +3,8 @@
 Each byte range's records go to a shard of their own, predictions-<i>-of-<n>.jsonl, written whole
 (storage.write_text: a temporary name renamed, or one upload); then the range's marker
 _ranges/<i>-of-<n>.json, with the digest of the job that made it and the range's figures. The job's
-identity (the model fingerprint, the settings that change records, the input ranges) is in
-_ranges/job.json. A rerun of the same job keeps the ranges whose marker and shard are there and
+identity (the model fingerprint, the settings that change records, the input ranges and each input
+file's CRC32C) is in _ranges/job.json. A rerun of the same job keeps the ranges whose marker and shard are there and
 scores only the others; a rerun of another job, or of one that completed (summary.json), starts
 over, and the log says why. Only this job's files are ever cleared (nextword/storage/__init__.py: clear_owned).
 """
