@@ -351,3 +351,15 @@ def test_a_fifo_as_prediction_input_or_config_is_refused_not_opened(tiny_bundle,
     finally:
         sock.close()
     assert not (tmp_path / "out").exists() or not any((tmp_path / "out").iterdir())
+
+
+@pytest.mark.beam
+def test_a_dangling_link_among_the_prediction_inputs_is_one_line(tiny_bundle, tmp_path, capsys):
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "a.txt").write_text(chain_words(tiny_bundle, 0, 6) + "\n")
+    (tmp_path / "in" / "b.txt").symlink_to(tmp_path / "moved-away.txt")
+    argv = predict_argv(job_config(tiny_bundle, tmp_path, f"{tmp_path}/in/*.txt", "predict.mode=next"))
+    assert predict_main.main(argv) == 1
+    assert error_lines(capsys) == [f"error: predict.input_glob: {tmp_path}/in/b.txt: a symbolic link to nothing; "
+                                   "remove it or restore its target"]  # fmt: skip
+    assert not (tmp_path / "out").exists()
