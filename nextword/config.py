@@ -235,6 +235,17 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class TuningConfig:
+    """Vertex AI hyperparameter tuning of `nextword train` (nextword/cloud/tuning.py; rendered when trials > 0)."""
+
+    # "KEY=LOW:HIGH" (a range; "KEY=LOW:HIGH:log" on a log scale) or "KEY=A,B,C" (choices); KEY a train.* key
+    parameters: tuple[str, ...] = ()
+    metric: str = "valid_perplexity"  # what each trial reports: valid_perplexity | valid_loss (both minimized)
+    max_trial_count: int = 0  # trials in all, >= 0 (0: no tuning job)
+    parallel_trial_count: int = 2  # trials at once, 1..max_trial_count
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     """Google Cloud settings: see nextword/cloud/__init__.py and `nextword cloud render`."""
 
@@ -253,6 +264,7 @@ class CloudConfig:
     dataflow: DataflowConfig = field(default_factory=DataflowConfig)
     training: TrainingJobConfig = field(default_factory=TrainingJobConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    tuning: TuningConfig = field(default_factory=TuningConfig)
 
 
 @dataclass(frozen=True)
@@ -277,6 +289,7 @@ _CHOICES = {
     "train.model.head": ("auto", "tied", "full", "adaptive"),
     "train.matmul_dtype": ("auto", "float32", "bfloat16"),
     "cloud.schedule.strategy": ("mirrored", "multiworker"),
+    "cloud.tuning.metric": ("valid_perplexity", "valid_loss"),
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import glob
+import json
 import logging
 import os
 
@@ -87,7 +88,9 @@ def test_baseline_reference_line_and_hparams_are_written(tmp_path):
     assert not (missing / "valid").exists()  # no baseline, no reference line
 
 
-def test_a_vertex_job_trains_into_its_folders(synthetic, tmp_path, monkeypatch, caplog):
+def test_a_vertex_tuning_trial_trains_into_its_folders_with_its_arguments_and_reports(
+    synthetic, tmp_path, monkeypatch, caplog
+):
     from nextword.artifacts import bundle as bundle_lib
     from tests.support.trainer import train_args
     from trainer.main import run
@@ -96,8 +99,11 @@ def test_a_vertex_job_trains_into_its_folders(synthetic, tmp_path, monkeypatch, 
     for name, folder in (("AIP_MODEL_DIR", "model"), ("AIP_CHECKPOINT_DIR", "checkpoints"),
                          ("AIP_TENSORBOARD_LOG_DIR", "logs")):  # fmt: skip
         monkeypatch.setenv(name, str(base / folder))
+    monkeypatch.setenv("CLOUD_ML_TRIAL_ID", "3")
+    monkeypatch.setenv("CLOUD_ML_HP_METRIC_FILE", str(tmp_path / "hypertune" / "output.metrics"))
+    trial = ["--train_optimizer_learning_rate=0.005", "--train_model_units", "16.0"]  # as Vertex AI passes them
     with caplog.at_level(logging.WARNING):
-        metrics = run(train_args(synthetic, tmp_path / "configured", "train.max_steps=5"))
+        metrics = run([*train_args(synthetic, tmp_path / "configured", "train.max_steps=5"), *trial])
     assert metrics["bundle_dir"] == str(base / "model")
     assert bundle_lib.load_bundle(str(base / "model")).info.weights_sha256 == metrics["weights_sha256"]
     assert (base / "checkpoints" / "checkpoint").exists() and (base / "metrics.json").exists()
@@ -105,3 +111,7 @@ def test_a_vertex_job_trains_into_its_folders(synthetic, tmp_path, monkeypatch, 
     assert any(v.tag == "_hparams_/session_start_info" for e in _events(str(base / "logs")) for v in e.summary.value)
     assert not (tmp_path / "configured").exists()
     assert sum("train.model_dir=" in r.getMessage() for r in caplog.records) == 1
+    resolved = config_lib.load(str(base / "config.yaml"), [])
+    assert (resolved.train.optimizer.learning_rate, resolved.train.model.units) == (0.005, 16)
+    report = json.loads((tmp_path / "hypertune" / "output.metrics").read_text())
+    assert report["trial"] == "3" and float(report["valid_perplexity"]) == metrics["valid"]["perplexity"]

@@ -27,7 +27,7 @@ from nextword import storage
 from nextword.artifacts import baseline_report, data_dir
 from nextword.artifacts.model_dir import BUNDLE_DIR, CURVES_FILE, HISTORY_FILE, METRICS_FILE
 from nextword.cli import cli_common
-from nextword.cloud import vertex_env, vertex_tensorboard
+from nextword.cloud import tuning, vertex_env, vertex_tensorboard
 from nextword.config import Config, TrainConfig
 from nextword.text import contract
 from trainer import evaluate as evaluate_lib
@@ -267,8 +267,13 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
 
 
 def run(argv: list[str] | None = None) -> dict:
-    """`python -m trainer` / `nextword train`; returns the metrics."""
-    return train(vertex_env.training_config(parse("train", argv), os.environ))
+    """`python -m trainer` / `nextword train`; returns the metrics. In a Vertex AI tuning trial, its
+    `--<key>=<value>` arguments set train.* keys and the metric is reported (nextword/cloud/tuning.py)."""
+    args, extra = cli_common.parser("train").parse_known_args(argv)
+    config = config_lib.load(args.config, args.overrides + tuning.trial_overrides(extra))
+    metrics = train(vertex_env.training_config(config, os.environ))
+    tuning.report_trial_metric(config, metrics, os.environ)
+    return metrics
 
 
 @contextlib.contextmanager

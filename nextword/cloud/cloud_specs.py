@@ -3,6 +3,7 @@
     vertex_mirrored.json     CustomJob: one machine, several GPUs (train.strategy=mirrored)
     vertex_multiworker.json  CustomJob: a chief and workers (multiworker; Vertex AI sets TF_CONFIG)
     scheduler_job.json       Cloud Scheduler job: POSTs the schedule's CustomJob to the Vertex AI API on a cron
+    vertex_tuning.json       HyperparameterTuningJob over `nextword train` (only with cloud.tuning.max_trial_count > 0)
     vertex.sh                uploads the config, submits the two jobs once, creates the schedule
     dataflow.sh              preprocessing and batch prediction on Dataflow
 
@@ -21,6 +22,7 @@ import json
 import shlex
 
 from nextword import cloud
+from nextword.cloud import tuning
 from nextword.config import Config, ConfigError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -41,7 +43,7 @@ def training_args(config: Config, strategy: str) -> list[str]:
     return ["cloud", "train", "--config", config.cloud.config_uri, "--set", f"train.strategy={strategy}"]
 
 
-def _worker_pool(config: Config, replicas: int, strategy: str) -> dict:
+def _worker_pool(config: Config, replicas: int, args: list[str]) -> dict:
     training = config.cloud.training
     return {
         "machineSpec": {
@@ -51,7 +53,7 @@ def _worker_pool(config: Config, replicas: int, strategy: str) -> dict:
         },
         "replicaCount": str(replicas),
         "diskSpec": {"bootDiskType": "pd-ssd", "bootDiskSizeGb": training.boot_disk_size_gb},
-        "containerSpec": {"imageUri": training.image_uri, "args": training_args(config, strategy)},
+        "containerSpec": {"imageUri": training.image_uri, "args": args},
     }
 
 
@@ -61,12 +63,13 @@ def custom_job(config: Config, strategy: str) -> dict:
                   "cloud.training.image_uri")  # fmt: skip
     if strategy not in STRATEGIES:
         raise ConfigError(f"cloud.schedule.strategy: {strategy!r} is not one of {', '.join(STRATEGIES)}")
-    pools = [_worker_pool(config, 1, strategy)]  # pool 0: the chief
+    args = training_args(config, strategy)
+    pools = [_worker_pool(config, 1, args)]  # pool 0: the chief
     if strategy == "multiworker":
         workers = config.cloud.training.replica_count - 1
         if workers < 1:
             raise ConfigError("cloud.training.replica_count: multiworker needs at least 2 machines")
-        pools.append(_worker_pool(config, workers, strategy))
+        pools.append(_worker_pool(config, workers, args))
     spec: dict = {
         "workerPoolSpecs": pools,
         # A lost worker breaks the collective ring: restart them all, and they resume from the checkpoint.
@@ -78,6 +81,33 @@ def custom_job(config: Config, strategy: str) -> dict:
         "displayName": f"nextword-train-{strategy}",
         "labels": {"app": "nextword", "strategy": strategy},
         "jobSpec": spec,
+    }
+
+
+def tuning_job(config: Config) -> dict:
+    """The HyperparameterTuningJob request body: trials of `nextword train` on one machine each (mirrored).
+
+    Each trial trains into <cloud.runs_dir>/tuning/<trial id>/ (Vertex AI's AIP_* folders under the job's
+    baseOutputDirectory; trainer/main.py follows them) and reports cloud.tuning.metric at its end.
+    """
+    cloud.require(config, "cloud.project", "cloud.region", "cloud.config_uri", "cloud.runs_dir",
+                  "cloud.training.image_uri")  # fmt: skip
+    tuning.check_counts(config)
+    spec = tuning.study_spec(config)
+    args = ["train", "--config", config.cloud.config_uri, "--set", "train.strategy=mirrored"]
+    trial: dict = {
+        "workerPoolSpecs": [_worker_pool(config, 1, args)],
+        "baseOutputDirectory": {"outputUriPrefix": f"{config.cloud.runs_dir.rstrip('/')}/tuning"},
+    }
+    if config.cloud.training.service_account:
+        trial["serviceAccount"] = config.cloud.training.service_account
+    return {
+        "displayName": "nextword-tuning",
+        "labels": {"app": "nextword"},
+        "studySpec": spec,
+        "maxTrialCount": config.cloud.tuning.max_trial_count,
+        "parallelTrialCount": config.cloud.tuning.parallel_trial_count,
+        "trialJobSpec": trial,
     }
 
 
@@ -125,7 +155,13 @@ post {q(api + "/customJobs")} vertex_mirrored.json
 post {q(api + "/customJobs")} vertex_multiworker.json
 # Retraining on "{config.cloud.schedule.cron}" ({config.cloud.schedule.time_zone}) into {config.cloud.runs_dir}:
 post {q(scheduler_api)} scheduler_job.json
+""" + (
+        f"""# {config.cloud.tuning.max_trial_count} tuning trials of `nextword train` (cloud.tuning):
+post {q(api + "/hyperparameterTuningJobs")} vertex_tuning.json
 """
+        if config.cloud.tuning.max_trial_count > 0
+        else ""
+    )
 
 
 def dataflow_script(config: Config) -> str:
@@ -148,6 +184,9 @@ def render(config: Config, local_config: str) -> dict[str, str]:
     """{file name: content} of every launch file."""
     jobs = {f"vertex_{strategy}.json": custom_job(config, strategy) for strategy in STRATEGIES}
     jobs["scheduler_job.json"] = scheduler_job(config)
+    tuning.check_counts(config)
+    if config.cloud.tuning.max_trial_count > 0:
+        jobs["vertex_tuning.json"] = tuning_job(config)
     files = {name: json.dumps(body, indent=2, sort_keys=True) + "\n" for name, body in jobs.items()}
     files["vertex.sh"] = vertex_script(config, local_config)
     files["dataflow.sh"] = dataflow_script(config)
