@@ -246,6 +246,22 @@ class TuningConfig:
 
 
 @dataclass(frozen=True)
+class RegistryConfig:
+    """Vertex AI Model Registry and batch prediction (nextword/cloud/registry.py)."""
+
+    model_id: str = ""  # the registry model every promoted run becomes a version of ("": no upload)
+    alias: str = "promoted"  # the version alias that follows LATEST; [a-z][a-zA-Z0-9-]*, not "default"
+    # Vertex AI's prebuilt TensorFlow serving container (TF Serving, calling serving_default)
+    serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+    # BatchPredictionJob: input gs://….jsonl ({"text": line} per line) or bq://PROJECT.DATASET.TABLE (a text
+    # column); output gs://… (JSONL) or bq://PROJECT[.DATASET] (a table per job)
+    batch_input: str = ""
+    batch_output: str = ""
+    batch_machine_type: str = "n1-standard-4"
+    batch_max_replica_count: int = 4  # machines at most, >= 1
+
+
+@dataclass(frozen=True)
 class CloudConfig:
     """Google Cloud settings: see nextword/cloud/__init__.py and `nextword cloud render`."""
 
@@ -265,6 +281,7 @@ class CloudConfig:
     training: TrainingJobConfig = field(default_factory=TrainingJobConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     tuning: TuningConfig = field(default_factory=TuningConfig)
+    registry: RegistryConfig = field(default_factory=RegistryConfig)
 
 
 @dataclass(frozen=True)

@@ -15,9 +15,9 @@ import sys
 
 from nextword import cli, cloud, storage
 from nextword import config as config_lib
-from nextword.artifacts.model_dir import METRICS_FILE
+from nextword.artifacts.model_dir import BUNDLE_DIR, METRICS_FILE
 from nextword.cli import cli_parsers, console
-from nextword.cloud import cloud_specs, runs
+from nextword.cloud import cloud_specs, registry, runs
 from nextword.config import Config
 
 # `cloud train` runs the trainer: nextword/cli dispatches it to trainer/cloud_train.py, as a stage.
@@ -53,7 +53,10 @@ def promote(config: Config, run_dir: str) -> bool:
     if not storage.exists(path):
         raise FileNotFoundError(f"{path}: no metrics; the run has not finished its evaluation")
     metrics = _flat_metrics(json.loads(storage.read_text(path)))
-    return runs.promote_latest(run_dir, latest_path(config), metrics, cloud.promotion_bar(config))
+    promoted = runs.promote_latest(run_dir, latest_path(config), metrics, cloud.promotion_bar(config))
+    if promoted and config.cloud.registry.model_id:  # the registry's alias follows LATEST
+        registry.publish(config, run_dir, storage.join(run_dir, BUNDLE_DIR), metrics["test_perplexity"])
+    return promoted
 
 
 def _print_runs(config: Config) -> None:

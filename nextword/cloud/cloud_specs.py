@@ -4,6 +4,7 @@
     vertex_multiworker.json  CustomJob: a chief and workers (multiworker; Vertex AI sets TF_CONFIG)
     scheduler_job.json       Cloud Scheduler job: POSTs the schedule's CustomJob to the Vertex AI API on a cron
     vertex_tuning.json       HyperparameterTuningJob over `nextword train` (only with cloud.tuning.max_trial_count > 0)
+    vertex_batch_prediction.json  BatchPredictionJob of the registry's promoted version (cloud.registry.batch_input)
     vertex.sh                uploads the config, submits the two jobs once, creates the schedule
     dataflow.sh              preprocessing and batch prediction on Dataflow
 
@@ -22,7 +23,7 @@ import json
 import shlex
 
 from nextword import cloud
-from nextword.cloud import tuning
+from nextword.cloud import registry, tuning
 from nextword.config import Config, ConfigError
 
 CLOUD_PLATFORM_SCOPE = "https://www.googleapis.com/auth/cloud-platform"
@@ -139,7 +140,8 @@ def vertex_script(config: Config, local_config: str) -> str:
     api = vertex_api(config)
     scheduler_api = f"https://cloudscheduler.googleapis.com/v1/{_parent(config)}/jobs"
     q = shlex.quote
-    return f"""#!/usr/bin/env bash
+    return (
+        f"""#!/usr/bin/env bash
 # Rendered by `nextword cloud render`: trains on Vertex AI and schedules retraining.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -155,12 +157,21 @@ post {q(api + "/customJobs")} vertex_mirrored.json
 post {q(api + "/customJobs")} vertex_multiworker.json
 # Retraining on "{config.cloud.schedule.cron}" ({config.cloud.schedule.time_zone}) into {config.cloud.runs_dir}:
 post {q(scheduler_api)} scheduler_job.json
-""" + (
-        f"""# {config.cloud.tuning.max_trial_count} tuning trials of `nextword train` (cloud.tuning):
+"""
+        + (
+            f"""# {config.cloud.tuning.max_trial_count} tuning trials of `nextword train` (cloud.tuning):
 post {q(api + "/hyperparameterTuningJobs")} vertex_tuning.json
 """
-        if config.cloud.tuning.max_trial_count > 0
-        else ""
+            if config.cloud.tuning.max_trial_count > 0
+            else ""
+        )
+        + (
+            f"""# Batch prediction with the {config.cloud.registry.alias} version, once a run was promoted:
+# post {q(api + "/batchPredictionJobs")} vertex_batch_prediction.json
+"""
+            if config.cloud.registry.batch_input
+            else ""
+        )
     )
 
 
@@ -187,6 +198,8 @@ def render(config: Config, local_config: str) -> dict[str, str]:
     tuning.check_counts(config)
     if config.cloud.tuning.max_trial_count > 0:
         jobs["vertex_tuning.json"] = tuning_job(config)
+    if config.cloud.registry.batch_input:
+        jobs["vertex_batch_prediction.json"] = registry.batch_prediction_job(config)
     files = {name: json.dumps(body, indent=2, sort_keys=True) + "\n" for name, body in jobs.items()}
     files["vertex.sh"] = vertex_script(config, local_config)
     files["dataflow.sh"] = dataflow_script(config)
