@@ -119,7 +119,7 @@ class CountShardFn(beam.DoFn):
                 arrays = {}  # so every bucket's steps run
                 for n, (first_words, suffixes, counts) in enumerate(part, start=2):
                     arrays[f"first{n}"], arrays[f"suffix{n}"], arrays[f"counts{n}"] = first_words, suffixes, counts
-                yield b, _save(storage.join(self._work, f"count-{number:05d}-{chunk:05d}-{b:05d}.npz"), **arrays)
+                yield b, _save(storage.join(self._work, f"count-{number:05d}-{chunk:05d}-{b:05d}.arrays"), **arrays)
             Metrics.counter(_NAMESPACE, "chunks").inc()
             Metrics.counter(_NAMESPACE, "tokens").inc(len(codes) - first)
         _LOG.info("counted %s in %.1f s", path, time.monotonic() - started)
@@ -159,32 +159,32 @@ class MergeBucketFn(beam.DoFn):
         words = tables.words_of(keys, order, radix)
         sent = {n: tables.rows_by(tables.table_buckets(words[n][:, :-1], self._buckets), self._buckets)
                 for n in range(3, order + 1)}  # fmt: skip
-        own = {f"sent{n}": np.argsort(np.concatenate(sent[n]), kind="stable") for n in range(3, order + 1)}
-        _save(_sent_path(self._work, b), **own)  # where each row's sums will be among those coming back
+        back = {f"sent{n}": np.argsort(np.concatenate(sent[n]), kind="stable") for n in range(3, order + 1)}
+        _save(_sent_path(self._work, b), **back)  # where each row's sums will be among those coming back
         for d in range(self._buckets):
             arrays = {}
             for n in range(3, order + 1):
                 rows = sent[n][d]
                 arrays[f"words{n}"], arrays[f"adjusted{n}"] = words[n][rows, :-1], adjusted[n][rows]
                 arrays[f"keep{n}"] = keep[n][rows]
-            yield d, _save(storage.join(self._work, f"context-{b:05d}-{d:05d}.npz"), **arrays)
+            yield d, _save(storage.join(self._work, f"context-{b:05d}-{d:05d}.arrays"), **arrays)
         Metrics.counter(_NAMESPACE, "ngrams").inc(sum(len(k) for k in keys[2:]))
 
 
 def _own_path(work: str, bucket: int) -> str:
-    return storage.join(work, f"own-{bucket:05d}.npz")
+    return storage.join(work, f"own-{bucket:05d}.arrays")
 
 
 def _sent_path(work: str, bucket: int) -> str:
-    return storage.join(work, f"sent-{bucket:05d}.npz")
+    return storage.join(work, f"sent-{bucket:05d}.arrays")
 
 
 def _backoff_path(work: str, bucket: int) -> str:
-    return storage.join(work, f"backoff-{bucket:05d}.npz")
+    return storage.join(work, f"backoff-{bucket:05d}.arrays")
 
 
 def _model_path(work: str, bucket: int) -> str:
-    return storage.join(work, f"model-{bucket:05d}.npz")
+    return storage.join(work, f"model-{bucket:05d}.arrays")
 
 
 def _arpa_path(work: str, n: int, bucket: int) -> str:
@@ -257,7 +257,7 @@ class SumContextsFn(beam.DoFn):
                 size = len(arrived[f"adjusted{n}"])
                 arrays[f"total{n}"], arrays[f"gamma{n}"] = (a[start[n] : start[n] + size] for a in answers[n])
                 start[n] += size
-            yield s, _save(storage.join(self._work, f"sums-{d:05d}-{s:05d}.npz"), **arrays)
+            yield s, _save(storage.join(self._work, f"sums-{d:05d}-{s:05d}.arrays"), **arrays)
 
 
 class InterpolateFn(beam.DoFn):
@@ -324,7 +324,7 @@ class QueriesFn(beam.DoFn):
         targets = ngrams.targets(windows, self._order, overlap, protocol == "carried")
         contexts, lengths, tokens = tables.query_arrays(targets, self._order)
         name = f"{split}-{protocol}"
-        positions = _save(storage.join(self._work, f"positions-{name}.npz"), contexts=contexts, lengths=lengths,
+        positions = _save(storage.join(self._work, f"positions-{name}.arrays"), contexts=contexts, lengths=lengths,
                           tokens=tokens)  # fmt: skip
         yield beam.pvalue.TaggedOutput("positions", (evaluation, positions))
         token_bucket, context_bucket = tables.query_buckets(contexts, lengths, tokens, self._buckets)
@@ -334,7 +334,7 @@ class QueriesFn(beam.DoFn):
         )
         for b in range(self._buckets):
             t, c = by_token[b + 1], by_context[b + 1]  # index 0: positions the global unigrams answer alone
-            path = storage.join(self._work, f"queries-{name}-{b:05d}.npz")
+            path = storage.join(self._work, f"queries-{name}-{b:05d}.arrays")
             yield b, _save(path, split=np.array(split), protocol=np.array(protocol), token_rows=t,
                            contexts=contexts[t], lengths=lengths[t], tokens=tokens[t], context_rows=c,
                            context_contexts=contexts[c], context_lengths=lengths[c])  # fmt: skip
@@ -356,7 +356,7 @@ class AnswerFn(beam.DoFn):
             log_backoff = tables.answer_contexts(keys, backoffs, q["context_contexts"], q["context_lengths"],
                                                  self._radix)  # fmt: skip
             evaluation = (str(q["split"]), str(q["protocol"]))
-            answers = storage.join(self._work, f"answers-{evaluation[0]}-{evaluation[1]}-{b:05d}.npz")
+            answers = storage.join(self._work, f"answers-{evaluation[0]}-{evaluation[1]}-{b:05d}.arrays")
             yield evaluation, _save(answers, token_rows=q["token_rows"], longest=longest, p=p,
                                     context_rows=q["context_rows"], log_backoff=log_backoff)  # fmt: skip
 
