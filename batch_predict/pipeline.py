@@ -26,6 +26,7 @@ from collections import Counter
 import apache_beam as beam
 
 from batch_predict import core, resume
+from batch_predict.bigquery_sink import WriteRecordsToBigQuery
 from batch_predict.transforms import ScoreRanges
 from nextword import cloud, storage
 from nextword.artifacts import bundle as bundle_lib
@@ -136,7 +137,7 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
         | "RangeStats" >> beam.Map(lambda done: Counter(done["stats"]))
         | "SumStats" >> beam.CombineGlobally(pipelines.sum_counters)
     )
-    pipelines.write_last(
+    summary = pipelines.write_last(
         p,
         "WriteSummary",
         _write_summary,
@@ -150,6 +151,8 @@ def build(p: beam.Pipeline, config: Config) -> beam.PCollection:
         stats=beam.pvalue.AsSingleton(stats),
         scored=beam.pvalue.AsList(scored | "ShardNames" >> beam.Map(lambda done: done["shard"])),
     )
+    if cfg.output_table:
+        summary | "ToBigQuery" >> WriteRecordsToBigQuery(cfg)
     return scored
 
 

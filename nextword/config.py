@@ -175,6 +175,9 @@ class PredictConfig:
     split_bytes: int = 64 << 20
     # One model per machine instead of one per worker process (for big models).
     share_model_across_processes: bool = False
+    # BigQuery table PROJECT:DATASET.TABLE that also receives the records once the job is complete
+    # (batch_predict/bigquery_sink.py; replaced on each run); "": the JSONL shards only.
+    output_table: str = ""
 
 
 @dataclass(frozen=True)
