@@ -280,7 +280,7 @@ class InterpolateFn(beam.DoFn):
         for n in range(3, order + 1):
             back = [np.concatenate([part[f"{name}{n}"] for part in sums]) for name in ("total", "gamma")]
             arriving[n] = tuple(values[sent[f"sent{n}"]] for values in back)
-        probs = tables.interpolate(keys, adjusted, keep, arriving, model, order, radix)
+        probs = tables.interpolate(keys, adjusted, arriving, model, order, radix)
         bucket_backoffs = _load(_backoff_path(self._work, s))
         backoffs = [None, None] + [bucket_backoffs[f"backoff{n}"] for n in range(2, order)] + [None]
         shard = {}

@@ -307,7 +307,7 @@ def context_sums(keys: list, contexts: list, order: int, radix: int, d: np.ndarr
     return answers, backoffs
 
 
-def interpolate(keys: list, adjusted: list, keep: list, arriving: list, model: dict, order: int, radix: int) -> list:
+def interpolate(keys: list, adjusted: list, arriving: list, model: dict, order: int, radix: int) -> list:
     """p(w | h) of every row, order 2..order: discounted(hw) + gamma(h) p(w | h'), down the orders.
 
     arriving[n]: (total, gamma) of each order-n row's context (n >= 3, from

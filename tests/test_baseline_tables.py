@@ -80,7 +80,7 @@ def _distributed(windows, order, vocab_size, buckets, chunk_tokens, prune=None):
     results = []
     for s in range(buckets):
         keys, adjusted, keep, words = own[s]
-        p = tables.interpolate(keys, adjusted, keep, arriving[s], model, order, radix)
+        p = tables.interpolate(keys, adjusted, arriving[s], model, order, radix)
         results.append((keys, p, keep, backoffs[s]))
         for n in range(2, order + 1):
             for row in np.flatnonzero(keep[n]):
