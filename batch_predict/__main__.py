@@ -34,23 +34,22 @@ def split_texts(argv: list[str]) -> tuple[list[str], list[str]]:
 
 def predict_texts(texts: list[str], argv: list[str]) -> None:
     """Prints the top-k next words of each text, then `Prediction: <text> <most likely word>`."""
-    from batch_predict.handler import LoadedBundle
+    from batch_predict.predictor import Predictor
 
     config, extra = pipelines.parse("predict", argv)
     if extra:
         raise ValueError(f"{' '.join(extra)}: unknown option for text predictions (Beam options need no text)")
     cfg = config.predict
-    out = LoadedBundle(cfg.bundle_dir).next_words(texts, cfg.top_k)
+    found = Predictor.load(cfg.bundle_dir, cfg.max_batch_tokens).next_words(texts, cfg.top_k)
     empty = []
-    for text, words, probs in zip(texts, out["words"], out["probs"], strict=True):
-        words = [w.decode("utf-8") for w in words]
-        if not words[0]:  # the bundle's explicit "no context" answer
+    for text, pairs in zip(texts, found, strict=True):
+        if not pairs:  # no context to predict from
             empty.append(text)
             continue
         print(text)
-        for word, prob in zip(words, probs, strict=True):
+        for word, prob in pairs:
             print(f"  {word:<24} {prob:.4f}")
-        print(f"Prediction: {text} {words[0]}")
+        print(f"Prediction: {text} {pairs[0][0]}")
     if empty:
         raise ValueError(f"{empty[0]!r}: no word left after normalization to predict from")
 

@@ -51,6 +51,11 @@ class LineScore(NamedTuple):
     known_log_prob: float  # the scored tokens that are not unknown
     token_scores: list[tuple[str, bool, float]] | None = None  # (text, unknown, log_prob) per token, in order
 
+    @property
+    def perplexity(self) -> float | None:
+        """exp(-log_prob / tokens), as the records give it; None without scored tokens."""
+        return perplexity(self.log_prob, self.tokens)
+
 
 class FileRange(NamedTuple):
     """Bytes [start, end) of a file of `size` bytes: the lines that *start* there."""

@@ -19,10 +19,10 @@ def _run(argv: list[str]) -> None:
     if args.words < 1 or args.temperature < 0 or args.top_k < 0:
         raise ValueError("--words must be >= 1, --temperature >= 0 and --top-k >= 0")
     config = config_lib.load(args.config, args.overrides)
-    from batch_predict.handler import LoadedBundle
+    from batch_predict.predictor import Predictor
 
-    bundle = LoadedBundle(config.predict.bundle_dir)
-    added = bundle.generate(args.text, args.words, args.temperature, args.top_k, args.seed, args.allow_unknown)
+    predictor = Predictor.load(config.predict.bundle_dir)
+    added = predictor.generate(args.text, args.words, args.temperature, args.top_k, args.seed, args.allow_unknown)
     if not added:
         raise ValueError(f"{args.text!r}: no word left after normalization to continue from")
     print(f"{args.text} {' '.join(added)}")

@@ -1,25 +1,24 @@
-"""The model handler of batch prediction: loads the bundle and calls its string signatures.
+"""The model handler of batch prediction: lines -> record fields, through the Predictor.
 
-The bundle is loaded with tf.saved_model.load (Beam's stock TensorFlow handler
-needs tensorflow_hub and tf.keras.models.load_model, which rejects Keras 3
-exports). The job's DoFn (batch_predict/transforms.py) hands over blocks of a
-range's lines, not one Beam element per line: per-line elements cost more Beam
-and Python time than the model itself on a small LSTM.
+The bundle is loaded with tf.saved_model.load (batch_predict/predictor.py; Beam's stock TensorFlow
+handler needs tensorflow_hub and tf.keras.models.load_model, which rejects Keras 3 exports). The file
+job's DoFn (batch_predict/transforms.py) hands over blocks of a range's lines, not one Beam element per
+line: per-line elements cost more Beam and Python time than the model itself on a small LSTM.
 """
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor, Future
 
-import numpy as np
+from apache_beam.ml.inference.base import ModelHandler
 
 from batch_predict import core
+from batch_predict import predictor as predictor_lib
+from batch_predict.predictor import Predictor
 from nextword.artifacts import bundle as bundle_lib
-from nextword.text import contract
 
 _LOG = logging.getLogger(__name__)
 
@@ -44,58 +43,6 @@ def share_cores(calls_in_flight: int) -> None:
     _LOG.info("%d model calls in flight, %d intra-op threads each", calls_in_flight, threads)
 
 
-class LoadedBundle:
-    """The bundle's signatures called with Python lists, answering NumPy (picklable across processes)."""
-
-    def __init__(self, path: str):
-        import tensorflow as tf
-
-        bundle_lib.load_bundle(path)  # checked again where it is loaded: workers may see another file
-        self._tf = tf
-        self._saved_model = tf.saved_model.load(path)
-        self._next = self._saved_model.signatures[contract.SIGNATURE_NEXT_WORDS]
-        self._signatures = self._saved_model.signatures  # the stream ones: batch prediction checks them
-
-    def next_words(self, texts: Sequence[str], k: int) -> dict[str, np.ndarray]:
-        out = self._next(text=self._tf.constant(list(texts), dtype=self._tf.string), k=self._tf.constant(k))
-        return {name: value.numpy() for name, value in out.items()}
-
-    def score(self, texts: Sequence[str], per_token: bool) -> dict[str, np.ndarray]:
-        """Per line: log_prob, known_log_prob, tokens, unknown_tokens, word_count, unknown_count; with
-        `per_token`, also flat over the lines' scored tokens, in order: token_log_prob, token_text,
-        token_unknown (score_tokens, ~10% slower than score: it tokenizes the text again for the strings)."""
-        signature = bundle_lib.SIGNATURE_SCORE_TOKENS if per_token else contract.SIGNATURE_SCORE
-        out = self._signatures[signature](text=self._tf.constant(list(texts), dtype=self._tf.string))
-        return {name: value.numpy() for name, value in out.items()}
-
-    def score_stream(self, texts: Sequence[str], state: np.ndarray, last_id: int) -> dict[str, np.ndarray]:
-        """score's outputs for lines that continue a document, from the state after the text before them;
-        also the state and last id after them (for the next call)."""
-        tf = self._tf
-        out = self._signatures[bundle_lib.SIGNATURE_SCORE_STREAM](
-            text=tf.constant(list(texts), dtype=tf.string), state=tf.constant(state), last_id=tf.constant(last_id)
-        )
-        return {name: value.numpy() for name, value in out.items()}
-
-    def advance_stream(self, texts: Sequence[str], state: np.ndarray, last_id: int) -> tuple[np.ndarray, int]:
-        """The state and last id after `texts`, scoring nothing (the warm-up)."""
-        tf = self._tf
-        out = self._signatures[bundle_lib.SIGNATURE_ADVANCE_STREAM](
-            text=tf.constant(list(texts), dtype=tf.string), state=tf.constant(state), last_id=tf.constant(last_id)
-        )
-        return out["state"].numpy(), int(out["last_id"].numpy())
-
-    def generate(
-        self, text: str, words: int, temperature: float, top_k: int, seed: int, allow_unknown: bool
-    ) -> list[str]:
-        tf = self._tf
-        out = self._saved_model.signatures[contract.SIGNATURE_GENERATE](
-            text=tf.constant(text), words=tf.constant(words), temperature=tf.constant(temperature, tf.float32),
-            top_k=tf.constant(top_k), seed=tf.constant(seed), allow_unknown=tf.constant(allow_unknown),
-        )  # fmt: skip
-        return [w.decode("utf-8") for w in out["words"].numpy()]
-
-
 # Model calls' worth of lines gathered per block: more lines to sort by length, fuller calls.
 GATHER_BUDGETS = 16
 
@@ -112,61 +59,80 @@ class _Now(Executor):
 _NOW = _Now()
 
 
-def _as_lists(outputs: dict[str, np.ndarray]) -> dict[str, list]:
-    return {name: value.tolist() for name, value in outputs.items()}
+class BundleModelHandler(ModelHandler):
+    """A RunInference model handler for a bundle: lines in (str, or the job's PreparedLine), record fields
+    out (core.prediction_record: next words, scores, flags), each line on its own (line context).
 
-
-def line_scores(score: dict[str, list], per_token: bool) -> list[core.LineScore]:
-    """score's (or score_stream's) outputs, as plain lists -> one LineScore per line."""
-    offsets = np.cumsum([0, *score["tokens"]]).tolist()
-    lines = []
-    for i, (lo, hi) in enumerate(itertools.pairwise(offsets)):
-        tokens = None
-        if per_token:
-            texts, unknown, values = (score[name][lo:hi] for name in ("token_text", "token_unknown", "token_log_prob"))
-            tokens = [(t.decode("utf-8"), u, v) for t, u, v in zip(texts, unknown, values, strict=True)]
-        lines.append(core.LineScore(
-            score["log_prob"][i], score["tokens"][i], score["unknown_tokens"][i], score["known_log_prob"][i], tokens
-        ))  # fmt: skip
-    return lines
-
-
-class BundleModelHandler:
-    """PreparedLines -> record fields (see core.prediction_record).
-
-    Each block is sorted by length and called in groups of at most
-    max_batch_tokens padded positions (core.length_groups), so one long line
-    neither pads a whole block nor makes a call too big.
+    For users' own pipelines: `RunInference(BundleModelHandler("gs://.../bundle"))`, wrapped in
+    `KeyedModelHandler` for keyed lines, with `.with_exception_handling()` for a dead-letter output of the
+    batches that fail. Beam batches lines by their padded token positions (element_size_fn); the handler
+    sorts each batch by length into model calls of at most `max_batch_tokens` (core.length_groups), so one
+    long line neither pads a whole batch nor makes a call too big. The file job uses the same handler, one
+    block of a range's lines at a time (batch_predict/transforms.py).
     """
 
     def __init__(
-        self, bundle: bundle_lib.Bundle, mode: str, top_k: int, max_batch_tokens: int, per_token: bool = False
+        self,
+        bundle: bundle_lib.Bundle | str,
+        mode: str = "both",
+        top_k: int = 5,
+        max_batch_tokens: int = 8192,
+        per_token: bool = False,
+        max_line_tokens: int = 100_000,
+        **batching,
     ):
-        self._path = bundle.path
-        self._window = bundle.window_length  # for the "shorter_than_window" flag
-        self._eos = bundle.settings.eos
+        """`batching`: more of ModelHandler's batching arguments. Beam weighs each line by its padded token
+        positions (element_size_fn), so min_batch_size and max_batch_size count token positions; by default a
+        batch holds about GATHER_BUDGETS model calls' worth of lines. (Beam 2.77's ModelHandler takes
+        max_batch_weight, but its BatchElements does not yet.)"""
+        bundle = bundle_lib.load_bundle(bundle) if isinstance(bundle, str) else bundle
+        if mode not in core.MODES:
+            raise ValueError(f"mode: {mode!r} is not one of {', '.join(core.MODES)}")
+        batching.setdefault("max_batch_size", GATHER_BUDGETS * max_batch_tokens)
+        super().__init__(element_size_fn=self.cost, **batching)
+        self._bundle = bundle
+        self._mode = mode
         self._want_next, self._want_score = core.MODES[mode]
         self._top_k = top_k
         self._per_token = per_token
         self._budget = max_batch_tokens
+        self._max_line_tokens = max_line_tokens
 
-    def load_model(self) -> LoadedBundle:
-        return LoadedBundle(self._path)
+    def load_model(self) -> Predictor:
+        return Predictor.load(self._bundle.path, self._budget)
 
-    def run_inference(self, batch: Sequence[core.PreparedLine], model: LoadedBundle) -> list[dict]:
+    def prepared(self, line: str | core.PreparedLine) -> core.PreparedLine:
+        """A line as the model takes it: a str is prepared here (the file job prepares its own)."""
+        if isinstance(line, core.PreparedLine):
+            return line
+        if not isinstance(line, str):
+            raise TypeError(f"a line must be a str, not {type(line).__name__}")
+        raw = line.encode("utf-8")
+        return core.prepare_line(
+            raw, False, self._bundle.context_tokens, self._mode, self._bundle.settings, self._max_line_tokens
+        )
+
+    def cost(self, line: str | core.PreparedLine) -> int:
+        """The line's weight for Beam's batching: padded token positions (1 for a line that is not a str)."""
+        return self.prepared(line).cost if isinstance(line, str | core.PreparedLine) else 1
+
+    def run_inference(
+        self, batch: Sequence[str | core.PreparedLine], model: Predictor, inference_args: dict | None = None
+    ) -> list[dict]:
         return self.start_inference(batch, model, _NOW)()
 
     def start_inference(
-        self, batch: Sequence[core.PreparedLine], model: LoadedBundle, calls: Executor
+        self, batch: Sequence[str | core.PreparedLine], model: Predictor, calls: Executor
     ) -> Callable[[], list[dict]]:
         """Submits the batch's model calls to `calls`; returns what waits for them and answers
         run_inference's records, in batch order."""
-        records = [core.rejected_fields(line) if line.error else None for line in batch]
-        todo = [i for i, line in enumerate(batch) if not line.error]
+        lines = [self.prepared(line) for line in batch]
+        records = [core.rejected_fields(line) if line.error else None for line in lines]
+        todo = [i for i, line in enumerate(lines) if not line.error]
         started = []
-        for group in core.length_groups([batch[i].cost for i in todo], self._budget):
+        for group in core.length_groups([lines[i].cost for i in todo], self._budget):
             indices = [todo[j] for j in group]
-            started.append((indices, calls.submit(self._predict, [batch[i] for i in indices], model)))
+            started.append((indices, calls.submit(self._predict, [lines[i] for i in indices], model)))
 
         def finish() -> list[dict]:
             for indices, future in started:
@@ -176,29 +142,24 @@ class BundleModelHandler:
 
         return finish
 
-    def _predict(self, lines: list[core.PreparedLine], model: LoadedBundle) -> list[dict]:
+    def get_metrics_namespace(self) -> str:
+        return "nextword.predict"
+
+    def _predict(self, lines: list[core.PreparedLine], model: Predictor) -> list[dict]:
         texts = [line.text for line in lines]
-        # Plain Python lists once per call: per-element NumPy scalars are slow.
-        nxt = model.next_words(texts, self._top_k) if self._want_next else None
-        if nxt is not None:
-            nxt = _as_lists({**nxt, "probs": core.round_significant(nxt["probs"])})
-        score = _as_lists(model.score(texts, self._per_token)) if self._want_score else None
-        scores = line_scores(score, self._per_token) if score is not None else None
+        nxt = model.next_words_call(texts, self._top_k) if self._want_next else None
+        scores, score = model.score_call(texts, self._per_token) if self._want_score else (None, None)
+        next_words = predictor_lib.next_words_of(nxt) if nxt is not None else None
         counts = nxt if nxt is not None else score
-        records = []
-        for i, line in enumerate(lines):
-            next_words = None
-            if nxt is not None:
-                next_words = [(w.decode("utf-8"), p) for w, p in zip(nxt["words"][i], nxt["probs"][i], strict=True)]
-            records.append(
-                core.prediction_record(
-                    line.flags,
-                    counts["word_count"][i],
-                    counts["unknown_count"][i],
-                    self._window,
-                    self._eos,
-                    next_words,
-                    scores[i] if scores is not None else None,
-                )  # fmt: skip
+        return [
+            core.prediction_record(
+                line.flags,
+                counts["word_count"][i],
+                counts["unknown_count"][i],
+                self._bundle.window_length,  # for the "shorter_than_window" flag
+                self._bundle.settings.eos,
+                next_words[i] if next_words is not None else None,
+                scores[i] if scores is not None else None,
             )
-        return records
+            for i, line in enumerate(lines)
+        ]

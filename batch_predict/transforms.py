@@ -9,12 +9,12 @@ from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 
 import apache_beam as beam
-import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.utils import multi_process_shared, shared
 
 from batch_predict import core, resume
-from batch_predict.handler import GATHER_BUDGETS, BundleModelHandler, LoadedBundle, line_scores, share_cores
+from batch_predict.handler import GATHER_BUDGETS, BundleModelHandler, share_cores
+from batch_predict.predictor import Document, LoadedBundle, Predictor
 from nextword import storage
 from nextword.artifacts.bundle import Bundle
 from nextword.beam import progress
@@ -86,7 +86,7 @@ class LineScorer:
     the time (2 x 200 LSTM, 2 cores: two calls at once 1.26x the lines/s of one after another).
     """
 
-    def __init__(self, handler: BundleModelHandler, model: LoadedBundle, block_tokens: int, calls_in_flight: int):
+    def __init__(self, handler: BundleModelHandler, model: Predictor, block_tokens: int, calls_in_flight: int):
         self._handler = handler
         self._model = model
         self._block_tokens = block_tokens
@@ -118,51 +118,43 @@ class DocumentScorer:
     tokens are predicted; without `<eos>`, its first token is context only.
     """
 
-    def __init__(self, cfg: PredictConfig, bundle: Bundle, model: LoadedBundle):
+    def __init__(self, cfg: PredictConfig, bundle: Bundle, model: Predictor):
         self._cfg = cfg
         self._eos = bundle.settings.eos
         self._word_bound = contract.normalization(bundle.settings).word_bound
         self._budget = cfg.max_batch_tokens
-        self._state_size = bundle.state_size
         self._model = model
 
-    def _start(self) -> tuple[np.ndarray, int]:
-        return np.zeros([self._state_size], np.float32), contract.EOS_ID if self._eos else -1
-
-    def _warm_up(self, file_range: core.FileRange) -> tuple[np.ndarray, int]:
-        state, last_id = self._start()
+    def _warm_up(self, file_range: core.FileRange) -> Document:
+        document = self._model.document()
         begin = max(0, file_range.start - self._cfg.warmup_bytes)
         if begin == file_range.start:
-            return state, last_id
+            return document
         before = core.FileRange(file_range.path, begin, file_range.start, file_range.size)
         with storage.open_read(file_range.path) as stream:
             lines = core.read_range(stream, before, self._cfg.max_line_bytes)
             texts = [decode_line(raw, offset == 0)[0] for offset, raw in lines if raw is not None]
         for chunk in core.token_runs(texts, lambda text: self._word_bound(text) + 1, self._cfg.max_batch_tokens):
-            state, last_id = self._model.advance_stream(chunk, state, last_id)
-        return state, last_id
+            document.advance(chunk)
+        return document
 
     def score(self, file_range: core.FileRange, keyed_lines: Iterable[tuple[core.LineKey, core.PreparedLine]]):
-        state, last_id = self._warm_up(file_range)
+        document = self._warm_up(file_range)
         # A rejected line costs nothing: it is not sent to the model, and the document goes on without it.
         for run in core.token_runs(keyed_lines, lambda item: 0 if item[1].error else item[1].cost, self._budget):
-            state, last_id = yield from self._score(run, state, last_id)
+            yield from self._score(run, document)
 
-    def _score(self, run: list, state: np.ndarray, last_id: int):
+    def _score(self, run: list, document: Document):
         lines = [(key, line) for key, line in run if not line.error]
+        scores, out = document.score([line.text for _, line in lines], self._cfg.per_token)
         scored = {}
-        if lines:
-            out = self._model.score_stream([line.text for _, line in lines], state, last_id)
-            state, last_id = out.pop("state"), int(out.pop("last_id"))
-            out = {name: value.tolist() for name, value in out.items()}
-            for i, ((key, line), score) in enumerate(zip(lines, line_scores(out, self._cfg.per_token), strict=True)):
-                # window 0: in a document no line is short of context.
-                scored[key] = core.prediction_record(
-                    line.flags, out["word_count"][i], out["unknown_count"][i], 0, self._eos, score=score
-                )
+        for i, ((key, line), score) in enumerate(zip(lines, scores, strict=True)):
+            # window 0: in a document no line is short of context.
+            scored[key] = core.prediction_record(
+                line.flags, out["word_count"][i], out["unknown_count"][i], 0, self._eos, score=score
+            )
         for key, line in run:
             yield key, core.rejected_fields(line) if line.error else scored[key]
-        return state, last_id
 
 
 def _load_bundle(path: str, calls_in_flight: int) -> LoadedBundle:
@@ -196,6 +188,7 @@ class ScoreRangesFn(ReadLinesFn):
             model = multi_process_shared.MultiProcessShared(load, tag=f"nextword-{bundle.model_fingerprint}").acquire()
         else:
             model = self._shared.acquire(load)
+        model = Predictor(bundle, model, cfg.max_batch_tokens)
         if cfg.context == "document":
             self._scorer = DocumentScorer(cfg, bundle, model)
         else:

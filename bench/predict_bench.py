@@ -127,7 +127,7 @@ def child_signature(args) -> dict:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op_threads)
 
     from batch_predict import core
-    from batch_predict.handler import LoadedBundle
+    from batch_predict.predictor import LoadedBundle
     from nextword.artifacts.bundle import load_bundle
 
     bundle = load_bundle(args.bundle)

@@ -18,7 +18,8 @@ from hypothesis import strategies as st
 
 from batch_predict import __main__ as predict_main
 from batch_predict import core, pipeline
-from batch_predict.handler import BundleModelHandler, LoadedBundle
+from batch_predict.handler import BundleModelHandler
+from batch_predict.predictor import LoadedBundle
 from batch_predict.transforms import LineScorer, ReadLinesFn
 from nextword.artifacts import bundle as bundle_lib
 from nextword.text import contract

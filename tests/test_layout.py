@@ -156,10 +156,12 @@ def test_no_import_cycles_among_project_modules():
 
 
 def test_the_shared_package_imports_no_stage():
+    # Its root module is the public Python API, which runs the stages (inside its functions: importing
+    # nextword stays cheap); every module under it is shared by the stages and imports none of them.
     found = {
         (importer, target)
         for importer, targets in import_graph().items()
-        if importer.split(".")[0] == SHARED
+        if importer.split(".")[0] == SHARED and importer != SHARED
         for target in targets
         if target.split(".")[0] in STAGES
     }

@@ -1,0 +1,225 @@
+"""The one scoring path: a bundle's next words, line and document scores, and generation.
+
+Everything that asks the model goes through a `Predictor`: the batch job (batch_predict/handler.py and
+transforms.py, which only read ranges, batch lines and commit), the one-line `nextword predict`,
+`nextword generate` and the Python API (`nextword.load`). It is the pre- and post-processing around
+`LoadedBundle`, which only loads the SavedModel and calls its signatures:
+
+- line context: each text on its own; texts are grouped by length into model calls of at most
+  `max_batch_tokens` padded positions (core.length_groups);
+- document context: the texts in order as one stream, the recurrent state carried from text to text
+  (a `Document`), in calls of about `max_batch_tokens` tokens.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+
+from batch_predict import core
+from nextword.artifacts import bundle as bundle_lib
+from nextword.text import contract
+
+CONTEXTS = ("line", "document")
+
+
+class LoadedBundle:
+    """The bundle's signatures called with Python lists, answering NumPy (picklable across processes)."""
+
+    def __init__(self, path: str):
+        import tensorflow as tf
+
+        bundle_lib.load_bundle(path)  # checked again where it is loaded: workers may see another file
+        self._tf = tf
+        self._saved_model = tf.saved_model.load(path)
+        self._signatures = self._saved_model.signatures
+
+    def next_words(self, texts: Sequence[str], k: int) -> dict[str, np.ndarray]:
+        out = self._signatures[contract.SIGNATURE_NEXT_WORDS](text=self._strings(texts), k=self._tf.constant(k))
+        return {name: value.numpy() for name, value in out.items()}
+
+    def score(self, texts: Sequence[str], per_token: bool) -> dict[str, np.ndarray]:
+        """Per line: log_prob, known_log_prob, tokens, unknown_tokens, word_count, unknown_count; with
+        `per_token`, also flat over the lines' scored tokens, in order: token_log_prob, token_text,
+        token_unknown (score_tokens, ~10% slower than score: it tokenizes the text again for the strings)."""
+        signature = bundle_lib.SIGNATURE_SCORE_TOKENS if per_token else contract.SIGNATURE_SCORE
+        out = self._signatures[signature](text=self._strings(texts))
+        return {name: value.numpy() for name, value in out.items()}
+
+    def score_stream(self, texts: Sequence[str], state: np.ndarray, last_id: int) -> dict[str, np.ndarray]:
+        """score's outputs for lines that continue a document, from the state after the text before them;
+        also the state and last id after them (for the next call)."""
+        tf = self._tf
+        out = self._signatures[bundle_lib.SIGNATURE_SCORE_STREAM](
+            text=self._strings(texts), state=tf.constant(state), last_id=tf.constant(last_id)
+        )
+        return {name: value.numpy() for name, value in out.items()}
+
+    def advance_stream(self, texts: Sequence[str], state: np.ndarray, last_id: int) -> tuple[np.ndarray, int]:
+        """The state and last id after `texts`, scoring nothing (the warm-up)."""
+        tf = self._tf
+        out = self._signatures[bundle_lib.SIGNATURE_ADVANCE_STREAM](
+            text=self._strings(texts), state=tf.constant(state), last_id=tf.constant(last_id)
+        )
+        return out["state"].numpy(), int(out["last_id"].numpy())
+
+    def generate(
+        self, text: str, words: int, temperature: float, top_k: int, seed: int, allow_unknown: bool
+    ) -> list[str]:
+        tf = self._tf
+        out = self._signatures[contract.SIGNATURE_GENERATE](
+            text=tf.constant(text), words=tf.constant(words), temperature=tf.constant(temperature, tf.float32),
+            top_k=tf.constant(top_k), seed=tf.constant(seed), allow_unknown=tf.constant(allow_unknown),
+        )  # fmt: skip
+        return [w.decode("utf-8") for w in out["words"].numpy()]
+
+    def _strings(self, texts: Sequence[str]):
+        return self._tf.constant(list(texts), dtype=self._tf.string)
+
+
+def as_lists(outputs: dict[str, np.ndarray]) -> dict[str, list]:
+    """Plain Python lists, once per call: per-element NumPy scalars are slow."""
+    return {name: value.tolist() for name, value in outputs.items()}
+
+
+def line_scores(score: dict[str, list], per_token: bool) -> list[core.LineScore]:
+    """score's (or score_stream's) outputs, as plain lists -> one LineScore per line."""
+    offsets = np.cumsum([0, *score["tokens"]]).tolist()
+    lines = []
+    for i, (lo, hi) in enumerate(itertools.pairwise(offsets)):
+        tokens = None
+        if per_token:
+            texts, unknown, values = (score[name][lo:hi] for name in ("token_text", "token_unknown", "token_log_prob"))
+            tokens = [(t.decode("utf-8"), u, v) for t, u, v in zip(texts, unknown, values, strict=True)]
+        lines.append(core.LineScore(
+            score["log_prob"][i], score["tokens"][i], score["unknown_tokens"][i], score["known_log_prob"][i], tokens
+        ))  # fmt: skip
+    return lines
+
+
+def next_words_of(out: dict[str, list], k: int | None = None) -> list[list[tuple[str, float]]]:
+    """next_words' outputs, as plain lists -> per line, (word, probability) from the most likely; [] for a
+    line with no context to predict from (the bundle answers an empty word there)."""
+    found = []
+    for words, probs in zip(out["words"], out["probs"], strict=True):
+        pairs = [(w.decode("utf-8"), p) for w, p in zip(words[:k], probs[:k], strict=True)]
+        found.append(pairs if pairs and pairs[0][0] else [])
+    return found
+
+
+class Document:
+    """A stream of texts scored in order, the model's state carried from one to the next.
+
+    A document starts after `<eos>` when the bundle has it, so every text's tokens are predicted; without
+    `<eos>`, the document's first token is context only. `advance` runs texts through the model as context
+    without scoring them (a warm-up); `score` scores texts that continue the document.
+    """
+
+    def __init__(self, model: LoadedBundle, bundle: bundle_lib.Bundle):
+        self._model = model
+        self.state = np.zeros([bundle.state_size], np.float32)
+        self.last_id = contract.EOS_ID if bundle.settings.eos else -1
+
+    def advance(self, texts: Sequence[str]) -> None:
+        if texts:
+            self.state, self.last_id = self._model.advance_stream(texts, self.state, self.last_id)
+
+    def score(self, texts: Sequence[str], per_token: bool) -> tuple[list[core.LineScore], dict[str, list]]:
+        """The texts' LineScores, and the call's outputs as lists (word and unknown counts per line)."""
+        if not texts:
+            return [], {}
+        out = self._model.score_stream(texts, self.state, self.last_id)
+        self.state, self.last_id = out.pop("state"), int(out.pop("last_id"))
+        out = as_lists(out)
+        return line_scores(out, per_token), out
+
+
+class Predictor:
+    """A loaded bundle, asked in batches of texts: `next_words`, `score` (line or document context) and
+    `generate`. Answers are plain Python values (no NumPy, no tensors)."""
+
+    def __init__(self, bundle: bundle_lib.Bundle, model: LoadedBundle, max_batch_tokens: int = 8192):
+        """`model`: the bundle loaded (or a proxy of one shared by the processes of a machine)."""
+        if max_batch_tokens < 1:
+            raise ValueError(f"max_batch_tokens: {max_batch_tokens} must be >= 1")
+        self.bundle = bundle
+        self.model = model
+        self.max_batch_tokens = max_batch_tokens
+        self._word_bound = contract.normalization(bundle.settings).word_bound
+
+    @classmethod
+    def load(cls, bundle_dir: str, max_batch_tokens: int = 8192) -> Predictor:
+        return cls(bundle_lib.load_bundle(bundle_dir), LoadedBundle(bundle_dir), max_batch_tokens)
+
+    def cost(self, text: str, mode: str) -> int:
+        """Padded token positions `text` adds to a model call in `mode` (core.MODES)."""
+        return core.line_cost(self._word_bound(text), self.bundle.context_tokens, mode, self.bundle.settings.eos)
+
+    def groups(self, texts: Sequence[str], mode: str) -> list[list[int]]:
+        """Indices of `texts` in model calls of similar length (at most max_batch_tokens padded positions)."""
+        return core.length_groups([self.cost(text, mode) for text in texts], self.max_batch_tokens)
+
+    def next_words_call(self, texts: Sequence[str], k: int) -> dict[str, list]:
+        """One model call: next_words' outputs for `texts` as lists, probabilities to 6 significant digits."""
+        out = self.model.next_words(texts, k)
+        return as_lists({**out, "probs": core.round_significant(out["probs"])})
+
+    def score_call(self, texts: Sequence[str], per_token: bool) -> tuple[list[core.LineScore], dict[str, list]]:
+        """One model call: each text's LineScore (line context), and the outputs as lists."""
+        out = as_lists(self.model.score(texts, per_token))
+        return line_scores(out, per_token), out
+
+    def document(self) -> Document:
+        return Document(self.model, self.bundle)
+
+    # --- the public API (nextword.load) -------------------------------------------------------------
+    def next_words(self, texts: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:
+        """Per text, its k most likely next words with their probabilities, most likely first ([] for a text
+        with no word left after normalization and no `<eos>` to predict from)."""
+        if not 1 <= k <= len(self.bundle.tokens):
+            raise ValueError(f"k: {k} must be between 1 and the vocabulary's {len(self.bundle.tokens)} words")
+        texts = list(texts)
+        found: list = [None] * len(texts)
+        for group in self.groups(texts, "next"):
+            for i, words in zip(group, next_words_of(self.next_words_call([texts[i] for i in group], k)), strict=True):
+                found[i] = words
+        return found
+
+    def score(self, texts: Sequence[str], context: str = "line", per_token: bool = False) -> list[core.LineScore]:
+        """Per text, the log-probability (natural log) of its tokens: each text on its own (context "line"),
+        or the texts in order as one document (context "document"); with `per_token`, each token's too.
+
+        A LineScore has log_prob, tokens, unknown (scored unknown tokens), known_log_prob, token_scores
+        ((text, unknown, log_prob) per token with `per_token`) and perplexity.
+        """
+        if context not in CONTEXTS:
+            raise ValueError(f"context: {context!r} is not one of {', '.join(CONTEXTS)}")
+        texts = list(texts)
+        if context == "document":
+            document = self.document()
+            scores: list[core.LineScore] = []
+            for run in core.token_runs(texts, lambda text: self.cost(text, "score"), self.max_batch_tokens):
+                scores += document.score(run, per_token)[0]
+            return scores
+        found: list = [None] * len(texts)
+        for group in self.groups(texts, "score"):
+            for i, line in zip(group, self.score_call([texts[i] for i in group], per_token)[0], strict=True):
+                found[i] = line
+        return found
+
+    def generate(
+        self,
+        prompt: str,
+        max_words: int = 20,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        allow_unknown: bool = False,
+    ) -> list[str]:
+        """The words that continue `prompt`: greedy at temperature 0, else sampled (from the top_k most likely,
+        0: all), reproducible by seed; never the unknown symbol unless allow_unknown; stops at `<eos>`."""
+        if max_words < 1 or temperature < 0 or top_k < 0:
+            raise ValueError("max_words must be >= 1, temperature >= 0 and top_k >= 0")
+        return self.model.generate(prompt, max_words, temperature, top_k, seed, allow_unknown)
