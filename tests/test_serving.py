@@ -139,3 +139,23 @@ def test_nextword_export_serving_dir_writes_the_best_weights_as_the_next_version
     version = bundle_lib.load_bundle(str(serving / "1"))
     assert version.info.weights_sha256 == trained["weights_sha256"]
     assert sorted(os.listdir(tmp_path / "model" / "bundle")) == sorted(os.listdir(serving / "1"))
+
+
+def test_serving_versions_on_cloud_storage(tiny_bundle, gcs_bucket):
+    serving = f"{gcs_bucket}/serving/nextword"
+    for expected in (1, 2):
+        written = export_serving_version(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, serving)
+        assert written == f"{serving}/{expected}"
+    assert serving_versions(serving) == [1, 2]
+    assert sorted(tf.io.gfile.listdir(serving)) == ["1/", "2/"]  # nothing staged on the bucket
+
+    def files(root: str) -> set[str]:
+        return {os.path.relpath(os.path.join(d, n), root) for d, _, names in tf.io.gfile.walk(root) for n in names}
+
+    assert files(f"{serving}/2") == files(tiny_bundle.bundle_dir)
+    # Read as a server reads it, through TensorFlow's gs:// filesystem.
+    texts = tf.constant([chain_words(tiny_bundle, 0, 4)])
+    remote = tf.saved_model.load(f"{serving}/2").signatures[SIGNATURE_SERVING](text=texts)
+    local = tf.saved_model.load(tiny_bundle.bundle_dir).signatures[SIGNATURE_SERVING](text=texts)
+    assert remote["words"].numpy().tolist() == local["words"].numpy().tolist()
+    assert remote["log_prob"].numpy().tolist() == local["log_prob"].numpy().tolist()
