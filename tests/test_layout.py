@@ -1,5 +1,6 @@
 """The shape of the code, read with ast (nothing is imported): no import cycles among project modules, the
-shared package depends on no stage, and test modules share helpers only through tests/support/."""
+shared package depends on no stage, and test modules share helpers only through tests/support/. The documents
+(README.md, docs/, bench/README.md) map the tree as it is: their links and the paths they name exist."""
 
 from __future__ import annotations
 
@@ -229,3 +230,92 @@ def test_the_readme_map_matches_the_tree():
             if not (folder / name).exists():
                 wrong.append(f"{path}{name}")
     assert not wrong, f"README names what is not in the tree: {wrong}"
+
+
+# The documents a reader follows: their relative links and the repository paths they name must exist.
+DOCUMENTS = ("README.md", "docs/*.md", "bench/README.md")
+# A path in backticks is checked when it starts with one of these folders and goes on past it: `trainer/`,
+# `nextword/config.py`, `bench/results/quality/*.json`, `tests/test_api.py::test_name`. Paths made by a run
+# (`runs/demo/model/`, `<model_dir>/bundle`) start elsewhere and are not checked.
+REPO_FOLDERS = (
+    "nextword", "beam_preprocess", "baseline", "trainer", "batch_predict", "bench", "docs", "tests", "configs",
+    "scripts", "infra", "corpus", "samples",
+)  # fmt: skip
+_LINK = re.compile(r"\]\(([^)\s]+)\)")
+_CODE = re.compile(r"`([^`\n]+)`")
+_FENCED = re.compile(r"^```.*?^```", re.S | re.M)
+
+
+def _documents() -> list[Path]:
+    found = sorted({path for pattern in DOCUMENTS for path in REPO.glob(pattern)})
+    assert len(found) >= 8, found
+    return found
+
+
+def _expand_braces(path: str) -> list[str]:
+    """`a_{x,y}.json` -> [a_x.json, a_y.json] (one brace group per pass)."""
+    match = re.search(r"\{([^{}]*)\}", path)
+    if not match:
+        return [path]
+    head, tail = path[: match.start()], path[match.end() :]
+    return [p for option in match.group(1).split(",") for p in _expand_braces(head + option + tail)]
+
+
+def _named_paths(text: str) -> list[str]:
+    """The repository paths a document names in inline code (fenced blocks are commands, not checked)."""
+    paths = []
+    for code in _CODE.findall(_FENCED.sub("", text)):
+        if any(c.isspace() for c in code) or "/" not in code:
+            continue
+        if code.split("/", 1)[0] in REPO_FOLDERS and code.split("/", 1)[1]:
+            paths.append(code)
+    return paths
+
+
+def _missing_path(path: str) -> str | None:
+    """Why a named path does not resolve in the tree, or None when it does."""
+    file, _, test = path.partition("::")
+    for candidate in _expand_braces(file):
+        matches = list(REPO.glob(candidate)) if any(c in candidate for c in "*?[") else [REPO / candidate]
+        if not any(m.exists() for m in matches):
+            return f"{candidate} does not exist"
+        if test and not re.search(rf"^def {re.escape(test)}\(", matches[0].read_text(encoding="utf-8"), re.M):
+            return f"{candidate} has no test {test}"
+    return None
+
+
+def _broken(document: Path) -> list[str]:
+    text = document.read_text(encoding="utf-8")
+    name = document.relative_to(REPO) if document.is_relative_to(REPO) else document
+    wrong = []
+    for target in _LINK.findall(text):
+        if re.match(r"[a-z][a-z0-9+.-]*:", target) or target.startswith("#"):
+            continue  # a URL or an anchor in the same page
+        if not (document.parent / target.split("#", 1)[0]).exists():
+            wrong.append(f"{name}: link to {target}, which does not exist")
+    for path in _named_paths(text):
+        if why := _missing_path(path):
+            wrong.append(f"{name}: `{path}`: {why}")
+    return wrong
+
+
+def test_the_documents_links_and_named_paths_exist():
+    wrong = [problem for document in _documents() for problem in _broken(document)]
+    assert not wrong, "\n".join(wrong)
+
+
+def test_the_document_checker_finds_broken_links_and_paths(tmp_path):
+    assert _missing_path("trainer/steps.py") is None
+    assert _missing_path("bench/results/predict_bench_{next,score}.json") is None
+    assert _missing_path("tests/test_layout.py::test_the_readme_map_matches_the_tree") is None
+    assert _missing_path("tests/test_layout.py::no_such_test") == "tests/test_layout.py has no test no_such_test"
+    assert _missing_path("bench/results/nothing_*.json") == "bench/results/nothing_*.json does not exist"
+    named = _named_paths("`trainer/` `nextword/nope.py` `runs/demo/x` `<dir>/bundle` `a b/c`\n```\nbench/x.py\n```")
+    assert named == ["nextword/nope.py"]
+    (tmp_path / "there.md").write_text("")
+    page = tmp_path / "page.md"
+    page.write_text("[a](https://example.com) [b](#top) [c](there.md#x) [d](gone.md) `configs/nope.yaml`\n")
+    assert _broken(page) == [
+        f"{page}: link to gone.md, which does not exist",
+        f"{page}: `configs/nope.yaml`: configs/nope.yaml does not exist",
+    ]
