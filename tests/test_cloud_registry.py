@@ -110,3 +110,16 @@ def test_batch_instances_as_vertex_sends_them_are_answered_by_serving_default(ti
     predictions = tf_serving_rest.answer(body, loaded)["predictions"]
     direct = loaded.signatures["next_words"](text=tf.constant(texts), k=tf.constant(5))
     assert [p["words"] for p in predictions] == [[w.decode() for w in row] for row in direct["words"].numpy()]
+
+
+@pytest.mark.unit
+def test_the_trainer_image_has_the_client_that_uploads_and_its_absence_is_one_line(monkeypatch):
+    import sys
+
+    setup = open(os.path.join(REPO, "setup.py")).read()
+    dockerfile = open(os.path.join(REPO, "infra", "Dockerfile.trainer")).read()
+    (pin,) = [p for p in ("google-cloud-aiplatform>=1.60",) if f'"{p}"' in setup]  # the tests' floor
+    assert f'"{pin}"' in dockerfile  # the chief of `nextword cloud train` publishes from the image
+    monkeypatch.setitem(sys.modules, "google.cloud.aiplatform_v1", None)  # as where it is not installed
+    with pytest.raises(ConfigError, match=r"^cloud.registry.model_id: uploading to the Model Registry needs"):
+        registry.publish(_config(), RUN, f"{RUN}/bundle", 95.5)

@@ -115,13 +115,16 @@ def batch_prediction_job(config: Config) -> dict:
 
 def publish(config: Config, run_dir: str, bundle_dir: str, test_perplexity: float) -> str:
     """The promoted run as the model's aliased version (uploaded unless the model has it); its name@version."""
-    from google.api_core import exceptions
-    from google.cloud import aiplatform_v1
-
     check(config)
-    client = aiplatform_v1.ModelServiceClient(
-        client_options={"api_endpoint": f"{config.cloud.region}-aiplatform.googleapis.com"}
-    )
+    try:
+        from google.api_core import exceptions
+        from google.cloud.aiplatform_v1 import ModelServiceClient, UploadModelRequest
+    except ImportError:  # a test extra, and in the trainer image (infra/Dockerfile.trainer), not a dependency
+        raise ConfigError(
+            "cloud.registry.model_id: uploading to the Model Registry needs google-cloud-aiplatform; "
+            "pip install 'google-cloud-aiplatform>=1.60', or set cloud.registry.model_id to \"\""
+        ) from None
+    client = ModelServiceClient(client_options={"api_endpoint": f"{config.cloud.region}-aiplatform.googleapis.com"})
     name = model_name(config)
     try:
         found = list(client.list_model_versions(name=name, filter=f'labels.run="{run_label(run_dir)}"'))
@@ -132,7 +135,7 @@ def publish(config: Config, run_dir: str, bundle_dir: str, test_perplexity: floa
         version = found[0].version_id
     else:
         body = upload_request(config, run_dir, bundle_dir, test_perplexity, first)
-        uploaded = client.upload_model(request=aiplatform_v1.UploadModelRequest.from_json(json.dumps(body))).result()
+        uploaded = client.upload_model(request=UploadModelRequest.from_json(json.dumps(body))).result()
         version = uploaded.model_version_id
     # An alias names one version of a model: merging it onto this version moves it from the one that had it.
     client.merge_version_aliases(name=f"{name}@{version}", version_aliases=[config.cloud.registry.alias])
