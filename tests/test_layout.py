@@ -319,3 +319,9 @@ def test_the_document_checker_finds_broken_links_and_paths(tmp_path):
         f"{page}: link to gone.md, which does not exist",
         f"{page}: `configs/nope.yaml`: configs/nope.yaml does not exist",
     ]
+
+
+def test_the_readme_stays_a_five_minute_read():
+    # Issue 35: details belong in docs/, measurements in bench/README.md.
+    size = len((REPO / "README.md").read_bytes())
+    assert size <= 15_000, f"README.md is {size} bytes: move details to docs/ or bench/README.md"
