@@ -498,6 +498,26 @@ def _check(config: Config) -> None:
     prune = config.baseline.prune
     if prune and (prune[0] != 0 or any(b < a for a, b in zip(prune, prune[1:], strict=False))):
         raise ConfigError(f"baseline.prune: must start with 0 and never decrease, got {list(prune)}")
+    model, train, predict = config.train.model, config.train, config.predict
+    # Upper bounds of the sizes that could exhaust a machine before any work shows it.
+    for path, (value, bound, why) in {
+        "preprocess.window_length": (p.window_length, 4096, "one window is one truncated-BPTT sequence in memory"),
+        "preprocess.num_shards": (p.num_shards, 10_000, "each shard is a file open per writer"),
+        "preprocess.read_chunk_bytes": (p.read_chunk_bytes, 1 << 30, "each read is held in memory"),
+        "preprocess.text.max_size": (p.text.max_size or 0, 10_000_000, "the output layer is vocabulary x units"),
+        "train.model.units": (model.units, 16_384, "an LSTM layer's kernel is 32 units^2 bytes"),
+        "train.model.embedding_dim": (model.embedding_dim, 16_384, "the embedding is vocabulary x embedding_dim"),
+        "train.model.num_layers": (model.num_layers, 64, "each layer's activations are kept for the gradient"),
+        "train.per_replica_batch_size": (train.per_replica_batch_size, 65_536, "logits: batch x window x words"),
+        "train.shuffle_buffer": (train.shuffle_buffer, 10_000_000, "the buffer holds that many windows"),
+        "predict.top_k": (predict.top_k, 1000, "every record carries k words"),
+        "predict.max_batch_tokens": (predict.max_batch_tokens, 1 << 20, "a call's logits: tokens x words"),
+        "predict.max_line_bytes": (predict.max_line_bytes, 1 << 30, "a line is held in memory"),
+        "baseline.order": (config.baseline.order, 10, "each order adds a count table as large as the corpus"),
+        "baseline.buckets": (config.baseline.buckets, 65_536, "each bucket is a set of work files"),
+    }.items():
+        if value > bound:
+            raise ConfigError(f"{path}: must be <= {bound} ({why}), got {value!r}")
     if not 64 <= config.baseline.memory_budget_mb <= 65536:
         raise ConfigError(f"baseline.memory_budget_mb: must be in 64..65536, got {config.baseline.memory_budget_mb}")
     if not 0 < config.train.optimizer.decay <= 1:

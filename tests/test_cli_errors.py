@@ -36,6 +36,7 @@ def _raiser(err: BaseException):
         (OverflowError("cannot convert float infinity to integer"), "error: OverflowError: cannot convert float"),
         (RuntimeError("resource exhausted\nsecond line"), "error: RuntimeError: resource exhausted (rerun with"),
         (FileNotFoundError("gs://b/x: no such file"), "error: FileNotFoundError: gs://b/x: no such file (rerun"),
+        (MemoryError(), "error: out of memory: lower the sizes this command uses (train.per_replica_batch_size"),
     ],
 )
 def test_errors_raised_outside_our_checks_are_one_line_with_their_type(err, expected, capsys, monkeypatch):

@@ -32,6 +32,11 @@ def test_defaults_follow_the_seed():
         ({"preprocess": {"split": {"valid_fraction": 0.6, "test_fraction": 0.5}}}, "preprocess.split.valid_fraction"),
         ({"preprocess": {"split": {"train_glob": "a"}}}, "preprocess.split.train_glob: set all"),
         ([1, 2], "config: expected a mapping"),
+        ({"train": {"model": {"units": 100_000}}}, "train.model.units: must be <= 16384 (an LSTM layer's kernel"),
+        ({"predict": {"top_k": 50_000}}, "predict.top_k: must be <= 1000 (every record carries k words)"),
+        ({"preprocess": {"window_length": 10**9}}, "preprocess.window_length: must be <= 4096"),
+        ({"baseline": {"order": 40}}, "baseline.order: must be <= 10"),
+        ({"train": {"per_replica_batch_size": 10**7}}, "train.per_replica_batch_size: must be <= 65536"),
     ],
 )
 def test_bad_config_is_one_line_naming_the_key(data, message):

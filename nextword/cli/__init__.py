@@ -39,7 +39,14 @@ EXIT_INTERRUPTED = 130
 
 # Failures a user can cause (a bad config, a missing or corrupt file, a full disk,
 # numbers that overflow, an empty split): one line. Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, OSError, RuntimeError, ArithmeticError)
+USER_ERRORS = (ValueError, OSError, RuntimeError, ArithmeticError, MemoryError)
+
+# What a MemoryError (Python's, from any stage) asks of the user: the size keys that bound memory.
+MEMORY_HINT = (
+    "out of memory: lower the sizes this command uses (train.per_replica_batch_size, train.model.units, "
+    "predict.max_batch_tokens, predict.max_line_bytes, preprocess.read_chunk_bytes, preprocess.text.max_size, "
+    "baseline.memory_budget_mb) or run it on a machine with more memory"
+)
 
 # Beam re-raises a worker's error as the same type with this appended to its message.
 _BEAM_STEP = re.compile(r"\s*\[while running '[^']*'\]\s*$")
@@ -98,6 +105,8 @@ def error_line(err: BaseException) -> str:
     # Beam's re-raise: the same type, our message plus the step; the worker's error is its __context__.
     while _BEAM_STEP.search(str(original)) and type(original.__context__) is type(original):
         original = original.__context__
+    if isinstance(original, MemoryError):
+        return MEMORY_HINT
     op_error = _tf_op_error()
     if op_error is not None and isinstance(original, op_error):
         name = type(original).__name__
