@@ -151,3 +151,26 @@ def test_a_damaged_best_checkpoint_is_one_line_in_evaluate(synthetic, reference,
     assert cli.main(["evaluate", *train_args(synthetic, model_dir, *ARGS)]) == 1
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1 and "the best epoch's weights cannot be read" in errors[0], errors
+
+
+def test_damaged_run_files_are_one_line_and_evaluate_rewrites_metrics(synthetic, tmp_path, capsys):
+    from nextword import cli
+
+    model_dir = tmp_path / "model"
+    args = train_args(synthetic, model_dir, *ARGS, "train.max_steps=30")
+    run(args)
+    (model_dir / "metrics.json").write_text('{"valid": {"perplexity": 1')  # cut short
+    assert cli.main(["evaluate", *args]) == 0
+    assert json.loads((model_dir / "metrics.json").read_text())["valid"]["perplexity"] > 1
+    capsys.readouterr()
+    for name, text in [("history.json", '[{"epoch": "one"}]'), ("LOCK.json", "null")]:
+        original = (model_dir / name).read_text() if (model_dir / name).exists() else None
+        (model_dir / name).write_text(text)
+        resumed = train_args(synthetic, model_dir, *ARGS, "train.max_steps=40")
+        assert cli.main(["train", *resumed]) == 1
+        errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1 and f"{name}: damaged" in errors[0], errors
+        if original is None:
+            (model_dir / name).unlink()
+        else:
+            (model_dir / name).write_text(original)

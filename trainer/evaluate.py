@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import io
 import json
+import logging
 import math
 from collections.abc import Callable
 
@@ -19,6 +20,8 @@ from nextword import storage
 from nextword.artifacts.model_dir import METRICS_FILE
 from trainer.inputs import Inputs
 from trainer.steps import EVAL_FIGURES, replica_eval_step
+
+_LOG = logging.getLogger(__name__)
 
 
 def summarize(sums: np.ndarray) -> dict:
@@ -74,9 +77,15 @@ class Evaluator:
 
 
 def read_metrics(model_dir: str) -> dict:
-    """metrics.json of an earlier run ({} when there is none)."""
+    """metrics.json of an earlier run ({} when there is none, or a damaged one, which the caller rewrites)."""
     path = storage.join(model_dir, METRICS_FILE)
-    return json.loads(storage.read_text(path)) if storage.exists(path) else {}
+    if not storage.exists(path):
+        return {}
+    try:
+        return storage.read_json(path, "rewritten from the checkpoint")
+    except ValueError as err:
+        _LOG.warning("%s", err)
+        return {}
 
 
 def write_metrics(model_dir: str, metrics: dict) -> str:

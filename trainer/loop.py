@@ -207,7 +207,11 @@ class TrainLoop:
         """Per-epoch records of earlier runs, before the epoch being resumed."""
         if not storage.exists(self.history_path):
             return []
-        return [h for h in json.loads(storage.read_text(self.history_path)) if h["epoch"] <= epoch]
+        fix = "training rewrites it: remove it to start the record afresh (the checkpoints keep the weights)"
+        history = storage.read_json(self.history_path, fix, list)
+        if not all(isinstance(h, dict) and isinstance(h.get("epoch"), int | float) for h in history):
+            raise ValueError(f"{self.history_path}: damaged, a record without a numeric 'epoch'; {fix}")
+        return [h for h in history if h["epoch"] <= epoch]
 
     def _write_history(self, history: list[dict]) -> None:
         if self.worker.is_chief:

@@ -60,7 +60,9 @@ class RunLock:
 
     def acquire(self) -> None:
         if storage.exists(self.path):
-            held = json.loads(storage.read_text(self.path))
+            held = storage.read_json(
+                self.path, "if no trainer runs on this train.model_dir, remove it (each run writes its own)"
+            )
             why = self._gone(held)
             if not why:
                 age = time.time() - float(held.get("refreshed_unix", 0))
