@@ -76,19 +76,19 @@ def test_batch_prediction_for_dataflow_wires_the_bigquery_file_loads(gcs_bucket,
 
     from nextword import storage
     from nextword.beam import pipelines
-    from tests.test_cloud_dataflow import _check_job, _cloud_args, _upload_dir
+    from tests.support.dataflow import check_job, cloud_args, upload_dir
 
-    _upload_dir(tiny_bundle.bundle_dir, f"{gcs_bucket}/bundle")
+    upload_dir(tiny_bundle.bundle_dir, f"{gcs_bucket}/bundle")
     storage.write_text(f"{gcs_bucket}/in/lines.txt", "w1 w2 w3\n")
     job_file = str(tmp_path / "predict-job.json")
-    config, beam_args = pipelines.parse("predict", _cloud_args(
+    config, beam_args = pipelines.parse("predict", cloud_args(
         gcs_bucket, job_file, f"predict.bundle_dir={gcs_bucket}/bundle", f"predict.input_glob={gcs_bucket}/in/*.txt",
         f"predict.output_dir={gcs_bucket}/out", "predict.output_table=my-project:nextword.predictions"))  # fmt: skip
     with beam.Pipeline(options=pipelines.pipeline_options(beam_args)) as p:
         pipeline.build(p, config)
     job = json.load(open(job_file))
     labels = {"WriteSummary", "ToBigQuery/Rows/ReadRecords", "ToBigQuery/WriteBigQuery"}
-    _check_job(job, "predict", labels)
+    check_job(job, "predict", labels)
     proto = beam_runner_api_pb2.Pipeline.FromString(
         storage.read_bytes(job["environment"]["sdkPipelineOptions"]["options"]["pipelineUrl"])
     )
