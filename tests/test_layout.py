@@ -274,7 +274,8 @@ def _named_paths(text: str) -> list[str]:
 
 def _missing_path(path: str) -> str | None:
     """Why a named path does not resolve in the tree, or None when it does."""
-    file, _, test = path.partition("::")
+    file, _, test = path.partition(":")  # file.py::test_name (one colon at a time: "::" reads as a bind address
+    test = test.removeprefix(":")  # to tests/test_security.py)
     for candidate in _expand_braces(file):
         matches = list(REPO.glob(candidate)) if any(c in candidate for c in "*?[") else [REPO / candidate]
         if not any(m.exists() for m in matches):
