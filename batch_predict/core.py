@@ -21,9 +21,9 @@ from nextword.text import contract
 from nextword.text.contract import TextSettings
 from nextword.text.decode import decode_line
 
-# A model call's fixed cost, in padded token positions, when grouping a batch by length.
-# Measured on the PTB-shaped bundle (2 x 200 LSTM, 25k lines, mode next): 128 made
-# 129 calls and 4.12 s of model time, 1024 made 85 (3.94 s), 4096 made 80 (3.83 s).
+# A model call's fixed cost, in padded token positions, when grouping a batch by length: a larger
+# value makes fewer, longer calls, and model time kept falling up to this one on the PTB-shaped
+# bundle (bench/README.md, "Batch prediction").
 CALL_OVERHEAD_POSITIONS = 4096
 TARGET_RANGES = 64
 MIN_RANGE_BYTES = 1 << 20

@@ -27,8 +27,8 @@ def share_cores(calls_in_flight: int) -> None:
     """Gives each model call in flight an equal share of the cores as TensorFlow's intra-op threads.
 
     A small model's ops are too small to split well: on 2 cores, 2 calls at once with one thread each
-    ran 1.6x the lines/s of one call after another with TF's default (2 x 200 LSTM, mode next), where
-    2 calls on the default threads ran 1.26x. TensorFlow takes the setting once per process, before it
+    ran more lines/s than one call after another with TF's default, and than 2 calls on the default
+    threads (bench/README.md, "Batch prediction"). TensorFlow takes the setting once per process, before it
     starts; where it has started already, its own setting stays.
     """
     import tensorflow as tf

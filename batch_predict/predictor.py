@@ -43,7 +43,7 @@ class LoadedBundle:
     def score(self, texts: Sequence[str], per_token: bool) -> dict[str, np.ndarray]:
         """Per line: log_prob, known_log_prob, tokens, unknown_tokens, word_count, unknown_count; with
         `per_token`, also flat over the lines' scored tokens, in order: token_log_prob, token_text,
-        token_unknown (score_tokens, ~10% slower than score: it tokenizes the text again for the strings)."""
+        token_unknown (score_tokens, slower than score: it tokenizes the text again for the strings)."""
         signature = bundle_lib.SIGNATURE_SCORE_TOKENS if per_token else contract.SIGNATURE_SCORE
         out = self._signatures[signature](text=self._strings(texts))
         return {name: value.numpy() for name, value in out.items()}

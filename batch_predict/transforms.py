@@ -83,7 +83,8 @@ class LineScorer:
 
     Up to `calls_in_flight` model calls run at once, and the next block's calls are already running while
     this block's records are written: one call of a small model leaves TensorFlow's threads idle part of
-    the time (2 x 200 LSTM, 2 cores: two calls at once 1.26x the lines/s of one after another).
+    the time: two calls at once make more lines/s than one after another (bench/README.md, "Batch
+    prediction").
     """
 
     def __init__(self, handler: BundleModelHandler, model: Predictor, block_tokens: int, calls_in_flight: int):

@@ -121,10 +121,10 @@ class TrainConfig:
     # their recurrent matmuls too; everything else, the variables and the bundle stay float32
     # (trainer/matmul.py, trainer/recurrent.py). "auto": bfloat16 on a CPU with bf16 matmul units
     # (AMX / AVX512_BF16) and no GPU, else float32. Paired with PyTorch's float32 in the same bursts,
-    # bf16 trains at 1.21x / 1.11x (2x200 / 2x650) against 0.97x / 0.85x for float32 (README, "Speed
-    # against PyTorch"; bench/results/peer_bench.json), perplexity within 0.2% after the same 130 or 210
-    # steps (2.9% apart after 310). metrics.json's valid and test figures are computed in float32
-    # whatever this says, so they are the bundle's.
+    # bf16 trains faster than float32 at both benchmark sizes, to a perplexity close to float32's after
+    # the same steps (bench/README.md, "Speed against PyTorch"; bench/results/peer_bench.json).
+    # metrics.json's valid and test figures are computed in float32 whatever this says, so they are the
+    # bundle's.
     matmul_dtype: str = "auto"  # auto | float32 | bfloat16
     # Stateful truncated BPTT (Zaremba et al. 2014), the default: each batch row
     # is one stream of consecutive windows, read straight from the shards, and
@@ -156,15 +156,17 @@ class PredictConfig:
     # lines of a file (mode score), as the trainer's evaluation carries it; each byte range first
     # reads up to `warmup_bytes` of the text before it to warm the state up (0: from a zero state).
     context: str = "line"
-    warmup_bytes: int = 8192  # PTB test, 32 KB ranges: 0 -> +0.13% perplexity, 2048 -> exact (README)
+    # Enough for ranges to score PTB test as one range does (bench/README.md, "Batch prediction").
+    warmup_bytes: int = 8192
     # Score records also list every scored token: its text, whether it was unknown, its log-probability.
     per_token: bool = False
     top_k: int = 5
     # Padded token positions per model call (RunInference batches by this budget).
     max_batch_tokens: int = 8192
     # Model calls run at once by each worker in line context, each on its share of the cores; 0: 2 in
-    # mode next, 1 in modes that score. Measured (2 x 200 LSTM, 10k words, 2 cores): next 1.6x the lines/s
-    # of 1; score 1.05x for twice the peak RSS (a score call holds batch x vocabulary floats).
+    # mode next, 1 in modes that score: two calls raise a small model's lines/s in mode next, and in
+    # mode score gain little for twice the peak RSS, a score call holding batch x vocabulary floats
+    # (bench/README.md, "Batch prediction").
     model_calls_in_flight: int = 0
     # Lines with more whitespace-separated words, or more bytes, are not sent to
     # the model: their record says error "line_too_long" (nothing is dropped).

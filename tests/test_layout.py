@@ -5,7 +5,9 @@ shared package depends on no stage, and test modules share helpers only through 
 from __future__ import annotations
 
 import ast
+import io
 import re
+import tokenize
 from pathlib import Path
 
 import pytest
@@ -326,3 +328,83 @@ def test_the_readme_stays_a_five_minute_read():
     # Issue 35: details belong in docs/, measurements in bench/README.md.
     size = len((REPO / "README.md").read_bytes())
     assert size <= 15_000, f"README.md is {size} bytes: move details to docs/ or bench/README.md"
+
+
+# Issue 35: measured figures go stale in code. A comment or docstring says why and points to where it is
+# measured (bench/results/*.json, a bench/README.md section); bench/ and tests/ are not scanned. Sizes and
+# settings ("1 << 20", "8 MB", "2x200", "0.2% of perplexity") are not measurements and pass.
+_MEASURED = re.compile(
+    r"(?<![\w.])\d+(?:\.\d+)?[x×](?!\w)(?!\s*\d)"  # a ratio: 1.20x, 1.06×, 2x faster (not 2x200, 2 x 200)
+    r"|(?<![\w.])~?\d+\.\d+\s?(?:ms|µs|us|ns|s|min)\b|~\d+\s?(?:ms|µs|us|ns|s|min)\b"  # a timing: 3.7 ms, ~30 s
+    r"|(?:^|(?<=[\s(]))[+−-]\d+(?:\.\d+)?\s?%"  # a measured change: +14%, -0.20%
+    r"|\d+(?:\.\d+)?%\s+(?:slower|faster|apart|off|better|worse)\b"  # 10% slower, 2.9% apart
+    r"|\b(?:within|was|were)\s+~?\d+(?:\.\d+)?%|~\d+(?:\.\d+)?%"  # within 0.2%, was 0.002%, ~10%
+    r"|(?<![\w/-])20\d\d-\d\d-\d\d(?![\w-])"  # a dated run: 2026-12-06 (not a run id like runs/2025-06-02-1)
+    r"|\d[\d.,]*k?\s?(?:tokens|lines|examples|records|words|steps|sentences)/s\b"  # throughput: 12.9k tokens/s
+)
+
+
+def _comments_and_docstrings(source: str) -> list[tuple[int, str]]:
+    """(first line, text) of each comment (tokenize) and each module, class and function docstring (ast)."""
+    found = [
+        (token.start[0], token.string)
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef) and node.body:
+            first = node.body[0]
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant):
+                if isinstance(first.value.value, str):
+                    found.append((first.lineno, first.value.value))
+    return found
+
+
+def measured_figures(source: str, name: str) -> list[str]:
+    """`name:line: figure` for each measured figure in the source's comments and docstrings."""
+    hits = []
+    for line, text in _comments_and_docstrings(source):
+        for match in _MEASURED.finditer(text):
+            hits.append((line + text.count("\n", 0, match.start()), match.start(), match.group(0)))
+    return [f"{name}:{line}: {figure!r}" for line, _, figure in sorted(hits)]
+
+
+def test_no_measured_figures_in_code_comments_or_docstrings():
+    hits = [
+        hit
+        for package in PACKAGES
+        for path in sorted((REPO / package).rglob("*.py"))
+        for hit in measured_figures(path.read_text(encoding="utf-8"), str(path.relative_to(REPO)))
+    ]
+    assert not hits, "measured figures in code (say why, point to bench/results/ or bench/README.md):\n" + "\n".join(
+        hits
+    )
+
+
+def test_the_figure_scanner_finds_measurements_and_spares_settings():
+    source = '''"""Module.
+
+Evaluation 1.20x as fast, 3.7 ms a step (run of 2026-12-06).
+"""
+X = "a string 9.9x is code, not a comment"
+BUFFER = 1 << 20  # 8 MB of 2x200 or 2 x 200 LSTM rows, 0.2% of perplexity, runs/2025-06-02-123
+
+
+def f():
+    """Measured: 1.06× and +14%, 12.9k tokens/s, ~10% slower, 0.17 s; bf16 was
+    0.002% off."""
+    return 1  # a gain within 0.2% after ~30 s
+'''
+    assert measured_figures(source, "m.py") == [
+        "m.py:3: '1.20x'",
+        "m.py:3: '3.7 ms'",
+        "m.py:3: '2026-12-06'",
+        "m.py:10: '1.06×'",
+        "m.py:10: '+14%'",
+        "m.py:10: '12.9k tokens/s'",
+        "m.py:10: '~10%'",
+        "m.py:10: '0.17 s'",
+        "m.py:10: 'was\\n    0.002%'",
+        "m.py:12: 'within 0.2%'",
+        "m.py:12: '~30 s'",
+    ]

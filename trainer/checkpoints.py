@@ -62,7 +62,7 @@ class RunState:
         return (float(self.pending_loss.numpy()), stopped_by) if stopped_by else None
 
     def tracked(self, with_pending: bool = True) -> dict[str, tf.Variable]:
-        """The checkpoint's names for the variables; without the pending validation's, as written before 2026-12-07."""
+        """The checkpoint's names for the variables; without the pending validation's, as older runs wrote it."""
         pending = {"pending_validation_stop": self.pending_stop, "pending_train_loss": self.pending_loss}
         return {
             **(pending if with_pending else {}),

@@ -17,12 +17,12 @@ def dot_rows(
 ) -> tf.Tensor:
     """x [..., k] . kernel [k, v] (or [v, k] with transpose_b) + bias [v] -> [..., v] float32, computed in `dtype`.
 
-    One 2-D matmul: an einsum over "..." was 190x slower here, and a 3-D one misses oneDNN's bf16
-    kernels (2.1x slower in bf16). In bf16 the inputs are rounded to bf16 and the products summed in
-    float32 (AMX / AVX512_BF16: 3.5x a float32 [700, 200] x [200, 10k] on this CPU); TF's MatMul has no
-    bf16-in, float32-out form, so the result is rounded to bf16 before the cast back. The bias is added
-    in float32 as a BiasAdd on the 2-D product, which oneDNN fuses into a float32 matmul (eval step
-    1.1x at 2x200); a bf16 BiasAdd was slower than the cast and a float32 one.
+    One 2-D matmul: an einsum over "..." was far slower, and a 3-D one misses oneDNN's bf16 kernels
+    (slower in bf16). In bf16 the inputs are rounded to bf16 and the products summed in float32 (AMX /
+    AVX512_BF16, several times as fast as float32); TF's MatMul has no bf16-in, float32-out form, so the
+    result is rounded to bf16 before the cast back. The bias is added in float32 as a BiasAdd on the 2-D
+    product, which oneDNN fuses into a float32 matmul (a faster evaluation step); a bf16 BiasAdd was
+    slower than the cast and a float32 one. Measured in bench/README.md, "Speed against PyTorch".
     """
     flat = tf.reshape(x, [-1, tf.shape(x)[-1]])  # [rows, k]
     out = tf.matmul(tf.cast(flat, dtype), tf.cast(kernel, dtype), transpose_b=transpose_b)  # [rows, v]

@@ -32,8 +32,8 @@ def build_model(
     [ids, *states] -> [logits, *states after], named by recurrent.state_names, each [batch, units].
     The weights (names, shapes, order) are the same either way.
 
-    `unroll` writes the recurrent layers' time loop out in the graph: training 1.12x and evaluation 1.05x
-    as fast on CPUs (bench/results/peer_levers.json), but not cuDNN-eligible, and the window's length
+    `unroll` writes the recurrent layers' time loop out in the graph: faster training and evaluation on
+    CPUs (bench/results/peer_levers.json), but not cuDNN-eligible, and the window's length
     must be known when traced. The trainer asks for it where there is no GPU (trainer/main.py); the
     bundle's model takes lines of any length and stays rolled. The weights are the same either way.
 

@@ -48,11 +48,12 @@ class ProjectedLSTM(keras.layers.LSTM):
 
     `pipelined` (every layer above the first): outside training, step t's projection is made from the
     layer below's step t alone, so TF runs it while the layer below computes step t + 1 instead of
-    waiting for its whole sequence (evaluation 1.06x-1.22x at 2x200, no change at 2x650;
+    waiting for its whole sequence (faster evaluation at 2x200, no change at 2x650;
     bench/results/peer_levers.json). Training keeps the whole-sequence projection, whose gradient is
     one matmul too. Outside training, the per-step matmuls (recurrent, and pipelined projections) also
-    run in `matmul_dtype`, their kernels cast once per call: bf16 evaluation 1.2x at 2x650 (cast per
-    step, bf16 had been slower); in training bf16 recurrences were no faster, so they stay float32.
+    run in `matmul_dtype`, their kernels cast once per call: faster bf16 evaluation at 2x650 (cast per
+    step, bf16 had been slower); in training bf16 recurrences were no faster, so they stay float32
+    (bench/README.md, "Speed against PyTorch").
     Rolled (the bundle; cuDNN on a GPU), with a mask or with dropout inside the layer, Keras' own path runs.
     """
 

@@ -192,8 +192,8 @@ def replica_eval_step(
 
     The logits [b, L, V] are made and reduced EVAL_HEAD_STEPS time steps at a time, so that each block
     ([b, 5, V]: 4 MB at batch 20 with 10k words) is still in cache when cast, biased and reduced, where
-    the whole window's (28 MB) went to memory and back at each pass: at 2x200, evaluation steps 1.20x (bf16)
-    and 1.06x (float32) as fast (bench/results/peer_levers.json).
+    the whole window's (28 MB) went to memory and back at each pass: at 2x200, faster evaluation steps in
+    bf16 and in float32 (bench/results/peer_levers.json).
     """
     inputs, targets, mask = split_window(ids)
     hidden, new_states = forward(hidden_view(model), inputs, states, training=False)

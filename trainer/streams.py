@@ -101,7 +101,8 @@ def replica_streams(
         return windows.concatenate(padding.repeat(steps - real)).skip(skip_steps)
 
     # One reader per row, read in turn (row 0's next window, row 1's, ...): an interleave over the rows
-    # builds one pipeline whatever the batch size (one per row took ~0.1 s each to build).
+    # builds one pipeline whatever the batch size (one per row was slow to build at large batch sizes;
+    # bench/README.md, "Speed against PyTorch").
     rows = local * per_replica
     streams_of_pipeline = tf.data.Dataset.range(first, first + rows)
     interleaved = streams_of_pipeline.interleave(row, cycle_length=max(rows, 1), block_length=1)  # sequential: in order
