@@ -10,8 +10,9 @@ processes one day): a fault of compilation, so it shows only in fresh processes.
 such process: it builds the trainer's model at a shape users run (10k words; the defaults' 1x384 and
 1x256 tied, 2x200 and 2x650 full; float32 and bf16 matmuls), traces the evaluation step exactly as
 trainer.evaluate.Evaluator does (strategy.run of trainer.steps.replica_eval_step in a tf.function) and runs
-it once. The parent runs two children at a time and counts how each ended, by signal; the JSON is rewritten
-after every child, so a stopped stress run keeps what it finished.
+it once. The parent runs two children at a time (--workers) and counts how each ended, by signal, and whether TF started
+its XLA service at all (its INFO log); the JSON is rewritten after every child, and a rerun with the same
+--out goes on where a stopped one ended.
 
 `--jit` makes the children put the old XLA loss cluster back into trainer.steps before tracing (the code
 before the fix), to count crashes before and after on the same shapes.
@@ -120,7 +121,7 @@ def _xla_kernel():
 
 
 def run_child(shape: str, dtype: str, jit: bool, speed_reps: int = 0) -> dict:
-    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "0"}  # INFO: TF logs when it starts XLA and compiles a cluster
     cmd = [sys.executable, __file__, "--child", shape, dtype, "--speed-reps", str(speed_reps)]
     cmd += ["--jit"] if jit else []
     started = time.monotonic()
@@ -131,23 +132,31 @@ def run_child(shape: str, dtype: str, jit: bool, speed_reps: int = 0) -> dict:
         record["stderr_tail"] = proc.stderr[-600:]
     elif proc.returncode:
         record["stderr_tail"] = proc.stderr[-600:]
+    record["xla_service_started"] = "XLA service" in proc.stderr
+    record["xla_cluster_compiled"] = "Compiled cluster using XLA" in proc.stderr
     for line in proc.stdout.splitlines():
         if line.startswith("RESULT "):
             record.update(json.loads(line[len("RESULT ") :]))
     return record
 
 
-def stress(runs: int, jit: bool, out: Path, shapes: list[str], dtypes: list[str]) -> None:
+def stress(runs: int, jit: bool, out: Path, shapes: list[str], dtypes: list[str], workers: int) -> None:
     jobs = [(shape, dtype) for _ in range(runs) for shape in shapes for dtype in dtypes]
-    records: list[dict] = []
-    started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    # A stress run stopped midway goes on where it stopped: its JSON holds every child it finished.
+    records: list[dict] = json.loads(out.read_text())["runs"] if out.exists() else []
+    done = collections.Counter((r["shape"], r["dtype"]) for r in records)
+    for job in list(jobs):
+        if done[job]:
+            done[job] -= 1
+            jobs.remove(job)
+    started = time.monotonic() - (json.loads(out.read_text())["seconds"] if out.exists() else 0.0)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         for record in pool.map(lambda job: run_child(*job, jit), jobs):
             records.append(record)
             _write(out, jit, records, time.monotonic() - started)
             if len(records) % 20 == 0 or record["rc"]:
                 last = f"{record['shape']} {record['dtype']} rc {record['rc']}"
-                print(f"{len(records)}/{len(jobs)} children; last: {last}", flush=True)
+                print(f"{len(records)} children, {len(jobs)} to run in this call; last: {last}", flush=True)
     print(json.dumps(_summary(records), indent=1))
 
 
@@ -165,6 +174,8 @@ def _write(out: Path, jit: bool, records: list[dict], seconds: float) -> None:
         "eval_loss_xla_cluster": jit,
         "tensorflow_xla_flags": os.environ.get("XLA_FLAGS", ""),
         "children": len(records),
+        "children_that_started_xla": sum(bool(r.get("xla_service_started")) for r in records),
+        "children_checked_for_xla": sum("xla_service_started" in r for r in records),
         "seconds": round(seconds, 1),
         "ended_by_cell": _summary(records),
         "runs": records,
@@ -181,6 +192,7 @@ def main() -> None:
     p.add_argument("--shapes", default=",".join(SHAPES))
     p.add_argument("--dtypes", default=",".join(DTYPES))
     p.add_argument("--speed", action="store_true", help="paired step time with and without the cluster")
+    p.add_argument("--workers", type=int, default=2, help="children at a time")
     p.add_argument("--out", type=Path)
     p.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     p.add_argument("--speed-reps", type=int, default=0, help=argparse.SUPPRESS)
@@ -197,7 +209,7 @@ def main() -> None:
             print(r["shape"], r["dtype"], r.get("speed"), r.get("signal", ""))
         return
     out = args.out or RESULTS / ("xla_stress_jit.json" if args.jit else "xla_stress.json")
-    stress(args.runs, args.jit, out, shapes, dtypes)
+    stress(args.runs, args.jit, out, shapes, dtypes, args.workers)
 
 
 if __name__ == "__main__":

@@ -174,3 +174,31 @@ def test_damaged_run_files_are_one_line_and_evaluate_rewrites_metrics(synthetic,
             (model_dir / name).unlink()
         else:
             (model_dir / name).write_text(original)
+
+
+def test_a_checkpoint_written_before_the_pending_validation_variables_still_restores(tmp_path):
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from nextword.config import TrainConfig
+    from trainer.checkpoints import Checkpoints
+    from trainer.strategy import LOCAL_WORKER
+
+    def parts():
+        model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        optimizer = keras.optimizers.SGD(0.1)
+        optimizer.build(model.trainable_variables)
+        cfg = TrainConfig(model_dir=str(tmp_path), carry_state=False)
+        return model, Checkpoints(model, optimizer, tf.distribute.get_strategy(), LOCAL_WORKER, cfg, "fp")
+
+    old_model, old = parts()
+    old.state.epoch.assign(4)
+    # As a nextword before 2026-12-07 wrote it: the run state without the pending-validation variables.
+    layout = tf.train.Checkpoint(model=old_model, optimizer=old.optimizer, **old.state.tracked(with_pending=False))
+    tf.train.CheckpointManager(layout, old.read_dir, max_to_keep=3).save(checkpoint_number=7)
+    model, restored = parts()
+    restored.state.pending_stop.assign("epochs")
+    assert restored.restore()[0] == 0  # the optimizer's step counter was 0 when saved
+    assert int(restored.state.epoch.numpy()) == 4 and restored.state.pending() is None
+    np.testing.assert_array_equal(model.get_weights()[0], old_model.get_weights()[0])
