@@ -66,12 +66,20 @@ class LoadedBundle:
         return out["state"].numpy(), int(out["last_id"].numpy())
 
     def generate(
-        self, text: str, words: int, temperature: float, top_k: int, seed: int, allow_unknown: bool
+        self, text: str, words: int, temperature: float, top_k: int, top_p: float, seed: int, allow_unknown: bool
     ) -> list[str]:
         tf = self._tf
-        out = self._signatures[contract.SIGNATURE_GENERATE](
+        signature = self._signatures[contract.SIGNATURE_GENERATE]
+        nucleus = {"top_p": tf.constant(top_p, tf.float32)}
+        if "top_p" not in signature.structured_input_signature[1]:  # exported before top_p
+            if top_p < 1:
+                raise ValueError(
+                    "top_p: this bundle was exported before top-p sampling; re-export it (nextword export)"
+                )
+            nucleus = {}
+        out = signature(
             text=tf.constant(text), words=tf.constant(words), temperature=tf.constant(temperature, tf.float32),
-            top_k=tf.constant(top_k), seed=tf.constant(seed), allow_unknown=tf.constant(allow_unknown),
+            top_k=tf.constant(top_k), seed=tf.constant(seed), allow_unknown=tf.constant(allow_unknown), **nucleus,
         )  # fmt: skip
         return [w.decode("utf-8") for w in out["words"].numpy()]
 
@@ -215,11 +223,13 @@ class Predictor:
         max_words: int = 20,
         temperature: float = 1.0,
         top_k: int = 0,
+        top_p: float = 1.0,
         seed: int = 0,
         allow_unknown: bool = False,
     ) -> list[str]:
-        """The words that continue `prompt`: greedy at temperature 0, else sampled (from the top_k most likely,
-        0: all), reproducible by seed; never the unknown symbol unless allow_unknown; stops at `<eos>`."""
-        if max_words < 1 or temperature < 0 or top_k < 0:
-            raise ValueError("max_words must be >= 1, temperature >= 0 and top_k >= 0")
-        return self.model.generate(prompt, max_words, temperature, top_k, seed, allow_unknown)
+        """The words that continue `prompt`: greedy at temperature 0, else sampled from the top_k most likely
+        (0: all), then the smallest set of most likely words whose probability reaches top_p (1: all);
+        reproducible by seed; never the unknown symbol unless allow_unknown; stops at `<eos>`."""
+        if max_words < 1 or temperature < 0 or top_k < 0 or not 0 < top_p <= 1:
+            raise ValueError("max_words must be >= 1, temperature >= 0, top_k >= 0 and top_p in (0, 1]")
+        return self.model.generate(prompt, max_words, temperature, top_k, top_p, seed, allow_unknown)

@@ -65,8 +65,12 @@ def test_generate_is_greedy_at_temperature_zero_and_reproducible_by_seed(tiny_bu
     assert greedy[0] == model.next_words([prompt], k=1)[0][0][0]
     sampled = [model.generate(prompt, max_words=6, temperature=1.5, top_k=5, seed=s) for s in (7, 7, 8)]
     assert sampled[0] == sampled[1] and len(sampled[0]) == 6
+    # top_p near 0 keeps only the most likely word: sampling at any temperature is then the greedy choice
+    assert model.generate(prompt, max_words=4, temperature=3.0, top_p=1e-6, seed=5) == greedy
     with pytest.raises(ValueError, match="max_words must be >= 1"):
         model.generate(prompt, max_words=0)
+    with pytest.raises(ValueError, match="top_p in"):
+        model.generate(prompt, top_p=0)
 
 
 def test_run_inference_with_the_bundle_handler_keyed_and_with_a_dead_letter_output(tiny_bundle, model):

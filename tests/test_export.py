@@ -240,10 +240,11 @@ def test_export_refuses_mismatched_data_and_model(tiny_bundle, tmp_path):
     assert not (tmp_path / "b1").exists() and not (tmp_path / "b2").exists()
 
 
-def _generate(bundle, text, words=12, temperature=0.0, top_k=0, seed=0, allow_unknown=False) -> list[str]:
+def _generate(bundle, text, words=12, temperature=0.0, top_k=0, seed=0, allow_unknown=False, top_p=1.0) -> list[str]:
     out = bundle.signatures["generate"](
         text=tf.constant(text), words=tf.constant(words), temperature=tf.constant(temperature),
-        top_k=tf.constant(top_k), seed=tf.constant(seed), allow_unknown=tf.constant(allow_unknown),
+        top_k=tf.constant(top_k), top_p=tf.constant(top_p), seed=tf.constant(seed),
+        allow_unknown=tf.constant(allow_unknown),
     )  # fmt: skip
     return [w.decode() for w in out["words"].numpy()]
 
@@ -265,6 +266,13 @@ def test_generate_is_greedy_at_temperature_zero_and_reproducible_by_seed(tiny_bu
     top_two = _generate(bundle, text, words=1, temperature=5.0, top_k=2, seed=3)
     best = bundle.signatures["next_words"](text=tf.constant([text]), k=tf.constant(2))["words"].numpy()[0]
     assert top_two[0] in {w.decode() for w in best}
+    # Nucleus: at a hot temperature only the words whose probability reaches top_p together are drawn.
+    probs = bundle.signatures["next_words"](text=tf.constant([text]), k=tf.constant(3))
+    words, p = [w.decode() for w in probs["words"].numpy()[0]], probs["probs"].numpy()[0]
+    nucleus = words[:1] if p[0] >= 0.5 else words[:2] if p[0] + p[1] >= 0.5 else None
+    if nucleus is not None:  # at temperature 1 the top words' probabilities are next_words' own
+        drawn = {_generate(bundle, text, words=1, temperature=1.0, top_p=0.5, seed=s)[0] for s in range(20)}
+        assert drawn <= set(nucleus), (drawn, nucleus, p)
     assert _generate(bundle, "") == []  # nothing to continue from
 
 

@@ -22,8 +22,8 @@ Signatures (batch = any number of lines; right padding never changes a result):
     score(text: string [batch]) ->
         log_prob: float32 [batch], known_log_prob: float32 [batch], tokens: int32 [batch],
         unknown_tokens: int32 [batch], word_count: int32 [batch], unknown_count: int32 [batch]
-    generate(text: string [], words: int32 [], temperature: float32 [], top_k: int32 [], seed: int32 [],
-             allow_unknown: bool []) -> words: string [n], n <= words
+    generate(text: string [], words: int32 [], temperature: float32 [], top_k: int32 [], top_p: float32 [],
+             seed: int32 [], allow_unknown: bool []) -> words: string [n], n <= words
 
 Semantics (the model is stateless: every line starts from a zero state).
 C = `context_tokens`, by default the training `window_length` (training saw
@@ -50,7 +50,9 @@ train.carry_state saw longer contexts and may be exported with a larger C).
 - generate: continues one text word by word, each from the softmax after the
   last C ids (as next_words). temperature 0: the most likely word (greedy);
   otherwise sampled from softmax(logits / temperature), restricted to the
-  top_k most likely words when top_k > 0, with a stateless generator seeded by
+  top_k most likely words when top_k > 0 and then to the smallest set of most
+  likely words whose probability reaches top_p when top_p < 1 (nucleus
+  sampling, Holtzman et al. 2020), with a stateless generator seeded by
   (seed, step): the same seed gives the same words. The unknown symbol is never
   emitted unless allow_unknown; generation stops after `<eos>` where the text
   settings have it. A text with no context id generates nothing.
@@ -363,6 +365,7 @@ class BundleGraph:
         words: tf.Tensor,
         temperature: tf.Tensor,
         top_k: tf.Tensor,
+        top_p: tf.Tensor,
         seed: tf.Tensor,
         allow_unknown: tf.Tensor,
     ) -> dict[str, tf.Tensor]:
@@ -381,6 +384,12 @@ class BundleGraph:
             logits = tf.where(logits < kth, tf.float32.min, logits)
             greedy = tf.argmax(logits, output_type=tf.int32)
             scaled = logits / tf.maximum(temperature, 1e-6)
+            # Nucleus: keep the most likely words until their probability reaches top_p (at least one word).
+            probs = tf.nn.softmax(scaled)  # [V]
+            descending = tf.sort(probs, direction="DESCENDING")  # [V]
+            short = tf.reduce_sum(tf.cast(tf.cumsum(descending) < top_p, tf.int32))  # words that stay short of it
+            floor = descending[tf.minimum(short, self.vocab_size - 1)]
+            scaled = tf.where(probs < floor, tf.float32.min, scaled)
             sampled = tf.random.stateless_categorical(scaled[tf.newaxis], 1, seed=tf.stack([seed, step]))[0, 0]
             return tf.where(temperature > 0, tf.cast(sampled, tf.int32), greedy)
 
@@ -450,6 +459,7 @@ def build_archive(graph: BundleGraph, serving_top_k: int) -> keras.export.Export
         tf.TensorSpec([], tf.int32, name="words"),
         tf.TensorSpec([], tf.float32, name="temperature"),
         tf.TensorSpec([], tf.int32, name="top_k"),
+        tf.TensorSpec([], tf.float32, name="top_p"),
         tf.TensorSpec([], tf.int32, name="seed"),
         tf.TensorSpec([], tf.bool, name="allow_unknown"),
     ]

@@ -125,11 +125,15 @@ def stage(command: str) -> argparse.ArgumentParser:
             "instead of train.model_dir/bundle",
         )
     if command == "generate":
-        p.usage = "nextword generate TEXT [--words N] [--temperature T] [--top-k K] [--seed S] [options]"
+        p.usage = "nextword generate TEXT [--words N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [options]"
         p.add_argument("text", help="the text to continue (normalized as in training)")
         p.add_argument("--words", type=int, default=20, help="words to add at most (default 20)")
         p.add_argument("--temperature", type=float, default=0.0, help="0: greedy (default); > 0: sampled")
         p.add_argument("--top-k", type=int, default=0, help="sample only among the K most likely words (0: all)")
+        p.add_argument(
+            "--top-p", type=float, default=1.0, help="sample only among the most likely words whose probability "
+            "reaches P (nucleus sampling; 1: all, the default)"
+        )  # fmt: skip
         p.add_argument("--seed", type=int, default=0, help="the same seed gives the same text (default 0)")
         p.add_argument("--allow-unknown", action="store_true", help="let the unknown-word symbol be generated")
     return p
