@@ -233,7 +233,6 @@ class ScoreRanges(beam.PTransform):
         super().__init__()
         self._cfg = cfg
         self._bundle = bundle
-        self._model_fingerprint = bundle.model_fingerprint  # a hash: once, not per record
         self._job = job_digest
         self._inputs = inputs  # (ranges, bytes): for progress and the shard names
 

@@ -108,7 +108,7 @@ _STAGING_PREFIX = ".export-"
 
 
 class BundleGraph:
-    """The two signatures over one Keras model, its vocabulary and its text settings."""
+    """The bundle's signatures over one Keras model, its vocabulary and its text settings."""
 
     def __init__(
         self,

@@ -41,7 +41,8 @@ def pipeline_options(beam_args: list[str]):
     standard = options.view_as(StandardOptions)
     if standard.runner in (None, "DirectRunner"):
         standard.runner = LOCAL_RUNNER
-    # Workers on Dataflow unpickle our DoFns: they need the main session's imports.
+    # Our DoFns live in installed modules (setup_file ships the package), so workers import what they need;
+    # the main session is never pickled for them.
     options.view_as(SetupOptions).save_main_session = False
     return options
 

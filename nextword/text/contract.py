@@ -238,11 +238,11 @@ def split_of(key: str, valid_fraction: float, test_fraction: float) -> str:
 
 
 # --- The model bundle (trainer export -> batch prediction) -----------------
-# A SavedModel directory whose signatures take raw strings:
+# A SavedModel directory whose signatures take raw strings, among them:
 #   next_words(text: string [batch], k: int32 []) -> words: string [batch, k], probs: float32 [batch, k]
-#   score(text: string [batch]) -> log_prob: float32 [batch], tokens: int32 [batch], unknown_tokens: int32 [batch]
-# Both also return word_count and unknown_count (int32 [batch]); the exact
-# semantics (context length, <eos>, empty texts) are in trainer/export.py.
+#   score(text: string [batch]) -> log_prob, known_log_prob: float32 [batch], tokens, unknown_tokens: int32 [batch]
+# Both also return word_count and unknown_count (int32 [batch]); every signature, and the exact
+# semantics (context length, <eos>, empty texts), are in trainer/export.py.
 # Beside the SavedModel files, BUNDLE_META_DIR holds vocab.txt, manifest.json,
 # config.yaml and bundle.json (fingerprint, text settings, window length).
 SIGNATURE_NEXT_WORDS = "next_words"
