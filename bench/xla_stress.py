@@ -125,7 +125,10 @@ def run_child(shape: str, dtype: str, jit: bool, speed_reps: int = 0) -> dict:
     cmd = [sys.executable, __file__, "--child", shape, dtype, "--speed-reps", str(speed_reps)]
     cmd += ["--jit"] if jit else []
     started = time.monotonic()
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    try:
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    except subprocess.TimeoutExpired:  # a hang is an outcome too: counted, and the stress goes on
+        return {"shape": shape, "dtype": dtype, "jit": jit, "rc": None, "signal": "timeout after 600 s"}
     record = {"shape": shape, "dtype": dtype, "jit": jit, "rc": proc.returncode, "wall_s": time.monotonic() - started}
     if proc.returncode < 0:
         record["signal"] = signal.Signals(-proc.returncode).name
@@ -154,7 +157,7 @@ def stress(runs: int, jit: bool, out: Path, shapes: list[str], dtypes: list[str]
         for record in pool.map(lambda job: run_child(*job, jit), jobs):
             records.append(record)
             _write(out, jit, records, time.monotonic() - started)
-            if len(records) % 20 == 0 or record["rc"]:
+            if len(records) % 20 == 0 or record["rc"] != 0:
                 last = f"{record['shape']} {record['dtype']} rc {record['rc']}"
                 print(f"{len(records)} children, {len(jobs)} to run in this call; last: {last}", flush=True)
     print(json.dumps(_summary(records), indent=1))
