@@ -23,21 +23,6 @@ def read_windows(paths: list[str]) -> Iterator[list[int]]:
                 yield core.decode_example(record)
 
 
-# The start of an ids feature entry as beam_preprocess.core.encode_example writes it (key length < 128).
-_KEY = bytes([0x0A, len(contract.FEATURE_IDS)]) + contract.FEATURE_IDS.encode("utf-8")
-
-
-def _varint_at(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
-
-
 def _packed_ids(record: bytes) -> bytes | None:
     """The packed varints of a record laid out as encode_example lays it out; None for any other layout."""
     try:
@@ -45,14 +30,14 @@ def _packed_ids(record: bytes) -> bytes | None:
         for tag in (0x0A, 0x0A):  # Example.features, Features.feature (one entry)
             if record[pos] != tag:
                 return None
-            _, pos = _varint_at(record, pos + 1)
-        if record[pos : pos + len(_KEY)] != _KEY:
+            _, pos = core.read_varint(record, pos + 1)
+        if record[pos : pos + len(core.FEATURE_KEY)] != core.FEATURE_KEY:
             return None
-        pos += len(_KEY)
+        pos += len(core.FEATURE_KEY)
         for tag in (0x12, 0x1A, 0x0A):  # the entry's Feature, its Int64List, the packed values
             if record[pos] != tag:
                 return None
-            size, pos = _varint_at(record, pos + 1)
+            size, pos = core.read_varint(record, pos + 1)
     except IndexError:
         return None
     return record[pos:] if pos + size == len(record) else None

@@ -215,19 +215,20 @@ def _field(number: int, payload: bytes) -> bytes:
     return _varint(number << 3 | 2) + _varint(len(payload)) + payload
 
 
-_FEATURE_KEY = _field(1, contract.FEATURE_IDS.encode("utf-8"))
+# The start of the ids feature entry of every record encode_example writes (the baseline reads records by it).
+FEATURE_KEY = _field(1, contract.FEATURE_IDS.encode("utf-8"))
 
 
 def encode_example(ids: list[int]) -> bytes:
     packed = b"".join(_varint(i) for i in ids)
     int64_list = _field(1, packed)
     feature = _field(3, int64_list)
-    entry = _FEATURE_KEY + _field(2, feature)
+    entry = FEATURE_KEY + _field(2, feature)
     features = _field(1, entry)
     return _field(1, features)
 
 
-def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
     value = shift = 0
     while True:
         byte = data[pos]
@@ -242,12 +243,12 @@ def _wire_fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
     """(field number, wire type, value) of one protobuf message: varints and length-delimited fields."""
     pos = 0
     while pos < len(data):
-        tag, pos = _read_varint(data, pos)
+        tag, pos = read_varint(data, pos)
         number, wire = tag >> 3, tag & 7
         if wire == 0:
-            value, pos = _read_varint(data, pos)
+            value, pos = read_varint(data, pos)
         elif wire == 2:
-            size, pos = _read_varint(data, pos)
+            size, pos = read_varint(data, pos)
             value, pos = data[pos : pos + size], pos + size
         else:
             raise ValueError(f"unexpected protobuf wire type {wire} in a window record")
@@ -271,7 +272,7 @@ def decode_example(record: bytes) -> list[int]:
                         continue
                     pos = 0
                     while pos < len(value):
-                        item, pos = _read_varint(value, pos)
+                        item, pos = read_varint(value, pos)
                         ids.append(item - (1 << 64) if item >= 1 << 63 else item)
                 return ids
     raise ValueError(f"record has no {contract.FEATURE_IDS!r} int64 feature")
