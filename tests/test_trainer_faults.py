@@ -163,13 +163,16 @@ def test_damaged_run_files_are_one_line_and_evaluate_rewrites_metrics(synthetic,
     assert cli.main(["evaluate", *args]) == 0
     assert json.loads((model_dir / "metrics.json").read_text())["valid"]["perplexity"] > 1
     capsys.readouterr()
-    for name, text in [("history.json", '[{"epoch": "one"}]'), ("LOCK.json", "null")]:
+    for name, text, said in [
+        ("history.json", '[{"epoch": "one"}]', "damaged, a record without a numeric 'epoch'"),
+        ("LOCK.json", "null", "expected a JSON object"),
+    ]:
         original = (model_dir / name).read_text() if (model_dir / name).exists() else None
         (model_dir / name).write_text(text)
         resumed = train_args(synthetic, model_dir, *ARGS, "train.max_steps=40")
         assert cli.main(["train", *resumed]) == 1
         errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1 and f"{name}: damaged" in errors[0], errors
+        assert len(errors) == 1 and f"{name}: {said}" in errors[0], errors
         if original is None:
             (model_dir / name).unlink()
         else:

@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from nextword import storage
+from nextword.artifacts import versioned
 from nextword.artifacts.model_dir import METRICS_FILE
 from trainer.inputs import Inputs
 from trainer.steps import EVAL_FIGURES, replica_eval_step
@@ -82,7 +83,7 @@ def read_metrics(model_dir: str) -> dict:
     if not storage.exists(path):
         return {}
     try:
-        return storage.read_json(path, "rewritten from the checkpoint")
+        return versioned.read_json(path, "rewritten from the checkpoint")
     except ValueError as err:
         _LOG.warning("%s", err)
         return {}

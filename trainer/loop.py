@@ -32,6 +32,7 @@ import numpy as np
 import tensorflow as tf
 
 from nextword import storage
+from nextword.artifacts import versioned
 from nextword.artifacts.model_dir import HISTORY_FILE
 from nextword.config import TrainConfig
 from trainer.checkpoints import Checkpoints
@@ -208,7 +209,7 @@ class TrainLoop:
         if not storage.exists(self.history_path):
             return []
         fix = "training rewrites it: remove it to start the record afresh (the checkpoints keep the weights)"
-        history = storage.read_json(self.history_path, fix, list)
+        history = versioned.read_json(self.history_path, fix, list)
         if not all(isinstance(h, dict) and isinstance(h.get("epoch"), int | float) for h in history):
             raise ValueError(f"{self.history_path}: damaged, a record without a numeric 'epoch'; {fix}")
         return [h for h in history if h["epoch"] <= epoch]

@@ -20,6 +20,7 @@ import uuid
 
 from nextword import config as config_lib
 from nextword import storage
+from nextword.artifacts import versioned
 from nextword.config import Config
 
 _LOG = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class RunLock:
 
     def acquire(self) -> None:
         if storage.exists(self.path):
-            held = storage.read_json(
+            held = versioned.read_json(
                 self.path, "if no trainer runs on this train.model_dir, remove it (each run writes its own)"
             )
             why = self._gone(held)

@@ -14,14 +14,15 @@ from typing import ClassVar
 from nextword import storage
 
 
-def read_json(path: str, rerun: str) -> dict:
-    """The JSON object in `path`; `rerun` says which stage makes the file again."""
+def read_json(path: str, rerun: str, kind: type = dict):
+    """The JSON object (or, with `kind` list, array) in `path`; `rerun` says which stage makes the file again,
+    or what to remove."""
     try:
         data = json.loads(storage.read_text(path))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path}: not valid JSON ({err}); {rerun}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object; {rerun}")
+    if not isinstance(data, kind):
+        raise ValueError(f"{path}: expected a JSON {'object' if kind is dict else 'array'}; {rerun}")
     return data
 
 

@@ -136,18 +136,6 @@ def read_text(path: str) -> str:
     return read_bytes(path).decode("utf-8")
 
 
-def read_json(path: str, fix: str, kind: type = dict):
-    """A JSON file a stage wrote, parsed: a damaged one (not UTF-8 JSON, or not a `kind`) is one ValueError
-    naming the file and `fix` (which stage rewrites it, or what to remove)."""
-    try:
-        value = json.loads(read_text(path))
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ValueError(f"{path}: damaged, not JSON ({str(err).splitlines()[0]}); {fix}") from None
-    if not isinstance(value, kind):
-        raise ValueError(f"{path}: damaged, a JSON {type(value).__name__} where a {kind.__name__} belongs; {fix}")
-    return value
-
-
 def write_text(path: str, text: str) -> None:
     with atomic_write(path) as f:
         f.write(text.encode("utf-8"))
