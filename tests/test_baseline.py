@@ -10,6 +10,7 @@ import pytest
 
 from baseline import arpa, kneser_ney, ngrams, score
 from baseline.ngrams import BOS
+from tests.support.markov import markov_windows
 
 A, B = 1, 2  # ids of the hand-computed case; 0 is the unknown symbol
 
@@ -72,21 +73,11 @@ def test_evaluation_follows_the_trainer_protocols():
     assert result["tokens"] == 6 and result["loss"] == pytest.approx(expected)
 
 
-def _markov_windows(seed: int, tokens: int, vocab: int, length: int) -> list[list[int]]:
-    rng = random.Random(seed)
-    successors = {w: rng.sample(range(vocab), 4) for w in range(vocab)}
-    stream, w = [], 1
-    for _ in range(tokens):
-        w = rng.choice(successors[w]) if rng.random() < 0.9 else rng.randrange(vocab)
-        stream.append(w)
-    return [stream[i : i + length + 1] for i in range(0, len(stream) - length, length)]
-
-
 @pytest.mark.unit
 @pytest.mark.parametrize("order", [1, 3, 5])
 def test_probabilities_sum_to_one_at_every_order(order):
     vocab = 30
-    windows = _markov_windows(1, 4000, vocab, 10)
+    windows = markov_windows(1, 4000, vocab, 10)
     model = kneser_ney.estimate(ngrams.count_ngrams(windows, order, 1), order, vocab)
     rng = random.Random(2)
     contexts = [(), (BOS,), (BOS, 3)] + [
@@ -103,14 +94,14 @@ def test_kenlm_loads_the_arpa_and_agrees(tmp_path):
     kenlm = pytest.importorskip("kenlm", reason="the kenlm package (test extra) did not build")
     vocab_size = 40
     vocab = ["<???>"] + [f"w{i}" for i in range(1, vocab_size)]
-    windows = _markov_windows(3, 20000, vocab_size, 12)
+    windows = markov_windows(3, 20000, vocab_size, 12)
     model = kneser_ney.estimate(ngrams.count_ngrams(windows, 5, 1), 5, vocab_size)
     path = tmp_path / "model.arpa"
     with path.open("w", encoding="utf-8") as out:
         arpa.write_arpa(model, vocab, out)
     lm = kenlm.Model(str(path))
     assert lm.order == 5
-    test = _markov_windows(4, 600, vocab_size, 12)
+    test = markov_windows(4, 600, vocab_size, 12)
     stream = test[0] + [t for w in test[1:] for t in w[1:]]
     words = arpa.arpa_words(vocab)
     theirs = [s for s, _, _ in lm.full_scores(" ".join(words[t] for t in stream), bos=True, eos=False)]

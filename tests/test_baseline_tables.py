@@ -4,25 +4,19 @@ them, against the single-process reference (kneser_ney.estimate): same counts, p
 from __future__ import annotations
 
 import math
-import random
 
 import numpy as np
 import pytest
 
 from baseline import kneser_ney, ngrams, tables
 from baseline.ngrams import BOS
+from tests.support.markov import markov_windows
 
 pytestmark = pytest.mark.unit
 
 
 def _markov_windows(seed: int, tokens: int, vocab: int, length: int) -> list[list[int]]:
-    rng = random.Random(seed)
-    successors = {w: rng.sample(range(vocab), 4) for w in range(vocab)}
-    stream, w = [], 1
-    for _ in range(tokens):
-        w = rng.choice(successors[w]) if rng.random() < 0.9 else rng.randrange(vocab)
-        stream.append(w)
-    windows = [stream[i : i + length + 1] for i in range(0, len(stream) - length, length)]
+    windows = markov_windows(seed, tokens, vocab, length)
     windows[7] = windows[7][:4] + [-1] * (length - 3)  # padding ends a segment: the next window starts a stream
     return windows
 
