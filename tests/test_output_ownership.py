@@ -130,8 +130,14 @@ def test_training_writes_no_output_through_a_link(synthetic, tmp_path):
     bundle = ["bundle/saved_model.pb", "bundle/fingerprint.pb", "bundle/variables/variables.index",
               "bundle/variables/variables.data-00000-of-00001"]  # fmt: skip
     bundle += [f"bundle/nextword/{name}" for name in ("bundle.json", "vocab.txt", "manifest.json", "config.yaml")]
-    written = ["config.yaml", "metrics.json", "history.json", "curves.png"]
+    written = ["config.yaml", "metrics.json", "history.json", "curves.png", "checkpoints/checkpoint", "best/checkpoint"]
     before = link_every_file(model_dir, [*written, *bundle], tmp_path / "victims", "hard")
+    # TensorFlow's checkpoint files of the step the rerun saves (4), planted before it writes them.
+    planted = {"checkpoints/ckpt-4.index": "symbolic", "checkpoints/ckpt-4.data-00000-of-00001": "hard",
+               "best/ckpt-4.index": "hard", "best/ckpt-4.data-00000-of-00001": "symbolic"}  # fmt: skip
+    for rel, kind in planted.items():
+        (model_dir / rel).write_bytes(b"victim\n")
+        before |= link_every_file(model_dir, [rel], tmp_path / "victims", kind)
     # Symbolic links on the files it overwrites (the bundle's marker and SavedModel files it deletes first,
     # where a link is refused: tests/test_data_loss.py).
     overwritten = [*written, *(f"bundle/nextword/{name}" for name in ("vocab.txt", "manifest.json", "config.yaml"))]
@@ -139,7 +145,8 @@ def test_training_writes_no_output_through_a_link(synthetic, tmp_path):
     metrics = run(trainer_support.train_args(synthetic, model_dir, "train.max_steps=4"))
     assert metrics["train"]["resumed_from_step"] == 2 and unchanged(before)
     assert not any((model_dir / rel).is_symlink() for rel in overwritten)
-    assert all((model_dir / rel).stat().st_nlink == 1 for rel in [*written, *bundle])
+    assert all((model_dir / rel).stat().st_nlink == 1 for rel in [*written, *bundle, *planted])
+    assert not any((model_dir / rel).is_symlink() for rel in planted)
 
 
 @pytest.mark.unit

@@ -6,12 +6,16 @@
 - Restoring takes the newest readable checkpoint: an unfinished save's orphaned `*_temp` directory is
   removed, and a named checkpoint that cannot be read is skipped for the one before it.
 - Every worker takes part in saving, but only the chief's copy is kept.
+- A save never writes through a link: TensorFlow writes `ckpt-N.index` in place (it renames the data files
+  and the state file into place), so whatever holds a save's names before it runs is removed first, a link as
+  a link; a symbolic link's target and a hard-linked copy of the run (`cp -al`) keep their bytes.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 from collections.abc import Callable
 
@@ -37,6 +41,18 @@ def checkpoint_dirs(model_dir: str, worker: Worker, name: str = CHECKPOINT_DIR) 
     """(where checkpoints are read from, where this worker writes them)."""
     shared = storage.join(model_dir, name)
     return shared, shared if worker.is_chief else storage.join(model_dir, "tmp", f"worker-{worker.task_id}-{name}")
+
+
+def clear_names(folder: str, step: int) -> None:
+    """Removes what holds the names a save of `step` writes in `folder` (the same step is saved again before
+    and after its validation), never following a link. Cloud Storage has no links: an upload replaces an object.
+    """
+    if storage.is_remote(folder) or not os.path.isdir(folder):
+        return
+    prefix = f"ckpt-{step}"
+    for name in os.listdir(folder):
+        if name in (f"{prefix}.index", f"{prefix}_temp") or name.startswith(f"{prefix}.data-"):
+            storage.remove_tree(os.path.join(folder, name))
 
 
 class RunState:
@@ -220,6 +236,7 @@ class Checkpoints:
         self._best_weights = self.model.get_weights()
 
     def _save_with(self, manager: tf.train.CheckpointManager) -> None:
+        clear_names(manager.directory, self.step)
         manager.save(checkpoint_number=self.step)
         if not self.worker.is_chief:
             tf.io.gfile.rmtree(manager.directory)
