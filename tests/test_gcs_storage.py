@@ -2,6 +2,12 @@
 
 import gc
 import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -9,7 +15,10 @@ from google.api_core import exceptions as api_exceptions
 from google.api_core.exceptions import RetryError
 
 from nextword import storage
-from nextword.storage import gcs_errors
+from nextword.storage import gcs_errors, gcs_preflight
+from tests.support.gcs_emulator import free_port
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 # --- describe(): the one-line messages, exactly --------------------------------
@@ -38,7 +47,10 @@ def test_describe_names_the_path_and_the_fix_for_each_status():
 
 
 @pytest.mark.unit
-def test_guard_names_the_path_of_transport_errors_and_leaves_other_errors_alone(tmp_path):
+def test_guard_names_the_path_of_transport_errors_and_leaves_other_errors_alone(tmp_path, monkeypatch):
+    passed = threading.Event()
+    passed.set()
+    monkeypatch.setattr(gcs_preflight, "_checked", passed)  # no Cloud Storage here: only the mapping is tested
     with pytest.raises(gcs_errors.StorageError, match=r"^gs://b/f: could not read \(ConnectionError: refused\)$"):
         with storage.guard("gs://b/f", "read"):
             raise requests.ConnectionError("refused\nmore detail")
@@ -176,3 +188,43 @@ def test_double_star_matches_files_directly_in_the_folder_too(tmp_path):
         "a/b/deep.txt",
         "a/mid.txt",
     ]
+
+
+# --- failing fast: an unreachable endpoint, no credentials -------------------------
+@pytest.mark.storage
+def test_an_unreachable_emulator_fails_a_command_in_seconds_with_one_line(tmp_path):
+    closed = free_port()  # nothing listens there: every connection is refused
+    env = {k: v for k, v in os.environ.items() if k not in ("NEXTWORD_DEBUG", "GOOGLE_APPLICATION_CREDENTIALS")}
+    env |= {"STORAGE_EMULATOR_HOST": f"http://127.0.0.1:{closed}", "PYTHONPATH": str(REPO)}
+    argv = ["--set", "preprocess.corpus_glob=gs://b/corpus/*.txt", "--set", f"preprocess.output_dir={tmp_path}/out"]
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "nextword.cli", "preprocess", *argv], capture_output=True,
+                          text=True, env=env, cwd=REPO, timeout=120)  # fmt: skip
+    assert time.monotonic() - started < 30
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.rstrip().splitlines()[-1] == (
+        f"error: gs://b/corpus/*.txt: cannot reach the Cloud Storage emulator at http://127.0.0.1:{closed} "
+        "(STORAGE_EMULATOR_HOST): connection refused; start the emulator or unset STORAGE_EMULATOR_HOST"
+    )
+    assert "WARNING" not in done.stderr  # no retry log of the credential lookup either
+
+
+@pytest.mark.storage
+def test_no_credentials_is_one_line_naming_the_fix_at_once(tmp_path, monkeypatch):
+    with socket.socket() as endpoint:  # stands in for Cloud Storage (through a proxy): reachable, never asked
+        endpoint.bind(("127.0.0.1", 0))
+        endpoint.listen()
+        monkeypatch.setattr(gcs_preflight, "_checked", threading.Event())  # this process may have passed already
+        for name in ("STORAGE_EMULATOR_HOST", "GOOGLE_APPLICATION_CREDENTIALS", "no_proxy", "NO_PROXY"):
+            monkeypatch.delenv(name, raising=False)
+        monkeypatch.setenv("https_proxy", f"http://127.0.0.1:{endpoint.getsockname()[1]}")
+        monkeypatch.setenv("CLOUDSDK_CONFIG", str(tmp_path))  # no gcloud login there
+        monkeypatch.setenv("NO_GCE_CHECK", "true")  # not on Google Compute Engine
+        started = time.monotonic()
+        with pytest.raises(PermissionError) as err:
+            storage.exists("gs://b/x.txt")
+    assert time.monotonic() - started < 5
+    assert str(err.value) == (
+        "gs://b/x.txt: no Google Cloud credentials (Your default credentials were not found); run "
+        "`gcloud auth application-default login`, or set GOOGLE_APPLICATION_CREDENTIALS to a service account key file"
+    )

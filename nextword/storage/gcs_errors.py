@@ -3,12 +3,16 @@
 The client library (and Beam's GCS IO on top of it) has already retried what
 it retries, 408, 429 and 5xx, by the time an error gets here; `guard` wraps a
 storage call, `describe` is the pure mapping from an error to the message.
+Before the first call, gcs_preflight checks the endpoint and the credentials:
+without them the client's retries would take minutes to fail.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
+
+from nextword.storage import gcs_preflight
 
 
 class StorageError(OSError):
@@ -54,14 +58,22 @@ def describe(err: BaseException, path: str, action: str, bucket_exists: bool | N
             f"{path}: permission denied to {action} (HTTP {status}); grant the job's service account "
             f"access to gs://{bucket} (e.g. roles/storage.objectAdmin)"
         )
+    if type(err).__name__ == "RefreshError":  # google.auth's: the credentials found were refused or expired
+        return PermissionError(
+            f"{path}: the Google Cloud credentials were refused ({_first_line(err)}); run "
+            "`gcloud auth application-default login` again, or check GOOGLE_APPLICATION_CREDENTIALS"
+        )
     if status in (408, 429) or (status or 0) >= 500:
         return StorageError(
             f"{path}: Cloud Storage failed to {action} (HTTP {status}) after the client's retries; "
             "rerun when the service recovers"
         )
+    return StorageError(f"{path}: could not {action} ({type(err).__name__}: {_first_line(err)})")
+
+
+def _first_line(err: BaseException) -> str:
     lines = [line for line in str(err).splitlines() if line.strip()]
-    reason = f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
-    return StorageError(f"{path}: could not {action} ({reason})")
+    return lines[0] if lines else type(err).__name__
 
 
 def _bucket_exists(path: str) -> bool | None:
@@ -76,6 +88,8 @@ def _bucket_exists(path: str) -> bool | None:
 @contextlib.contextmanager
 def guard(path: str, action: str) -> Iterator[None]:
     """Turns a Cloud Storage failure inside the block into a one-line error naming `path`."""
+    if path.startswith("gs://"):
+        gcs_preflight.check(path)
     try:
         yield
     except StorageError:
