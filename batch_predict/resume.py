@@ -20,15 +20,15 @@ from batch_predict import core
 from nextword import storage
 from nextword.artifacts import bundle as bundle_lib
 from nextword.artifacts.predictions import SUMMARY_FILE, Summary
-from nextword.config import PredictConfig
+from nextword.config import PredictConfig, keys_where
 
 _LOG = logging.getLogger(__name__)
 OUTPUT_PREFIX = "predictions"
 OUTPUT_SUFFIX = ".jsonl"
 RANGES_DIR = "_ranges"
 JOB_FILE = f"{RANGES_DIR}/job.json"
-# What a record depends on (predict.max_batch_tokens does not: the scores are the same for any batching).
-OUTPUT_SETTINGS = ("mode", "context", "top_k", "per_token", "warmup_bytes", "max_line_tokens", "max_line_bytes")
+# What a record depends on: the predict.* keys whose field in nextword/config.py says changes_records.
+OUTPUT_SETTINGS = keys_where("changes_records", "predict")
 _TEMP = r"(?:\.tmp-[0-9a-f]{32})?"  # storage.write_text's temporary name of a killed write
 _RANGE = r"\d{5,}-of-\d{5,}"
 # All that clearing deletes, besides the shards the previous summary lists.

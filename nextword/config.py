@@ -7,17 +7,20 @@ Overrides use the same dotted paths (`--set train.batch_size=32`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
+import posixpath
 import re
 import types
 import typing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
 
-from nextword.text.contract import NORMALIZATIONS, TextSettings
+from nextword.setting import Rule, rule_of, setting
+from nextword.text.contract import TextSettings
 
 _LOG = logging.getLogger(__name__)
 
@@ -28,34 +31,36 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class SplitConfig:
-    valid_fraction: float = 0.1
-    test_fraction: float = 0.1
+    valid_fraction: float = setting(0.1, low=0)
+    test_fraction: float = setting(0.1, low=0)
     # Lines per split block: consecutive lines stay together so that
     # overlapping windows do not leak between train and test.
-    block_lines: int = 20
+    block_lines: int = setting(20, low=0, low_open=True)
     # Optional explicit globs per split (e.g. the Penn Treebank's own files);
     # when set, fractions are ignored and `preprocess.corpus_glob` is unused.
-    train_glob: str = ""
-    valid_glob: str = ""
-    test_glob: str = ""
+    train_glob: str = setting("")
+    valid_glob: str = setting("")
+    test_glob: str = setting("")
 
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    corpus_glob: str = "./corpus/**/*.txt"
-    output_dir: str = "runs/data"
-    text: TextSettings = field(default_factory=TextSettings)
+    corpus_glob: str = setting("./corpus/**/*.txt")
+    output_dir: str = setting("", follows="run_dir", under="data")  # "": <run_dir>/data
+    text: TextSettings = setting(TextSettings)
     # Context words per record (each holds window_length + 1 ids). With carried
     # state (train.carry_state) this is the truncated-BPTT length, not a limit on context.
-    window_length: int = 35
-    stride: int = 0  # 0: window_length, so that every token is predicted exactly once
-    num_shards: int = 4
+    window_length: int = setting(
+        35, low=0, low_open=True, high=4096, why="one window is one truncated-BPTT sequence in memory"
+    )
+    stride: int = setting(0, low=0)  # 0: window_length, so that every token is predicted exactly once
+    num_shards: int = setting(4, low=0, low_open=True, high=10_000, why="each shard is a file open per writer")
     # The tokens after a segment's last full window go into one more window,
     # filled with padding: every token but a segment's first is predicted.
-    pad_last_window: bool = True
-    split: SplitConfig = field(default_factory=SplitConfig)
+    pad_last_window: bool = setting(True)
+    split: SplitConfig = setting(SplitConfig)
     # Bytes read at a time from a file: bounds memory even for a 20 MB line.
-    read_chunk_bytes: int = 1 << 20
+    read_chunk_bytes: int = setting(1 << 20, low=0, low_open=True, high=1 << 30, why="each read is held in memory")
 
     @property
     def window_stride(self) -> int:
@@ -68,55 +73,62 @@ class ModelConfig:
     # output head (trainer/heads.py). The defaults are the recipe measured in bench/quality.py (README,
     # "Quality"): one tied LSTM layer with strong dropout, sized by the training split (trainer/sizing.py):
     # 384 units and dropout 0.65 below 500k tokens, 256 and 0.5 from there.
-    embedding_dim: int = 0  # 0: the units
-    cell: str = "lstm"  # lstm | gru, both cuDNN-eligible
-    units: int = 0  # 0: by the training split's size
-    num_layers: int = 1
-    dropout: float | None = None  # null: by the training split's size
+    embedding_dim: int = setting(0, low=0, high=16_384, why="the embedding is vocabulary x embedding_dim")  # 0: units
+    cell: str = setting("lstm", choices=("lstm", "gru"))  # both cuDNN-eligible
+    units: int = setting(0, low=0, high=16_384, why="an LSTM layer's kernel is 32 units^2 bytes")  # 0: by the split
+    num_layers: int = setting(
+        1, low=0, low_open=True, high=64, why="each layer's activations are kept for the gradient"
+    )
+    dropout: float | None = setting(None, low=0, high=1, high_open=True)  # null: by the training split's size
     # One dropout mask per sequence, the same at every time step (Gal & Ghahramani 2016), on the
     # embeddings, between layers and before the output; outside the recurrent layers, so cuDNN stays eligible.
-    locked_dropout: bool = False
+    locked_dropout: bool = setting(False)
     # full: its own output matrix; tied: the input embedding, transposed (Press & Wolf 2017, Inan et al.
     # 2017); adaptive: tied, with Grave et al.'s adaptive softmax; auto: tied below 5000 words, adaptive
     # from there (the full softmax dominates the cost of a large vocabulary; not yet the default, as its
     # quality at the defaults' size is not measured to the end).
-    head: str = "tied"
-    forget_bias: float = 1.0  # lstm only
+    head: str = setting("tied", choices=("auto", "tied", "full", "adaptive"))
+    forget_bias: float = setting(1.0)  # lstm only
     # Adaptive input and softmax (trainer/adaptive.py): ids below the first cutoff are the head, each
     # further range a cluster with vectors `adaptive_factor` times smaller than the one before. Empty:
     # a tenth and two fifths of the vocabulary (1000 and 4000 of a 10k vocabulary).
-    adaptive_cutoffs: tuple[int, ...] = ()
-    adaptive_factor: int = 4
+    adaptive_cutoffs: tuple[int, ...] = setting(())
+    adaptive_factor: int = setting(4, low=1)
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    name: str = "adam"  # adam | sgd
-    learning_rate: float = 0.005
-    clip_global_norm: float = 5.0
+    name: str = setting("adam", choices=("adam", "sgd"))
+    learning_rate: float = setting(0.005, low=0, low_open=True)
+    clip_global_norm: float = setting(5.0, low=0)
     # SGD schedule as in Zaremba et al.: after `decay_after_epochs`, multiply
     # the learning rate by `decay` every epoch.
-    decay: float = 1.0
-    decay_after_epochs: int = 0
+    decay: float = setting(1.0, low=0, low_open=True, high=1)
+    decay_after_epochs: int = setting(0, low=0)
     # Validation-driven schedule (used when decay == 1): multiply the learning
     # rate by this after every epoch whose validation loss is no better than the best (1: off).
-    plateau_factor: float = 0.25
-    weight_decay: float = 0.0  # decoupled (AdamW / SGDW style), on every weight but biases
+    plateau_factor: float = setting(0.25, low=0, low_open=True, high=1)
+    weight_decay: float = setting(0.0, low=0)  # decoupled (AdamW / SGDW style), on every weight but biases
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data_dir: str = "runs/data"
-    model_dir: str = "runs/model"
-    strategy: str = "local"  # local | mirrored | multiworker
-    per_replica_batch_size: int = 0  # 0: by the training split's size (16 below 500k tokens, else 32)
-    epochs: int = 40  # a cap: early stopping usually ends the run first
-    steps_per_epoch: int = 0  # 0: one full pass over the training split
-    max_steps: int = 0  # 0: no limit
-    time_budget_s: float = 0.0  # 0: no limit; stops cleanly after this much training time
-    checkpoint_every_steps: int = 200
-    shuffle_buffer: int = 10000
-    seed: int = 1234
+    data_dir: str = setting("", follows="preprocess.output_dir")  # "": preprocess.output_dir
+    model_dir: str = setting("", follows="run_dir", under="model")  # "": <run_dir>/model
+    strategy: str = setting("local", choices=("local", "mirrored", "multiworker"))
+    # 0: by the training split's size (16 below 500k tokens, else 32)
+    per_replica_batch_size: int = setting(
+        0, low=0, high=65_536, why="logits: batch x window x words", fixed_on_resume=True
+    )
+    epochs: int = setting(40, low=0, low_open=True)  # a cap: early stopping usually ends the run first
+    steps_per_epoch: int = setting(0, low=0)  # 0: one full pass over the training split
+    max_steps: int = setting(0, low=0)  # 0: no limit
+    time_budget_s: float = setting(0.0, low=0)  # 0: no limit; stops cleanly after this much training time
+    checkpoint_every_steps: int = setting(200, low=0, low_open=True)
+    shuffle_buffer: int = setting(
+        10000, low=0, low_open=True, high=10_000_000, why="the buffer holds that many windows"
+    )
+    seed: int = setting(1234, fixed_on_resume=True)
     # The dtype of the large matmuls: the output layer's and the LSTMs' input projections, in evaluation
     # their recurrent matmuls too; everything else, the variables and the bundle stay float32
     # (trainer/matmul.py, trainer/recurrent.py). "auto": bfloat16 on a CPU with bf16 matmul units
@@ -124,119 +136,123 @@ class TrainConfig:
     # bf16 trains faster than float32 at both benchmark sizes, to a perplexity close to float32's after
     # the same steps (bench/README.md, "Speed against PyTorch"; bench/results/peer_bench.json).
     # metrics.json's valid and test figures are computed in float32 whatever this says, so they are the
-    # bundle's.
-    matmul_dtype: str = "auto"  # auto | float32 | bfloat16
+    # bundle's. Not fixed on resume: the variables are float32 whatever the matmuls run in, and "auto" may
+    # choose otherwise on the machine that resumes.
+    matmul_dtype: str = setting("auto", choices=("auto", "float32", "bfloat16"))
     # Stateful truncated BPTT (Zaremba et al. 2014), the default: each batch row
     # is one stream of consecutive windows, read straight from the shards, and
     # the LSTM state carries over from one window to the next, in training and
     # evaluation. Needs stride == window_length (the default) and records in
     # corpus order (preprocessing writes runs of consecutive windows to each
     # shard); the trainer checks both. false: shuffled windows, context reset at each.
-    carry_state: bool = True
-    keep_checkpoints: int = 3
+    carry_state: bool = setting(True, fixed_on_resume=True)
+    keep_checkpoints: int = setting(3, low=0, low_open=True)
     # Stop after this many epochs in a row without a better validation loss (0: never). Whatever
     # stops the run, the weights evaluated and exported are those of the best validation epoch.
-    early_stopping_patience: int = 3
+    early_stopping_patience: int = setting(3, low=0)
     # multiworker: how long each worker waits for all of them to join at startup
     # before failing (cloud replicas can start minutes apart). A worker lost
     # later is noticed within seconds, whatever this says.
-    cluster_join_timeout_s: float = 600.0
-    model: ModelConfig = field(default_factory=ModelConfig)
-    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    cluster_join_timeout_s: float = setting(600.0, low=0, low_open=True)
+    model: ModelConfig = setting(ModelConfig, fixed_on_resume=True)
+    optimizer: OptimizerConfig = setting(OptimizerConfig, fixed_on_resume=True)
 
 
 @dataclass(frozen=True)
 class PredictConfig:
-    bundle_dir: str = "runs/model/bundle"
+    bundle_dir: str = setting("", follows="train.model_dir", under="bundle")  # "": <train.model_dir>/bundle
     # One glob, or several separated by commas; local or gs://.
-    input_glob: str = "samples/predict_input.txt"
-    output_dir: str = "runs/predictions"
-    mode: str = "both"  # next | score | both
+    input_glob: str = setting("samples/predict_input.txt")
+    output_dir: str = setting("", follows="run_dir", under="predictions")  # "": <run_dir>/predictions
+    mode: str = setting("both", choices=("next", "score", "both"), changes_records=True)
     # line: each line scored alone, from a zero state. document: the model's state carries across the
     # lines of a file (mode score), as the trainer's evaluation carries it; each byte range first
     # reads up to `warmup_bytes` of the text before it to warm the state up (0: from a zero state).
-    context: str = "line"
+    context: str = setting("line", choices=("line", "document"), changes_records=True)
     # Enough for ranges to score PTB test as one range does (bench/README.md, "Batch prediction").
-    warmup_bytes: int = 8192
+    warmup_bytes: int = setting(8192, low=0, changes_records=True)
     # Score records also list every scored token: its text, whether it was unknown, its log-probability.
-    per_token: bool = False
-    top_k: int = 5
-    # Padded token positions per model call (RunInference batches by this budget).
-    max_batch_tokens: int = 8192
+    per_token: bool = setting(False, changes_records=True)
+    top_k: int = setting(5, low=0, low_open=True, high=1000, why="every record carries k words", changes_records=True)
+    # Padded token positions per model call (RunInference batches by this budget). Not in the records' identity:
+    # the scores are the same for any batching.
+    max_batch_tokens: int = setting(8192, low=0, low_open=True, high=1 << 20, why="a call's logits: tokens x words")
     # Model calls run at once by each worker in line context, each on its share of the cores; 0: 2 in
     # mode next, 1 in modes that score: two calls raise a small model's lines/s in mode next, and in
     # mode score gain little for twice the peak RSS, a score call holding batch x vocabulary floats
     # (bench/README.md, "Batch prediction").
-    model_calls_in_flight: int = 0
+    model_calls_in_flight: int = setting(0, low=0)
     # Lines with more whitespace-separated words, or more bytes, are not sent to
     # the model: their record says error "line_too_long" (nothing is dropped).
-    max_line_tokens: int = 200000
-    max_line_bytes: int = 8 << 20
+    max_line_tokens: int = setting(200000, low=0, low_open=True, changes_records=True)
+    max_line_bytes: int = setting(
+        8 << 20, low=0, low_open=True, high=1 << 30, why="a line is held in memory", changes_records=True
+    )
     # Files are read in byte ranges of at most this size (smaller for a small
     # input, down to 1 MiB), so that workers share even a single large file.
-    split_bytes: int = 64 << 20
+    split_bytes: int = setting(64 << 20, low=0, low_open=True)
     # One model per machine instead of one per worker process (for big models).
-    share_model_across_processes: bool = False
+    share_model_across_processes: bool = setting(False)
     # BigQuery table PROJECT:DATASET.TABLE that also receives the records once the job is complete
     # (batch_predict/bigquery_sink.py; replaced on each run); "": the JSONL shards only.
-    output_table: str = ""
+    output_table: str = setting("")
 
 
 @dataclass(frozen=True)
 class BaselineConfig:
     """The Kneser-Ney n-gram baseline (`nextword baseline`): counted on train.data_dir's training split."""
 
-    order: int = 5
-    output_dir: str = ""  # "" -> <train.data_dir>/baseline
+    order: int = setting(5, low=0, low_open=True, high=10, why="each order adds a count table as large as the corpus")
+    output_dir: str = setting("")  # "" -> <train.data_dir>/baseline
     # Buckets (at least): each step of the estimation holds one bucket's n-grams (those ending in the same
     # two words), so the steps spread over Dataflow workers. More are used when the corpus needs them to
     # stay within memory_budget_mb.
-    buckets: int = 16
+    buckets: int = setting(16, low=0, low_open=True, high=65_536, why="each bucket is a set of work files")
     # Working memory of one estimation step, in MiB (64-65536): it sizes the counting chunks and the number
     # of buckets, so a step's memory is bounded by it, not by the corpus.
-    memory_budget_mb: int = 1024
+    memory_budget_mb: int = setting(1024, low=64, high=65536)
     # Raw-count thresholds per order, as lmplz --prune: an n-gram seen at most this often is dropped (its
     # mass goes to its context's backoff). Non-decreasing, the first 0 (unigrams stay); the last value
     # applies to the higher orders; () prunes nothing.
-    prune: tuple[int, ...] = ()
+    prune: tuple[int, ...] = setting(())
 
 
 @dataclass(frozen=True)
 class DataflowConfig:
     """Dataflow workers of preprocessing and batch prediction (`--runner DataflowRunner`)."""
 
-    machine_type: str = "n2-standard-4"
-    num_workers: int = 2
-    max_num_workers: int = 20
+    machine_type: str = setting("n2-standard-4")
+    num_workers: int = setting(2)
+    max_num_workers: int = setting(20)
     # Workers install our package from this file; unused with a custom container
     # (infra/Dockerfile.beam), which already holds the package.
-    setup_file: str = "./setup.py"
-    sdk_container_image: str = ""
-    service_account: str = ""  # worker identity; empty: the project's default compute account
+    setup_file: str = setting("./setup.py")
+    sdk_container_image: str = setting("")
+    service_account: str = setting("")  # worker identity; empty: the project's default compute account
 
 
 @dataclass(frozen=True)
 class TrainingJobConfig:
     """The Vertex AI CustomJob that runs `nextword cloud train` (infra/Dockerfile.trainer)."""
 
-    image_uri: str = ""  # e.g. us-central1-docker.pkg.dev/PROJECT/nextword/trainer:TAG
-    machine_type: str = "n1-standard-16"
-    accelerator_type: str = "NVIDIA_TESLA_T4"
-    accelerator_count: int = 4  # GPUs per machine
-    replica_count: int = 2  # machines of the multiworker job (one chief + workers)
-    boot_disk_size_gb: int = 100
-    service_account: str = ""
+    image_uri: str = setting("")  # e.g. us-central1-docker.pkg.dev/PROJECT/nextword/trainer:TAG
+    machine_type: str = setting("n1-standard-16")
+    accelerator_type: str = setting("NVIDIA_TESLA_T4")
+    accelerator_count: int = setting(4)  # GPUs per machine
+    replica_count: int = setting(2)  # machines of the multiworker job (one chief + workers)
+    boot_disk_size_gb: int = setting(100)
+    service_account: str = setting("")
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
     """Cloud Scheduler job that creates the training CustomJob periodically."""
 
-    cron: str = "0 3 * * 1"  # unix-cron, in time_zone
-    time_zone: str = "Etc/UTC"
-    strategy: str = "multiworker"  # which training spec it creates: mirrored | multiworker
+    cron: str = setting("0 3 * * 1")  # unix-cron, in time_zone
+    time_zone: str = setting("Etc/UTC")
+    strategy: str = setting("multiworker", choices=("mirrored", "multiworker"))  # which training spec it creates
     # Identity whose OAuth token Scheduler sends to the Vertex AI API (needs roles/aiplatform.user).
-    service_account: str = ""
+    service_account: str = setting("")
 
 
 @dataclass(frozen=True)
@@ -244,75 +260,143 @@ class TuningConfig:
     """Vertex AI hyperparameter tuning of `nextword train` (nextword/cloud/tuning.py; rendered when trials > 0)."""
 
     # "KEY=LOW:HIGH" (a range; "KEY=LOW:HIGH:log" on a log scale) or "KEY=A,B,C" (choices); KEY a train.* key
-    parameters: tuple[str, ...] = ()
-    metric: str = "valid_perplexity"  # what each trial reports: valid_perplexity | valid_loss (both minimized)
-    max_trial_count: int = 0  # trials in all, >= 0 (0: no tuning job)
-    parallel_trial_count: int = 2  # trials at once, 1..max_trial_count
+    parameters: tuple[str, ...] = setting(())
+    # What each trial reports (both minimized).
+    metric: str = setting("valid_perplexity", choices=("valid_perplexity", "valid_loss"))
+    max_trial_count: int = setting(0)  # trials in all, >= 0 (0: no tuning job)
+    parallel_trial_count: int = setting(2)  # trials at once, 1..max_trial_count
 
 
 @dataclass(frozen=True)
 class RegistryConfig:
     """Vertex AI Model Registry and batch prediction (nextword/cloud/registry.py)."""
 
-    model_id: str = ""  # the registry model every promoted run becomes a version of ("": no upload)
-    alias: str = "promoted"  # the version alias that follows LATEST; [a-z][a-zA-Z0-9-]*, not "default"
+    model_id: str = setting("")  # the registry model every promoted run becomes a version of ("": no upload)
+    alias: str = setting("promoted")  # the version alias that follows LATEST; [a-z][a-zA-Z0-9-]*, not "default"
     # Vertex AI's prebuilt TensorFlow serving container (TF Serving, calling serving_default)
-    serving_image: str = "us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest"
+    serving_image: str = setting("us-docker.pkg.dev/vertex-ai/prediction/tf2-cpu.2-15:latest")
     # BatchPredictionJob: input gs://….jsonl ({"text": line} per line) or bq://PROJECT.DATASET.TABLE (a text
     # column); output gs://… (JSONL) or bq://PROJECT[.DATASET] (a table per job)
-    batch_input: str = ""
-    batch_output: str = ""
-    batch_machine_type: str = "n1-standard-4"
-    batch_max_replica_count: int = 4  # machines at most, >= 1
+    batch_input: str = setting("")
+    batch_output: str = setting("")
+    batch_machine_type: str = setting("n1-standard-4")
+    batch_max_replica_count: int = setting(4)  # machines at most, >= 1
 
 
 @dataclass(frozen=True)
 class CloudConfig:
     """Google Cloud settings: see nextword/cloud/__init__.py and `nextword cloud render`."""
 
-    project: str = ""
-    region: str = "us-central1"
-    config_uri: str = ""  # gs:// copy of this YAML file: what the cloud jobs read
-    temp_location: str = ""  # gs://BUCKET/tmp (Dataflow)
-    staging_location: str = ""  # gs://BUCKET/staging (Dataflow)
+    project: str = setting("")
+    region: str = setting("us-central1")
+    config_uri: str = setting("")  # gs:// copy of this YAML file: what the cloud jobs read
+    temp_location: str = setting("")  # gs://BUCKET/tmp (Dataflow)
+    staging_location: str = setting("")  # gs://BUCKET/staging (Dataflow)
     # Training runs land in <runs_dir>/<YYYY-MM-DD>-<job id>/; <runs_dir>/LATEST.json names the promoted one.
-    runs_dir: str = ""
+    runs_dir: str = setting("")
     # Promotion bar: LATEST moves to a run only if its test perplexity is at most this (0: never).
-    max_test_perplexity: float = 0.0
+    max_test_perplexity: float = setting(0.0)
     # Promotion bar against the n-gram baseline on the same tokens: LATEST moves only if the run's test
     # perplexity is at most this fraction of the baseline's (e.g. 0.85; 0: not checked).
-    max_baseline_ratio: float = 0.0
-    dataflow: DataflowConfig = field(default_factory=DataflowConfig)
-    training: TrainingJobConfig = field(default_factory=TrainingJobConfig)
-    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
-    tuning: TuningConfig = field(default_factory=TuningConfig)
-    registry: RegistryConfig = field(default_factory=RegistryConfig)
+    max_baseline_ratio: float = setting(0.0, low=0)
+    dataflow: DataflowConfig = setting(DataflowConfig)
+    training: TrainingJobConfig = setting(TrainingJobConfig)
+    schedule: ScheduleConfig = setting(ScheduleConfig)
+    tuning: TuningConfig = setting(TuningConfig)
+    registry: RegistryConfig = setting(RegistryConfig)
 
 
 @dataclass(frozen=True)
 class Config:
-    preprocess: PreprocessConfig = field(default_factory=PreprocessConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
-    predict: PredictConfig = field(default_factory=PredictConfig)
-    baseline: BaselineConfig = field(default_factory=BaselineConfig)
-    cloud: CloudConfig = field(default_factory=CloudConfig)
+    # The run's folder: preprocess.output_dir, train.model_dir and predict.output_dir left "" are its data/,
+    # model/ and predictions/ (train.data_dir follows preprocess.output_dir, predict.bundle_dir
+    # <train.model_dir>/bundle). Relative paths are relative to the working directory, as every path here.
+    run_dir: str = setting("runs")
+    preprocess: PreprocessConfig = setting(PreprocessConfig)
+    train: TrainConfig = setting(TrainConfig)
+    predict: PredictConfig = setting(PredictConfig)
+    baseline: BaselineConfig = setting(BaselineConfig)
+    cloud: CloudConfig = setting(CloudConfig)
 
 
 # Keys an earlier version had: read with a warning, so old configs and model directories keep working.
 RETIRED_KEYS = {"predict.num_shards": "batch prediction writes one output shard per byte range"}
 
-_CHOICES = {
-    "preprocess.text.normalization": NORMALIZATIONS,
-    "train.strategy": ("local", "mirrored", "multiworker"),
-    "train.optimizer.name": ("adam", "sgd"),
-    "predict.mode": ("next", "score", "both"),
-    "predict.context": ("line", "document"),
-    "train.model.cell": ("lstm", "gru"),
-    "train.model.head": ("auto", "tied", "full", "adaptive"),
-    "train.matmul_dtype": ("auto", "float32", "bfloat16"),
-    "cloud.schedule.strategy": ("mirrored", "multiworker"),
-    "cloud.tuning.metric": ("valid_perplexity", "valid_loss"),
-}
+
+# The annotations of a config class, evaluated once: they are read at every load.
+_type_hints = functools.cache(typing.get_type_hints)
+
+
+class Key(typing.NamedTuple):
+    """One key of the tree: a section (a dataclass field) or a leaf, with its field's rule."""
+
+    path: str  # dotted: train.model.units
+    rule: Rule
+    optional: bool  # its type allows null
+    section: bool
+
+
+def _keys(cls: type, prefix: str = "") -> typing.Iterator[Key]:
+    hints = _type_hints(cls)
+    for f in dataclasses.fields(cls):
+        path, tp = f"{prefix}{f.name}", hints[f.name]
+        rule = rule_of(f)
+        if rule is None:
+            raise TypeError(f"{path}: declare the field with nextword.setting.setting(...)")
+        section = dataclasses.is_dataclass(tp)
+        yield Key(path, rule, type(None) in typing.get_args(tp), section)
+        if section:
+            yield from _keys(tp, path + ".")
+
+
+ALL_KEYS = tuple(_keys(Config))  # sections and leaves, in the tree's order (a section before its keys)
+KEYS = tuple(key for key in ALL_KEYS if not key.section)
+
+
+def value_at(config: Any, path: str) -> Any:
+    """The value at a dotted path of a Config (or of one of its sections)."""
+    value = config
+    for part in path.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def keys_where(role: str, section: str = "") -> tuple[str, ...]:
+    """Dotted keys (sections included) whose own field has `role` (a Rule flag such as fixed_on_resume);
+    with `section`, only those inside it, relative to it ("predict" -> "top_k")."""
+    prefix = f"{section}." if section else ""
+    return tuple(
+        key.path.removeprefix(prefix) for key in ALL_KEYS if getattr(key.rule, role) and key.path.startswith(prefix)
+    )
+
+
+def _follow(rule: Rule, base: str) -> str:
+    return posixpath.join(base, rule.under) if rule.under else base
+
+
+def derived_path(config: Config, path: str) -> str:
+    """Where a folder key that follows another (Rule.follows) goes when left "": <that key's value>/<under>."""
+    rule = next(key.rule for key in KEYS if key.path == path)
+    return _follow(rule, value_at(config, rule.follows))
+
+
+def _tree_value(tree: Any, path: str) -> Any:
+    """The value at a dotted path of a plain-dict config (None where a part is missing or not a mapping)."""
+    for part in path.split("."):
+        if not isinstance(tree, dict):
+            return None
+        tree = tree.get(part)
+    return tree
+
+
+def _derive_paths(tree: dict) -> None:
+    """Fills each folder key left "" in a plain-dict config from the key it follows, in the tree's order: a
+    followed key comes first (tests/test_config.py keeps it so), so that it is filled in before it is
+    followed. A followed value that is not a string is left to the type check of the build that follows."""
+    for key in KEYS:
+        base = _tree_value(tree, key.rule.follows) if key.rule.follows else None
+        if isinstance(base, str) and _tree_value(tree, key.path) == "":
+            _set_dotted(tree, key.path, _follow(key.rule, base))
 
 
 # Numbers in exponent form without a dot, which PyYAML (YAML 1.1) leaves as strings.
@@ -391,7 +475,7 @@ def _build(cls: type, data: Any, prefix: str) -> Any:
         raise ConfigError(f"{prefix or 'config'}: expected a mapping, got {type(data).__name__}")
     if cls in _MIGRATIONS:
         data = _MIGRATIONS[cls](data)
-    hints = typing.get_type_hints(cls)
+    hints = _type_hints(cls)
     names = {f.name for f in dataclasses.fields(cls)}
     values = {}
     for key, value in data.items():
@@ -416,59 +500,12 @@ def _to_dict(obj: Any) -> Any:
 
 
 def _check(config: Config) -> None:
-    """Cross-field checks, each naming the key to fix."""
-    for path, choices in _CHOICES.items():
-        value: Any = config
-        for part in path.split("."):
-            value = getattr(value, part)
-        if value not in choices:
-            raise ConfigError(f"{path}: {value!r} is not one of {', '.join(choices)}")
+    """Each key against its field's rule, then the rules across keys, each naming the key to fix."""
+    for key in KEYS:
+        problem = key.rule.problem(value_at(config, key.path), key.optional)
+        if problem:
+            raise ConfigError(f"{key.path}: {problem}")
     p = config.preprocess
-    positive = {
-        "preprocess.window_length": p.window_length,
-        "preprocess.num_shards": p.num_shards,
-        "preprocess.split.block_lines": p.split.block_lines,
-        "preprocess.read_chunk_bytes": p.read_chunk_bytes,
-        "train.epochs": config.train.epochs,
-        "train.checkpoint_every_steps": config.train.checkpoint_every_steps,
-        "train.keep_checkpoints": config.train.keep_checkpoints,
-        "train.cluster_join_timeout_s": config.train.cluster_join_timeout_s,
-        "train.shuffle_buffer": config.train.shuffle_buffer,
-        "train.model.num_layers": config.train.model.num_layers,
-        "train.optimizer.learning_rate": config.train.optimizer.learning_rate,
-        "predict.top_k": config.predict.top_k,
-        "predict.max_batch_tokens": config.predict.max_batch_tokens,
-        "predict.max_line_tokens": config.predict.max_line_tokens,
-        "predict.max_line_bytes": config.predict.max_line_bytes,
-        "predict.split_bytes": config.predict.split_bytes,
-        "baseline.order": config.baseline.order,
-        "baseline.buckets": config.baseline.buckets,
-    }
-    for path, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{path}: must be > 0, got {value!r}")
-    non_negative = {
-        "preprocess.text.min_count": p.text.min_count,
-        "preprocess.stride": p.stride,
-        "train.model.units": config.train.model.units,
-        "train.model.embedding_dim": config.train.model.embedding_dim,
-        "train.per_replica_batch_size": config.train.per_replica_batch_size,
-        "preprocess.split.valid_fraction": p.split.valid_fraction,
-        "preprocess.split.test_fraction": p.split.test_fraction,
-        "train.steps_per_epoch": config.train.steps_per_epoch,
-        "predict.warmup_bytes": config.predict.warmup_bytes,
-        "predict.model_calls_in_flight": config.predict.model_calls_in_flight,
-        "train.max_steps": config.train.max_steps,
-        "train.time_budget_s": config.train.time_budget_s,
-        "train.optimizer.clip_global_norm": config.train.optimizer.clip_global_norm,
-        "train.optimizer.decay_after_epochs": config.train.optimizer.decay_after_epochs,
-        "train.optimizer.weight_decay": config.train.optimizer.weight_decay,
-        "train.early_stopping_patience": config.train.early_stopping_patience,
-        "cloud.max_baseline_ratio": config.cloud.max_baseline_ratio,
-    }
-    for path, value in non_negative.items():
-        if value < 0:
-            raise ConfigError(f"{path}: must be >= 0, got {value!r}")
     if p.split.valid_fraction + p.split.test_fraction >= 1:
         raise ConfigError(
             "preprocess.split.valid_fraction: valid_fraction + test_fraction must be < 1, "
@@ -482,8 +519,6 @@ def _check(config: Config) -> None:
     explicit = [p.split.train_glob, p.split.valid_glob, p.split.test_glob]
     if any(explicit) and not all(explicit):
         raise ConfigError("preprocess.split.train_glob: set all of train_glob, valid_glob and test_glob, or none")
-    if p.text.max_size is not None and p.text.max_size < 2:
-        raise ConfigError(f"preprocess.text.max_size: must be >= 2 or null, got {p.text.max_size}")
     if p.text.normalization == "seed" and not p.text.unknown_token.strip():
         raise ConfigError("preprocess.text.unknown_token: must not be empty")
     model = config.train.model
@@ -493,41 +528,9 @@ def _check(config: Config) -> None:
             raise ConfigError(f"train.model.adaptive_cutoffs: must be increasing and > 0, got {list(cutoffs)}")
         if model.head in ("tied", "full"):
             raise ConfigError(f"train.model.adaptive_cutoffs: the {model.head} head has none; set head: adaptive")
-    if model.adaptive_factor < 1:
-        raise ConfigError(f"train.model.adaptive_factor: must be >= 1, got {model.adaptive_factor}")
-    if config.train.model.dropout is not None and not 0 <= config.train.model.dropout < 1:
-        raise ConfigError(f"train.model.dropout: must be in [0, 1), got {config.train.model.dropout}")
     prune = config.baseline.prune
     if prune and (prune[0] != 0 or any(b < a for a, b in zip(prune, prune[1:], strict=False))):
         raise ConfigError(f"baseline.prune: must start with 0 and never decrease, got {list(prune)}")
-    model, train, predict = config.train.model, config.train, config.predict
-    # Upper bounds of the sizes that could exhaust a machine before any work shows it.
-    for path, (value, bound, why) in {
-        "preprocess.window_length": (p.window_length, 4096, "one window is one truncated-BPTT sequence in memory"),
-        "preprocess.num_shards": (p.num_shards, 10_000, "each shard is a file open per writer"),
-        "preprocess.read_chunk_bytes": (p.read_chunk_bytes, 1 << 30, "each read is held in memory"),
-        "preprocess.text.max_size": (p.text.max_size or 0, 10_000_000, "the output layer is vocabulary x units"),
-        "train.model.units": (model.units, 16_384, "an LSTM layer's kernel is 32 units^2 bytes"),
-        "train.model.embedding_dim": (model.embedding_dim, 16_384, "the embedding is vocabulary x embedding_dim"),
-        "train.model.num_layers": (model.num_layers, 64, "each layer's activations are kept for the gradient"),
-        "train.per_replica_batch_size": (train.per_replica_batch_size, 65_536, "logits: batch x window x words"),
-        "train.shuffle_buffer": (train.shuffle_buffer, 10_000_000, "the buffer holds that many windows"),
-        "predict.top_k": (predict.top_k, 1000, "every record carries k words"),
-        "predict.max_batch_tokens": (predict.max_batch_tokens, 1 << 20, "a call's logits: tokens x words"),
-        "predict.max_line_bytes": (predict.max_line_bytes, 1 << 30, "a line is held in memory"),
-        "baseline.order": (config.baseline.order, 10, "each order adds a count table as large as the corpus"),
-        "baseline.buckets": (config.baseline.buckets, 65_536, "each bucket is a set of work files"),
-    }.items():
-        if value > bound:
-            raise ConfigError(f"{path}: must be <= {bound} ({why}), got {value!r}")
-    if not 64 <= config.baseline.memory_budget_mb <= 65536:
-        raise ConfigError(f"baseline.memory_budget_mb: must be in 64..65536, got {config.baseline.memory_budget_mb}")
-    if not 0 < config.train.optimizer.decay <= 1:
-        raise ConfigError(f"train.optimizer.decay: must be in (0, 1], got {config.train.optimizer.decay}")
-    if not 0 < config.train.optimizer.plateau_factor <= 1:
-        raise ConfigError(
-            f"train.optimizer.plateau_factor: must be in (0, 1], got {config.train.optimizer.plateau_factor}"
-        )
 
 
 def _set_dotted(tree: dict, dotted: str, value: Any) -> None:
@@ -560,6 +563,7 @@ def from_dict(data: dict | None, overrides: list[str] = ()) -> Config:
     for item in overrides:
         key, value = parse_override(item)
         _set_dotted(tree, key, value)
+    _derive_paths(tree)
     config = _build(Config, tree, "")
     _check(config)
     return config

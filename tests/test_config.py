@@ -1,9 +1,18 @@
 """Strict typed config: dotted-path errors, overrides, cross-field checks."""
 
+import dataclasses
+import re
+import typing
+from pathlib import Path
+
 import pytest
+import yaml
 
 from nextword import config as config_lib
-from nextword.config import ConfigError
+from nextword.config import Config, ConfigError
+from nextword.setting import Rule, rule_of
+
+REPO = Path(__file__).resolve().parents[1]
 
 pytestmark = pytest.mark.unit
 
@@ -134,3 +143,143 @@ def test_the_boolean_mixed_precision_of_older_configs_is_read_as_a_matmul_dtype(
         train({"mixed_precision": "bf16"})
     with pytest.raises(config_lib.ConfigError, match=r"^train.matmul_dtype: 'float16' is not one of auto, float32"):
         train({"matmul_dtype": "float16"})
+
+
+# --- Each key declared once: its rule on its field -------------------------------------------------------------
+
+
+def _fields(cls, prefix=""):
+    """(dotted path, field, type) of every field of the config tree, sections included, walked here and not
+    by config.py's own walk, so that the registries are checked against the fields themselves."""
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        yield f"{prefix}{f.name}", f, hints[f.name]
+        if dataclasses.is_dataclass(hints[f.name]):
+            yield from _fields(hints[f.name], f"{prefix}{f.name}.")
+
+
+FIELDS = list(_fields(Config))
+
+
+def test_every_field_carries_its_rule_and_the_registries_are_what_the_rules_say():
+    from batch_predict.resume import OUTPUT_SETTINGS
+    from trainer.run_lock import RESUME_FIXED
+
+    assert all(isinstance(rule_of(f), Rule) for _, f, _ in FIELDS), [p for p, f, _ in FIELDS if rule_of(f) is None]
+    assert RESUME_FIXED == tuple(path for path, f, _ in FIELDS if rule_of(f).fixed_on_resume)
+    assert OUTPUT_SETTINGS == tuple(
+        path.removeprefix("predict.") for path, f, _ in FIELDS if rule_of(f).changes_records
+    )
+    # What they say today: a resume keeps the batch, the seed, the state carrying, the model and the optimizer;
+    # a prediction record changes with these predict keys (not max_batch_tokens: scores are the same for any).
+    assert set(RESUME_FIXED) == {f"train.{k}" for k in ("per_replica_batch_size", "seed", "carry_state", "model",
+                                                        "optimizer")}  # fmt: skip
+    assert set(OUTPUT_SETTINGS) == {"mode", "context", "warmup_bytes", "per_token", "top_k", "max_line_tokens",
+                                    "max_line_bytes"}  # fmt: skip
+
+    @dataclasses.dataclass(frozen=True)
+    class Undeclared:
+        size: int = 3
+
+    with pytest.raises(TypeError, match=r"^x.size: declare the field with nextword.setting.setting"):
+        list(config_lib._keys(Undeclared, "x."))
+
+
+def test_a_resume_is_refused_exactly_when_a_key_fixed_on_resume_changes():
+    from trainer.run_lock import RESUME_FIXED, check_resume_settings
+
+    previous = config_lib.to_yaml(config_lib.from_dict(None))
+    for key in RESUME_FIXED:
+        leaf = {"train.model": "train.model.units=64", "train.optimizer": "train.optimizer.decay=0.5"}.get(key)
+        changed = config_lib.from_dict(None, [leaf or f"{key}={'false' if key == 'train.carry_state' else 7}"])
+        with pytest.raises(ValueError, match=rf"^run/config.yaml: resuming with other {key} than the run being"):
+            check_resume_settings(previous, changed, "run/config.yaml")
+    free = ["train.epochs=3", "train.matmul_dtype=float32", "train.strategy=mirrored", "predict.top_k=3"]
+    check_resume_settings(previous, config_lib.from_dict(None, free), "run/config.yaml")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.optimizer.decay=0", "train.optimizer.decay: must be in (0, 1], got 0.0"),
+        ("train.model.dropout=1", "train.model.dropout: must be in [0, 1) or null, got 1.0"),
+        ("preprocess.text.max_size=1", "preprocess.text.max_size: must be >= 2 or null, got 1"),
+        ("baseline.memory_budget_mb=10", "baseline.memory_budget_mb: must be in [64, 65536], got 10"),
+        ("train.model.adaptive_factor=0", "train.model.adaptive_factor: must be >= 1, got 0"),
+        ("train.learning_rate=1", "train.learning_rate: key does not exist"),
+    ],
+)
+def test_each_kind_of_rule_reads_as_one_line_naming_the_key(override, message):
+    with pytest.raises(ConfigError) as err:
+        config_lib.from_dict(None, [override])
+    assert str(err.value).startswith(message)
+
+
+def test_every_bound_and_choice_on_a_field_is_what_loading_enforces():
+    checked = 0
+    for key in config_lib.KEYS:
+        rule = key.rule
+        for bound, is_open, step in ((rule.low, rule.low_open, -1), (rule.high, rule.high_open, 1)):
+            if bound is None:
+                continue
+            inside, outside = (bound - step, bound) if is_open else (bound, bound + step)
+            if not is_open:
+                config_lib.from_dict(None, [f"{key.path}={inside}"])  # the bound itself is allowed
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key.path)}: must be "):
+                config_lib.from_dict(None, [f"{key.path}={outside}"])
+            checked += 1
+        for choice in rule.choices:
+            config_lib.from_dict(None, [f"{key.path}={choice}"] + (["predict.mode=score"] * (choice == "document")))
+        if rule.choices:
+            with pytest.raises(ConfigError, match=rf"^{re.escape(key.path)}: 'nope' is not one of "):
+                config_lib.from_dict(None, [f"{key.path}=nope"])
+            checked += 1
+    assert checked > 50
+
+
+# --- One run_dir ------------------------------------------------------------------------------------------------
+
+STAGE_PATHS = ("preprocess.output_dir", "train.data_dir", "train.model_dir", "predict.bundle_dir", "predict.output_dir")
+
+
+def _paths(cfg):
+    return tuple(config_lib.value_at(cfg, path) for path in STAGE_PATHS)
+
+
+def test_run_dir_places_every_stage_and_an_explicit_path_wins(tmp_path):
+    assert _paths(config_lib.from_dict(None)) == (  # the defaults of before run_dir
+        "runs/data", "runs/data", "runs/model", "runs/model/bundle", "runs/predictions",
+    )  # fmt: skip
+    assert _paths(config_lib.from_dict({"run_dir": "gs://b/nextword"})) == (
+        "gs://b/nextword/data", "gs://b/nextword/data", "gs://b/nextword/model", "gs://b/nextword/model/bundle",
+        "gs://b/nextword/predictions",
+    )  # fmt: skip
+    # Explicit paths win, and what follows them follows: the data the trainer reads, the bundle it writes.
+    cfg = config_lib.from_dict({"run_dir": "runs/x", "preprocess": {"output_dir": "/data/ptb"}}, ["train.model_dir=m"])
+    assert _paths(cfg) == ("/data/ptb", "/data/ptb", "m", "m/bundle", "runs/x/predictions")
+    cfg = config_lib.from_dict({"run_dir": "runs/x", "train": {"data_dir": "d"}, "predict": {"bundle_dir": "b"}})
+    assert _paths(cfg) == ("runs/x/data", "d", "runs/x/model", "b", "runs/x/predictions")
+    # The resolved config, as written next to every output, names every path: it reloads the same, and a
+    # later run_dir no longer moves them.
+    path = tmp_path / "config.yaml"
+    path.write_text(config_lib.to_yaml(cfg))
+    assert config_lib.load(str(path)) == cfg
+    assert _paths(config_lib.load(str(path), ["run_dir=elsewhere"])) == _paths(cfg)
+    with pytest.raises(ConfigError, match=r"^run_dir: expected str, got int 5"):
+        config_lib.from_dict(None, ["run_dir=5"])
+    # A key may follow only a key before it in the tree, which is filled in first.
+    order = [key.path for key in config_lib.ALL_KEYS]
+    assert all(order.index(key.rule.follows) < order.index(key.path) for key in config_lib.KEYS if key.rule.follows)
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "configs").glob("*.yaml")))
+def test_a_shipped_config_names_each_path_once_and_predicts_with_the_bundle_it_trains(name):
+    text = (REPO / "configs" / name).read_text()
+    cfg = config_lib.load(str(REPO / "configs" / name))
+    assert cfg.predict.bundle_dir == f"{cfg.train.model_dir}/bundle"
+    assert cfg.train.data_dir == cfg.preprocess.output_dir
+    raw = yaml.safe_load(text)
+    for key in config_lib.KEYS:
+        section, _, leaf = key.path.rpartition(".")
+        given = (raw.get(section) or {}).get(leaf) if section else None
+        assert not key.rule.follows or given is None or given != config_lib.derived_path(cfg, key.path), key.path

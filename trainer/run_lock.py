@@ -28,10 +28,9 @@ _LOG = logging.getLogger(__name__)
 LOCK_FILE = "LOCK.json"
 STALE_AFTER_S = 1800.0  # longer than any checkpoint interval a user would set
 _SETTLE_S = 0.2
-# train.* settings that a resumed run must share with the run it resumes (anything else may change:
-# epochs, budgets, checkpoint intervals, the strategy, train.matmul_dtype: the variables are float32
-# whatever the matmuls run in, and "auto" may choose otherwise on the machine that resumes).
-RESUME_FIXED = ("per_replica_batch_size", "carry_state", "seed", "model", "optimizer")
+# The keys (train.model: all of it) a resumed run must share with the run it resumes: those whose field
+# in nextword/config.py says fixed_on_resume.
+RESUME_FIXED = config_lib.keys_where("fixed_on_resume")
 
 
 class RunLock:
@@ -90,12 +89,8 @@ class RunLock:
 
 def check_resume_settings(previous_yaml: str, config: Config, source: str) -> None:
     """Refuses a resumed run whose RESUME_FIXED settings differ from the run it resumes (one line)."""
-    before = config_lib.from_dict(config_lib.yaml_to_dict(previous_yaml, source)).train
-    changed = [
-        f"train.{name}"
-        for name in RESUME_FIXED
-        if config_lib.section_to_dict(getattr(before, name)) != config_lib.section_to_dict(getattr(config.train, name))
-    ]
+    before = config_lib.from_dict(config_lib.yaml_to_dict(previous_yaml, source))
+    changed = [key for key in RESUME_FIXED if config_lib.value_at(before, key) != config_lib.value_at(config, key)]
     if changed:
         raise ValueError(
             f"{source}: resuming with other {', '.join(changed)} than the run being resumed; set them back, "

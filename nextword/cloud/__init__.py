@@ -14,21 +14,14 @@ the command line come later and win.
 from __future__ import annotations
 
 import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from nextword.config import Config, ConfigError
+from nextword.config import Config, ConfigError, value_at
 
 if TYPE_CHECKING:
     from apache_beam.options.pipeline_options import PipelineOptions
 
 DATAFLOW_RUNNER = "DataflowRunner"
-
-
-def value_at(config: Config, path: str) -> Any:
-    value: Any = config
-    for part in path.split("."):
-        value = getattr(value, part)
-    return value
 
 
 def require(config: Config, *paths: str) -> None:

@@ -18,7 +18,7 @@ import logging
 import posixpath
 from collections.abc import Mapping
 
-from nextword.config import Config, ConfigError, TrainConfig
+from nextword.config import Config, ConfigError, derived_path
 
 _LOG = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ def training_config(config: Config, env: Mapping[str, str]) -> Config:
     if base is None:
         return config
     configured = config.train.model_dir
-    if configured.rstrip("/") != base and configured != TrainConfig().model_dir:
+    if configured.rstrip("/") != base and configured != derived_path(config, "train.model_dir"):
         _LOG.warning(
             "train.model_dir=%s ignored: %s and %s (Vertex AI's job environment) win; training in %s",
             configured, CHECKPOINT_DIR, TENSORBOARD_LOG_DIR, base,

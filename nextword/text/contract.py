@@ -14,6 +14,8 @@ import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass
 
+from nextword.setting import setting
+
 # --- Special tokens and ids -------------------------------------------------
 # The unknown symbol always has id 0, so no stage ever assumes it is "the last
 # id" (a defect of the seed). The end-of-line token, when enabled, has id 1.
@@ -42,28 +44,6 @@ _SPACES = re.compile(r" +")
 # Pattern strings shared with the in-graph (RE2) normalization.
 SEED_DELETE_PATTERN = _SEED_DELETE.pattern
 _ASCII_UPPER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-
-
-@dataclass(frozen=True)
-class TextSettings:
-    """Everything that decides which id a piece of text gets.
-
-    It travels with the data (manifest.json) and the model bundle, so no later
-    stage repeats it in its own config.
-    """
-
-    normalization: str = "seed"
-    eos: bool = False
-    unknown_token: str = DEFAULT_UNKNOWN_TOKEN
-    min_count: int = 3
-    max_size: int | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: Mapping) -> TextSettings:
-        return cls(**values)
 
 
 def normalize_seed(text: str) -> str:
@@ -103,6 +83,28 @@ NORMALIZATION_TABLE = {
     "whitespace": Normalization(str.split, _split_count),
 }
 NORMALIZATIONS = tuple(NORMALIZATION_TABLE)
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """Everything that decides which id a piece of text gets.
+
+    It travels with the data (manifest.json) and the model bundle, so no later
+    stage repeats it in its own config.
+    """
+
+    normalization: str = setting("seed", choices=NORMALIZATIONS)
+    eos: bool = setting(False)
+    unknown_token: str = setting(DEFAULT_UNKNOWN_TOKEN)
+    min_count: int = setting(3, low=0)
+    max_size: int | None = setting(None, low=2, high=10_000_000, why="the output layer is vocabulary x units")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: Mapping) -> TextSettings:
+        return cls(**values)
 
 
 def normalization(settings: TextSettings) -> Normalization:
