@@ -124,6 +124,15 @@ def stage(command: str) -> argparse.ArgumentParser:
             help="write the bundle as DIR/<version>/ for TF Serving or Vertex AI (version: the highest there + 1), "
             "instead of train.model_dir/bundle",
         )
+        p.add_argument(
+            "--format", choices=("bundle", "tflite"), default="bundle", help="bundle: the SavedModel (default); "
+            "tflite: TensorFlow Lite on word ids for a device, with its vocabulary (docs/on_device.md)"
+        )  # fmt: skip
+        p.add_argument(
+            "--quantize", choices=("none", "float16", "int8"), default="none",
+            help="with --format tflite: the weights in float32 (none, the default), float16 or int8 (dynamic range)"
+        )  # fmt: skip
+        p.add_argument("--out", metavar="DIR", help="with --format tflite: the folder (default train.model_dir/tflite)")
     if command == "generate":
         p.usage = "nextword generate TEXT [--words N] [--temperature T] [--top-k K] [--top-p P] [--seed S] [options]"
         p.add_argument("text", help="the text to continue (normalized as in training)")
