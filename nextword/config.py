@@ -222,8 +222,8 @@ class DataflowConfig:
     """Dataflow workers of preprocessing and batch prediction (`--runner DataflowRunner`)."""
 
     machine_type: str = setting("n2-standard-4")
-    num_workers: int = setting(2)
-    max_num_workers: int = setting(20)
+    num_workers: int = setting(2, low=0, low_open=True)
+    max_num_workers: int = setting(20, low=0, low_open=True)
     # Workers install our package from this file; unused with a custom container
     # (infra/Dockerfile.beam), which already holds the package.
     setup_file: str = setting("./setup.py")
@@ -238,9 +238,10 @@ class TrainingJobConfig:
     image_uri: str = setting("")  # e.g. us-central1-docker.pkg.dev/PROJECT/nextword/trainer:TAG
     machine_type: str = setting("n1-standard-16")
     accelerator_type: str = setting("NVIDIA_TESLA_T4")
-    accelerator_count: int = setting(4)  # GPUs per machine
-    replica_count: int = setting(2)  # machines of the multiworker job (one chief + workers)
-    boot_disk_size_gb: int = setting(100)
+    accelerator_count: int = setting(4, low=0, low_open=True)  # GPUs per machine
+    # Machines of the multiworker job (one chief + workers).
+    replica_count: int = setting(2, low=0, low_open=True)
+    boot_disk_size_gb: int = setting(100, low=0, low_open=True)
     service_account: str = setting("")
 
 
@@ -263,7 +264,7 @@ class TuningConfig:
     parameters: tuple[str, ...] = setting(())
     # What each trial reports (both minimized).
     metric: str = setting("valid_perplexity", choices=("valid_perplexity", "valid_loss"))
-    max_trial_count: int = setting(0)  # trials in all, >= 0 (0: no tuning job)
+    max_trial_count: int = setting(0, low=0)  # trials in all (0: no tuning job)
     parallel_trial_count: int = setting(2)  # trials at once, 1..max_trial_count
 
 
@@ -280,7 +281,7 @@ class RegistryConfig:
     batch_input: str = setting("")
     batch_output: str = setting("")
     batch_machine_type: str = setting("n1-standard-4")
-    batch_max_replica_count: int = setting(4)  # machines at most, >= 1
+    batch_max_replica_count: int = setting(4, low=1)  # machines at most
 
 
 @dataclass(frozen=True)

@@ -33,16 +33,6 @@ def require(config: Config, *paths: str) -> None:
         gcs_key = path.endswith(("_location", "_dir", "_uri")) and path != "cloud.training.image_uri"
         if gcs_key and not str(value).startswith("gs://"):
             raise ConfigError(f"{path}: must be a gs:// path, got {value!r}")
-    positive = {
-        "cloud.dataflow.num_workers": config.cloud.dataflow.num_workers,
-        "cloud.dataflow.max_num_workers": config.cloud.dataflow.max_num_workers,
-        "cloud.training.accelerator_count": config.cloud.training.accelerator_count,
-        "cloud.training.replica_count": config.cloud.training.replica_count,
-        "cloud.training.boot_disk_size_gb": config.cloud.training.boot_disk_size_gb,
-    }
-    for path, value in positive.items():
-        if value <= 0:
-            raise ConfigError(f"{path}: must be > 0, got {value!r}")
     if config.cloud.dataflow.max_num_workers < config.cloud.dataflow.num_workers:
         raise ConfigError(
             "cloud.dataflow.max_num_workers: must be >= cloud.dataflow.num_workers, "

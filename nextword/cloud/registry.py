@@ -91,10 +91,6 @@ def batch_prediction_job(config: Config) -> dict:
     check(config)
     registry = config.cloud.registry
     cloud.require(config, "cloud.registry.batch_input", "cloud.registry.batch_output")
-    if registry.batch_max_replica_count < 1:
-        raise ConfigError(
-            f"cloud.registry.batch_max_replica_count: must be >= 1, got {registry.batch_max_replica_count}"
-        )
     source = _source(registry.batch_input)
     # A BigQuery row becomes {"text": ...}, serving_default's one input; a JSONL line already is one.
     source_fields = {"instanceConfig": {"includedFields": [INPUT_FIELD]}} if "bigquerySource" in source else {}

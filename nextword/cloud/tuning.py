@@ -117,8 +117,6 @@ def study_spec(config: Config) -> dict:
 
 def check_counts(config: Config) -> None:
     tuning = config.cloud.tuning
-    if tuning.max_trial_count < 0:
-        raise ConfigError(f"cloud.tuning.max_trial_count: must be >= 0, got {tuning.max_trial_count}")
     if tuning.max_trial_count > 0 and not 1 <= tuning.parallel_trial_count <= tuning.max_trial_count:
         raise ConfigError(
             f"cloud.tuning.parallel_trial_count: must be 1..cloud.tuning.max_trial_count "
