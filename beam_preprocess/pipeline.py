@@ -20,18 +20,17 @@ from typing import NamedTuple
 import apache_beam as beam
 
 from beam_preprocess import core
-from beam_preprocess.transforms import BINARY_NAME, CountVocabulary, WriteWindows
+from beam_preprocess.transforms import BINARY_NAME, CountVocabulary, ShardPiece, WriteWindows
 from nextword import cloud, storage
 from nextword.artifacts.data_dir import Manifest
 from nextword.beam import pipelines
-from nextword.cli import cli_common
-from nextword.config import Config, PreprocessConfig
+from nextword.config import Config, PreprocessConfig, to_yaml
 from nextword.text import contract
 
 _LOG = logging.getLogger(__name__)
 TEMP_DIR = "_parts"  # per-bundle shard parts, deleted before the manifest is written
 # The names this stage gives its files (beam_preprocess/transforms.py): all that its clearing deletes.
-SHARD_NAMES = re.escape(contract.SHARD_PREFIX) + r"-\d{5,}-of-\d{5,}" + re.escape(contract.SHARD_SUFFIX)
+SHARD_NAMES = re.escape(contract.SHARD_PREFIX) + r"-\d{5,}-of-\d{5,}(-\d{5,})?" + re.escape(contract.SHARD_SUFFIX)
 TEMP_PARTS = storage.Owned(TEMP_DIR, "(?:" + "|".join(contract.SPLITS) + r")-\d{5,}-[0-9a-f]{32}\.tfrecord", True)
 OWNED = (
     storage.Owned("", storage.temp_names(contract.MANIFEST_FILE, contract.VOCAB_FILE, contract.VOCAB_COUNTS_FILE,
@@ -103,7 +102,7 @@ def make_manifest(
     vocab_tokens: list[str],
     counts: tuple[Counter, Counter],
     window_figures: Counter,
-    shards: dict[str, list[str]],
+    pieces: list[ShardPiece],
     unread: Unread,
     output_dir: str,
 ) -> Manifest:
@@ -115,6 +114,11 @@ def make_manifest(
         for name in ("tokens", "unknown_tokens", "windows", "targets")
     }
     prefix = output_dir.rstrip("/") + "/"
+
+    def relative(path: str) -> str:
+        return path[len(prefix) :] if path.startswith(prefix) else path
+
+    ordered = sorted(pieces, key=lambda p: (p.shard, p.piece))
     return Manifest(
         created_unix=int(time.time()),
         corpus_glob=glob,
@@ -137,10 +141,8 @@ def make_manifest(
             "not_regular": sorted(unread.not_regular),
             "dangling_links": sorted(unread.dangling_links),
         },
-        shards={
-            split: sorted(path[len(prefix) :] if path.startswith(prefix) else path for path in shards.get(split, []))
-            for split in contract.SPLITS
-        },
+        shards={split: [relative(p.path) for p in ordered if p.split == split] for split in contract.SPLITS},
+        shard_windows={split: [p.windows for p in ordered if p.split == split] for split in contract.SPLITS},
     )
 
 
@@ -156,16 +158,15 @@ def _write_manifest(
     _,
     output_dir: str,
     config_text: str,
-    split_shards: list[tuple[str, str]],
+    pieces: list[ShardPiece],
     vocab_written: int,
     **parts,
 ) -> str:
     del vocab_written  # a side input only so that the manifest comes after the vocabulary
-    shards = {split: [path for s, path in split_shards if s == split] for split in contract.SPLITS}
     storage.clear_owned(output_dir, [TEMP_PARTS])
     # Written by the job, not its builder: a template built now and launched later writes it when it runs.
     storage.write_text(storage.join(output_dir, contract.CONFIG_FILE), config_text)
-    manifest = make_manifest(output_dir=output_dir, shards=shards, **parts)
+    manifest = make_manifest(output_dir=output_dir, pieces=pieces, **parts)
     for warning in degenerate_data(manifest, parts["cfg"]):
         _LOG.warning("%s: %s", output_dir, warning)
     path = storage.join(output_dir, contract.MANIFEST_FILE)
@@ -270,14 +271,14 @@ def build(p: beam.Pipeline, config: Config) -> None:
         "WriteManifest",
         _write_manifest,
         output_dir=output_dir,
-        config_text=cli_common.config_yaml(config),
+        config_text=to_yaml(config),
         cfg=cfg,
         glob=glob,
         unread=unread,
         vocab_tokens=beam.pvalue.AsSingleton(vocab),
         counts=beam.pvalue.AsSingleton(counts),
         window_figures=beam.pvalue.AsSingleton(window_figures),
-        split_shards=beam.pvalue.AsList(shards),
+        pieces=beam.pvalue.AsList(shards),
         vocab_written=beam.pvalue.AsSingleton(vocab_written),
     )
 

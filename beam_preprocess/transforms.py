@@ -6,6 +6,8 @@ import logging
 import uuid
 import zlib
 from collections import Counter
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import apache_beam as beam
 from apache_beam.io.filesystem import CompressionTypes
@@ -24,6 +26,19 @@ from nextword.text import contract
 _LOG = logging.getLogger(__name__)
 _NAMESPACE = "nextword.preprocess"
 BINARY_NAME = "binary:"  # a corpus figure's key prefix: the path of a binary file skipped, merged with the counts
+
+
+class ShardPiece(NamedTuple):
+    """A written piece of a shard: the manifest lists them in (shard, piece) order with their windows."""
+
+    split: str
+    shard: int
+    piece: int
+    path: str
+    windows: int
+
+
+beam.coders.registry.register_coder(ShardPiece, beam.coders.RowCoder)
 
 
 class _FileStream(beam.DoFn):
@@ -184,24 +199,42 @@ class WriteShardPartsFn(_FileStream):
         return self._vocab_lookup
 
 
-def shard_path(output_dir: str, split: str, shard: int, num_shards: int) -> str:
-    name = f"{contract.SHARD_PREFIX}-{shard:05d}-of-{num_shards:05d}{contract.SHARD_SUFFIX}"
-    return FileSystems.join(output_dir, split, name)
+# A shard is written as pieces of at most this many windows, each its own gzip file, so that a reader that
+# starts mid-split (a carried-state row, a resumed epoch) decompresses at most one piece to reach its start.
+PIECE_WINDOWS = 1 << 14
 
 
-def write_shard(key: tuple[str, int], parts: dict, output_dir: str, num_shards: int) -> tuple[str, str]:
-    """Concatenates a shard's parts into its final gzip TFRecord file (streaming), written as a new file
-    renamed over the old one (storage.atomic_write): never through a link or into a hard-linked copy."""
+def shard_path(output_dir: str, split: str, shard: int, num_shards: int, piece: int = 0) -> str:
+    """A shard's piece: the first keeps the shard's plain name, the next ones add their number."""
+    name = f"{contract.SHARD_PREFIX}-{shard:05d}-of-{num_shards:05d}" + (f"-{piece:05d}" if piece else "")
+    return FileSystems.join(output_dir, split, name + contract.SHARD_SUFFIX)
+
+
+def write_shard(key: tuple[str, int], parts: dict, output_dir: str, num_shards: int) -> Iterator[ShardPiece]:
+    """Concatenates a shard's parts into gzip TFRecord pieces of PIECE_WINDOWS windows (streaming), each
+    written as a new file renamed over the old one (storage.atomic_write): never through a link or into a
+    hard-linked copy. A shard with no window is one empty piece, so every shard has a file."""
     split, shard = key
-    path = shard_path(output_dir, split, shard, num_shards)
-    gzip = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # as Beam's GZIP writes
-    with storage.atomic_write(path) as out:
+
+    def records():
         for part in sorted(parts[key]):
             with storage.open_read(part) as src:
-                while chunk := src.read(1 << 20):
-                    out.write(gzip.compress(chunk))
-        out.write(gzip.flush())
-    return split, path
+                yield from core.iter_tfrecords(src, part)
+
+    stream = records()
+    piece, record = 0, next(stream, None)
+    while piece == 0 or record is not None:
+        path = shard_path(output_dir, split, shard, num_shards, piece)
+        gzip = zlib.compressobj(zlib.Z_DEFAULT_COMPRESSION, zlib.DEFLATED, 16 + zlib.MAX_WBITS)  # as Beam's GZIP
+        windows = 0
+        with storage.atomic_write(path) as out:
+            while record is not None and windows < PIECE_WINDOWS:
+                out.write(gzip.compress(core.tfrecord_frame(record)))
+                windows += 1
+                record = next(stream, None)
+            out.write(gzip.flush())
+        yield ShardPiece(split, shard, piece, path, windows)
+        piece += 1
 
 
 def _vocab_or_fail(counts: tuple[Counter, Counter], cfg: PreprocessConfig, glob: str) -> list[str]:
@@ -236,7 +269,7 @@ class CountVocabulary(beam.PTransform):
 class WriteWindows(beam.PTransform):
     """Files + vocabulary -> `num_shards` gzip TFRecord shards per split.
 
-    Returns (shard paths, per-file figures summed).
+    Returns (the shards' pieces, per-file figures summed).
     """
 
     def __init__(self, cfg: PreprocessConfig, output_dir: str, temp_dir: str, corpus: tuple[int, int] = (0, 0)):
@@ -257,7 +290,7 @@ class WriteWindows(beam.PTransform):
             files.pipeline
             | "ShardKeys" >> beam.Create(keys)
             | "SpreadShards" >> beam.Reshuffle()
-            | "WriteShards" >> beam.Map(
+            | "WriteShards" >> beam.FlatMap(
                 write_shard, beam.pvalue.AsMultiMap(windowed[WriteShardPartsFn.PARTS]),
                 self._output_dir, self._cfg.num_shards,
             )

@@ -115,3 +115,31 @@ def test_a_split_without_tokens_is_one_line_at_startup_not_a_crash_after_an_epoc
     pipeline.run([arg for item in settings for arg in ("--set", item)])
     with pytest.raises(ValueError, match=r"manifest.json: the valid split has no token to predict; .*valid_fraction"):
         data.load_data_spec(str(out))
+
+
+@pytest.mark.beam
+def test_a_shard_in_pieces_reads_as_the_whole_shard_from_any_start(ordered, tmp_path_factory, monkeypatch):
+    """A shard is written in pieces of PIECE_WINDOWS windows; a reader starting at window n opens the piece
+    holding n and gives exactly the windows the single-file shard gives from n."""
+    import tensorflow as tf
+
+    from beam_preprocess import transforms
+
+    monkeypatch.setattr(transforms, "PIECE_WINDOWS", 97)
+    # A run of its own (a setting that leaves the windows as they are), written with the small pieces.
+    pieced = trainer_support.ordered_data(tmp_path_factory, "preprocess.read_chunk_bytes=65536")
+    pieces = data.load_data_spec(str(pieced))
+    whole = data.load_data_spec(str(ordered))
+    total = whole.windows("train")
+    assert len(whole.shard_paths("train")) == 1 and total > 3 * 97
+    assert pieces.manifest.shard_windows["train"] == [97] * (total // 97) + [total % 97] * bool(total % 97)
+    assert [p.rsplit("/", 1)[1] for p in pieces.shard_paths("train")[:2]] == [
+        "windows-00000-of-00001.tfrecord.gz",
+        "windows-00000-of-00001-00001.tfrecord.gz",
+    ]
+    expected = streams.read_windows(whole, "train")
+    np.testing.assert_array_equal(streams.read_windows(pieces, "train"), expected)
+    for start, count in [(0, 5), (96, 3), (97, 1), (250, 200), (total - 2, -1), (total, -1)]:
+        got = list(streams.window_records(pieces, "train", tf.constant(start, tf.int64), count).as_numpy_iterator())
+        np.testing.assert_array_equal(np.reshape(got, [-1, whole.record_length]), expected[start:][: len(got)])
+        assert len(got) == len(expected[start:][:count] if count >= 0 else expected[start:])

@@ -3,9 +3,9 @@
 A split's windows, in shard order, are cut into `streams` contiguous runs;
 batch row s of step j is window j of run s, so the LSTM state a row ends one
 step with is the right starting state for the row's next window. Each row
-reads its run straight from the shards (a TFRecord reader that skips to the
-run's start), so memory stays flat whatever the corpus size: one reader and
-one window per row.
+reads its run straight from the shards (a TFRecord reader that opens the file
+holding the run's start and skips to it), so memory stays flat whatever the
+corpus size: one reader and one window per row.
 """
 
 from __future__ import annotations
@@ -25,10 +25,23 @@ MIN_CONTINUITY = 0.5
 ORDER_SAMPLE = 1 << 16
 
 
-def window_records(spec: DataSpec, split: str, start: int = 0, count: int = -1) -> tf.data.Dataset:
+def window_records(spec: DataSpec, split: str, start=0, count=-1) -> tf.data.Dataset:
     """Windows [start, start + count) of a split in shard order (count -1: to the end), one at a time:
-    ids [record_length] int32."""
-    records = tf.data.TFRecordDataset(spec.shard_paths(split), compression_type="GZIP").skip(start).take(count)
+    ids [record_length] int32. `start` may be a tensor.
+
+    Only the files from the one holding `start` are read (the manifest's windows per file), so a reader that
+    starts late in a large split skips within one file instead of decompressing everything before it.
+    """
+    paths = spec.shard_paths(split)
+    per_file = spec.manifest.shard_windows.get(split)
+    first, before = 0, 0
+    if per_file and len(per_file) == len(paths) and len(paths) > 1:
+        ends = tf.constant(np.cumsum(per_file), tf.int64)  # [files]: windows up to each file's end
+        start = tf.cast(start, tf.int64)
+        first = tf.searchsorted(ends, start[tf.newaxis], side="right")[0]  # the file holding window `start`
+        before = tf.concat([[0], ends], 0)[first]
+        paths = tf.constant(paths)[first:]
+    records = tf.data.TFRecordDataset(paths, compression_type="GZIP").skip(start - before).take(count)
     # Parsed a block at a time: one parse per record costs more than the model step on small models.
     return records.batch(256).map(lambda s: parse_windows(s, spec.record_length)).unbatch()
 

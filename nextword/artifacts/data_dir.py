@@ -38,6 +38,9 @@ class Manifest(versioned.Versioned):
     format_version: int = FORMAT_VERSION
     # The corpus files not read, by why: "binary", "not_regular" (FIFOs, sockets, devices), "dangling_links"
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    # split -> windows in each file of `shards` (empty in manifests from before it): where a reader starting
+    # at window n opens its first file
+    shard_windows: dict[str, list[int]] = field(default_factory=dict)
 
     READS: ClassVar[int] = FORMAT_VERSION
     RERUN: ClassVar[str] = RERUN

@@ -58,7 +58,7 @@ def preprocess(tmp_path_factory, *overrides: str) -> Path:
     return _PREPROCESSED[key]
 
 
-def ordered_data(tmp_path_factory) -> Path:
+def ordered_data(tmp_path_factory, *overrides: str) -> Path:
     """Whole files per split and one shard each: records in corpus order (for train.carry_state)."""
     return preprocess(
         tmp_path_factory,
@@ -66,11 +66,13 @@ def ordered_data(tmp_path_factory) -> Path:
         f"preprocess.split.valid_glob={CORPUS}/part-1/doc-01.txt",
         f"preprocess.split.test_glob={CORPUS}/part-1/doc-03.txt",
         "preprocess.num_shards=1",
+        *overrides,
     )
 
 
 def shuffled_copy(data_dir: Path, dest: Path) -> Path:
-    """A copy of a data directory whose train records are shuffled across its shards (same manifest)."""
+    """A copy of a data directory whose train records are shuffled across its shards (same manifest, but for
+    the windows each shard file now holds)."""
     import numpy as np
     import tensorflow as tf
 
@@ -84,6 +86,8 @@ def shuffled_copy(data_dir: Path, dest: Path) -> Path:
         with tf.io.TFRecordWriter(path, options) as writer:
             for index in order[shard :: len(paths)]:
                 writer.write(records[index])
+    manifest["shard_windows"]["train"] = [len(order[shard :: len(paths)]) for shard in range(len(paths))]
+    (dest / "manifest.json").write_text(json.dumps(manifest))
     return dest
 
 
