@@ -77,6 +77,8 @@ def read_lines(stream: BinaryIO, chunk_bytes: int, stats: Counter) -> Iterator[t
             cut = data.rfind(b" ")
             if cut <= 0:  # one enormous word: cut it, at a UTF-8 character boundary
                 cut = _utf8_boundary(data)
+            if cut > 1 and data[cut - 1 : cut] == b"\r":  # may be a CRLF's first half: decoded with its line end
+                cut -= 1
             data, carry = data[:cut], data[cut:]
         text, flags = decode_line(data, at_file_start=first, at_line_end=ends_line)
         first = False

@@ -594,6 +594,8 @@ def yaml_to_dict(text: str, path: str) -> Any:
         mark = getattr(err, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', err)})") from None
+    except RecursionError:  # an alias inside the value it names (`&a [*a]`) is a loop; so is deep nesting
+        raise ConfigError(f"{path}: an alias (*name) inside the value it names, or nested too deep") from None
 
 
 def load(path: str | None = None, overrides: list[str] = ()) -> Config:

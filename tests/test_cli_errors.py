@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from nextword import cli
+from nextword.cli import cli_common
 from tests.support import trainer as trainer_support
 
 REPO = Path(__file__).resolve().parent.parent
@@ -73,16 +75,31 @@ def test_debug_flag_and_environment_add_the_traceback(capsys, monkeypatch):
 
 
 @pytest.mark.unit
-def test_ctrl_c_is_one_line_and_exit_130(capsys):
-    assert cli.guarded(_raiser(KeyboardInterrupt()), []) == 130
+@pytest.mark.parametrize(
+    "err, code, line",
+    [
+        (KeyboardInterrupt(), 130, "interrupted (Ctrl-C): rerun the same command"),
+        (cli_common.Stopped("stopped at step 7 for SIGTERM; checkpoint written", signal.SIGTERM), 143,
+         "preempted: stopped at step 7 for SIGTERM; checkpoint written"),
+        (cli_common.Stopped("stopped during export for SIGINT; rerun", signal.SIGINT), 130,
+         "interrupted: stopped during export for SIGINT; rerun"),
+    ],
+    ids=["ctrl-c", "sigterm-stop", "ctrl-c-stop"],
+)  # fmt: skip
+def test_ctrl_c_and_signal_stops_are_one_line_and_exit_128_plus_signal(capsys, err, code, line):
+    assert cli.guarded(_raiser(err), []) == code
     stderr = capsys.readouterr().err
-    assert stderr.startswith("error: interrupted (Ctrl-C)") and stderr.count("\n") == 1
+    assert stderr.startswith(line) and stderr.count("\n") == 1, stderr
 
 
 @pytest.mark.unit
 def test_a_bug_keeps_its_traceback():
     with pytest.raises(KeyError):
         cli.guarded(_raiser(KeyError("a bug, not the user's")), [])
+
+
+def _preprocess_argv(corpus: Path, out: Path) -> list[str]:
+    return ["preprocess", "--set", f"preprocess.corpus_glob={corpus}/*.txt", "--set", f"preprocess.output_dir={out}"]
 
 
 # A worker error inside Beam: Beam logs it with a traceback, then re-raises it with the step appended.
@@ -100,14 +117,7 @@ sys.exit(cli.main(sys.argv[1:]))
 @pytest.mark.e2e
 @pytest.mark.parametrize("debug", [False, True])
 def test_an_error_inside_a_beam_worker_is_one_line_without_beams_wrapping_or_log(write_files, tmp_path, debug):
-    corpus = write_files({"a.txt": "the cat sat\n" * 50})
-    argv = [
-        "preprocess",
-        "--set",
-        f"preprocess.corpus_glob={corpus}/*.txt",
-        "--set",
-        f"preprocess.output_dir={tmp_path}/out",
-    ]
+    argv = _preprocess_argv(write_files({"a.txt": "the cat sat\n" * 50}), tmp_path / "out")
     done = subprocess.run(
         [sys.executable, "-c", _BEAM_FAILURE, *argv, *(["--debug"] if debug else [])],
         capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300,
@@ -120,6 +130,32 @@ def test_an_error_inside_a_beam_worker_is_one_line_without_beams_wrapping_or_log
         assert "Traceback (most recent call last)" in done.stderr
     else:
         assert "Traceback" not in done.stderr and "ERROR" not in done.stderr, done.stderr
+
+
+# A real SIGINT (what Ctrl-C sends) at a chosen point of `nextword preprocess` (tests/support/trainer.py arm_kill).
+_CTRL_C = """
+import sys
+from tests.support.trainer import arm_kill
+arm_kill(sys.argv[1])
+from nextword import cli
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+@pytest.mark.e2e
+@pytest.mark.parametrize(
+    "at",
+    ["beam_preprocess.core:count_tokens@1:before:SIGINT", "nextword.cli:entry_point@1:after:SIGINT"],
+    ids=["in-a-beam-step", "before-the-stage-boundary"],
+)
+def test_ctrl_c_in_a_command_exits_130_with_one_line_interrupted(write_files, tmp_path, at):
+    argv = _preprocess_argv(write_files({"a.txt": "the cat sat\n" * 50}), tmp_path / "o")
+    done = subprocess.run(
+        [sys.executable, "-c", _CTRL_C, at, *argv], capture_output=True, text=True, env=_env(), cwd=REPO, timeout=300
+    )
+    assert done.returncode == 130, done.stderr[-2000:]
+    assert done.stderr.rstrip().splitlines()[-1].startswith("interrupted (Ctrl-C): rerun the same command")
+    assert "Traceback" not in done.stderr and not (tmp_path / "o" / "manifest.json").exists()
 
 
 @pytest.mark.e2e

@@ -112,11 +112,31 @@ def test_sigterm_or_ctrl_c_writes_a_checkpoint_and_exits_128_plus_signal(synthet
     assert proc.wait(timeout=60) == code, log.read_text()[-2000:]
     saved = latest_checkpoint_step(model_dir)
     assert saved > seen
-    assert f"preempted: stopped at step {saved} for {stop.name}" in log.read_text()
+    said = "interrupted" if stop == signal.SIGINT else "preempted"
+    assert f"{said}: stopped at step {saved} for {stop.name}" in log.read_text()
     assert not (model_dir / "metrics.json").exists()  # stopped, not finished
 
 
-def test_sigterm_during_validation_stops_at_once_and_the_rerun_resumes_before_it(synthetic, tmp_path):
+def _sigterm_before(monkeypatch, owner: object, name: str, call: int) -> None:
+    """SIGTERM to this process just before the `call`-th call of owner.name (the trainer's handler must be on)."""
+    original, calls = getattr(owner, name), []
+
+    def signalled(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == call:
+            assert signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL, "no handler: it would end the tests"
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(owner, name, signalled)
+
+
+def test_sigterm_during_validation_final_evaluation_or_export_stops_at_once_naming_the_checkpoint(
+    synthetic, tmp_path, monkeypatch, capsys
+):
+    from trainer import evaluate, main
+    from trainer.__main__ import main as train_main
+
     model_dir = tmp_path / "model"
     settings = ["train.epochs=2", "train.steps_per_epoch=20", "train.checkpoint_every_steps=7"]
     args = train_args(synthetic, model_dir, *settings)
@@ -138,9 +158,27 @@ def test_sigterm_during_validation_stops_at_once_and_the_rerun_resumes_before_it
     assert done.returncode == 143, done.stderr[-2000:]
     assert "preempted: stopped during validation for SIGTERM; the checkpoint before it (step 20)" in done.stderr
     assert latest_checkpoint_step(model_dir) == 20 and not (model_dir / "history.json").exists()
-    resumed = run(args)
-    assert resumed["train"]["resumed_from_step"] == 20 and resumed["train"]["steps"] == 40
+
+    # The rerun validates epoch 1 (call 1), trains and validates epoch 2 (call 2); SIGTERM at the final evaluation.
+    resume = (
+        f"the checkpoint (step 40) is in {model_dir / 'checkpoints'}: rerun the same command to evaluate and export"
+    )
+    _sigterm_before(monkeypatch, evaluate.Evaluator, "__call__", 3)
+    assert train_main(args) == 143
+    assert capsys.readouterr().err.rstrip().splitlines()[-1] == (
+        f"preempted: stopped during the final evaluation for SIGTERM; {resume}"
+    )
+    assert latest_checkpoint_step(model_dir) == 40 and not (model_dir / "metrics.json").exists()
     assert [h["epoch"] for h in json.loads((model_dir / "history.json").read_text())] == [1.0, 2.0]
+
+    # The next rerun trains nothing, evaluates, writes metrics.json; SIGTERM as the export starts.
+    monkeypatch.undo()
+    _sigterm_before(monkeypatch, main, "export", 1)
+    assert train_main(args) == 143
+    assert (
+        capsys.readouterr().err.rstrip().splitlines()[-1] == f"preempted: stopped during export for SIGTERM; {resume}"
+    )
+    assert (model_dir / "metrics.json").exists() and not (model_dir / "bundle" / "nextword" / "bundle.json").exists()
 
 
 def test_carried_state_is_the_same_as_one_long_sequence():

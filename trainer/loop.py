@@ -34,6 +34,7 @@ import tensorflow as tf
 from nextword import storage
 from nextword.artifacts import versioned
 from nextword.artifacts.model_dir import HISTORY_FILE
+from nextword.cli import cli_common
 from nextword.config import TrainConfig
 from trainer.checkpoints import Checkpoints
 from trainer.evaluate import Evaluator
@@ -60,12 +61,8 @@ class TrainingDiverged(ValueError):
     """The loss stopped being a number: the weights are lost, and nothing is written from them."""
 
 
-class TrainingPreempted(Exception):
-    """SIGTERM or Ctrl-C arrived (here or on another worker); a checkpoint was written."""
-
-    def __init__(self, message: str, signum: int = signal.SIGTERM):
-        super().__init__(message)
-        self.signum = signum
+class TrainingPreempted(cli_common.Stopped):
+    """SIGTERM or Ctrl-C arrived (here or on another worker); the message names the checkpoint to resume from."""
 
 
 @dataclass(frozen=True)
@@ -81,20 +78,24 @@ class FitResult:
 
 
 @contextlib.contextmanager
-def sigterm_flag() -> Iterator[dict]:
+def stop_signals(raise_at_once: Callable[[int], BaseException] | None = None) -> Iterator[dict]:
     """{"raised": bool, "signum": int}, set when SIGTERM or Ctrl-C (SIGINT) arrives while the block runs.
 
     Ctrl-C is treated as SIGTERM: the step finishes and a checkpoint is written. A
     second Ctrl-C gets Python's default handling back, for a user who cannot wait.
+    With `raise_at_once`, the signal raises raise_at_once(signum) wherever the block is, at once: for work
+    with no step that every worker must end together (the chief's export).
     """
     flag = {"raised": False, "signum": signal.SIGTERM}
     previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
 
     def handler(signum, frame):
         flag.update(raised=True, signum=signum)
-        _LOG.warning("%s: stopping after this step with a checkpoint", signal.Signals(signum).name)
         if signum == signal.SIGINT:
             signal.signal(signal.SIGINT, previous[signal.SIGINT])
+        if raise_at_once:
+            raise raise_at_once(signum)
+        _LOG.warning("%s: stopping after this step", signal.Signals(signum).name)
 
     for sig in previous:
         signal.signal(sig, handler)
@@ -227,7 +228,7 @@ class TrainLoop:
         steps_per_epoch = self.inputs.steps_per_epoch
         clock = _Clock(float(self.state.seconds.numpy()))
         self.writers = _summary_writers(cfg.model_dir, self.worker)
-        with sigterm_flag() as sigterm:
+        with stop_signals() as sigterm:
             pending = self.state.pending()
             if pending:  # the checkpoint was written before a validation that never finished: run it now
                 _LOG.info("validating the steps before the checkpoint (the last run stopped during validation)")

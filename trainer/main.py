@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
+import signal
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
@@ -36,7 +38,7 @@ from trainer import tflite as tflite_lib
 from trainer.checkpoints import BEST_DIR, CHECKPOINT_DIR, checkpoint_dirs
 from trainer.data import DataSpec, load_data_spec
 from trainer.inputs import Inputs
-from trainer.loop import TrainLoop
+from trainer.loop import TrainingPreempted, TrainLoop, stop_signals
 from trainer.matmul import FLOAT32, choose_matmul_dtype, cpu_bf16_units
 from trainer.model import build_model, cudnn_eligible, weights_sha256
 from trainer.optim import make_optimizer
@@ -232,10 +234,12 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
         if worker.is_chief:
             storage.write_text(config_path, cli_common.config_yaml(config))
         fit = loop.fit(resumed_from)
-        evaluator = exact_evaluator(loop, setup)
+        resume = (
+            f"the checkpoint (step {fit.steps}) is in {loop.checkpoints.read_dir}: rerun the same command to "
+            "evaluate and export"
+        )
         metrics = {
-            "valid": evaluator("valid"),
-            "test": evaluator("test"),
+            **evaluate_or_stop(exact_evaluator(loop, setup), "the final evaluation", resume),
             "train": {
                 "steps": fit.steps,
                 "epochs": round(fit.epochs, 4),
@@ -256,16 +260,41 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
             },
             "weights_sha256": weights_sha256(model),
         }
-    metrics["baseline"] = compare_with_baseline(config, metrics)
-    _LOG.info("valid %s", metrics["valid"])
-    _LOG.info("test %s", metrics["test"])
+    with stop_signals(raise_at_once=functools.partial(_stopped, "writing the results", resume)):
+        metrics["baseline"] = compare_with_baseline(config, metrics)
+        _LOG.info("valid %s", metrics["valid"])
+        _LOG.info("test %s", metrics["test"])
+        if worker.is_chief:
+            evaluate_lib.write_metrics(cfg.model_dir, metrics)
+            vertex_tensorboard.write_run_summary(storage.join(cfg.model_dir, "logs"), config, metrics, fit.steps)
+            if fit.history:
+                evaluate_lib.plot_curves(fit.history, storage.join(cfg.model_dir, CURVES_FILE))
     if worker.is_chief:
-        evaluate_lib.write_metrics(cfg.model_dir, metrics)
-        vertex_tensorboard.write_run_summary(storage.join(cfg.model_dir, "logs"), config, metrics, fit.steps)
-        if fit.history:
-            evaluate_lib.plot_curves(fit.history, storage.join(cfg.model_dir, CURVES_FILE))
-        metrics["bundle_dir"] = export(model, spec, config)
+        metrics["bundle_dir"] = export_or_stop(model, spec, config, None, resume)
     return metrics
+
+
+def _stopped(during: str, resume: str, signum: int) -> TrainingPreempted:
+    return TrainingPreempted(f"stopped during {during} for {signal.Signals(signum).name}; {resume}", signum)
+
+
+def evaluate_or_stop(evaluator: evaluate_lib.Evaluator, during: str, resume: str) -> dict:
+    """The valid and test splits' metrics. SIGTERM or Ctrl-C stops it within a step, every worker after the
+    same one (the stop votes are all-reduced): TrainingPreempted naming `during` and `resume` (how to go on)."""
+    found = {}
+    with stop_signals() as stop:
+        for split in ("valid", "test"):
+            found[split] = evaluator(split, stop_requested=lambda: stop["raised"])
+            if found[split] is None:
+                raise _stopped(during, resume, stop["signum"])
+    return found
+
+
+def export_or_stop(model: keras.Model, spec: DataSpec, config: Config, serving_dir: str | None, resume: str) -> str:
+    """export(), which SIGTERM or Ctrl-C stops at once (TrainingPreempted naming `resume`): only the chief
+    exports, so no worker waits for it, and a bundle is complete only once its bundle.json is written last."""
+    with stop_signals(raise_at_once=functools.partial(_stopped, "export", resume)):
+        return export(model, spec, config, serving_dir)
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -302,7 +331,8 @@ def run_export(argv: list[str] | None = None) -> str:
         if tflite:
             out = args.out or storage.join(setup.config.train.model_dir, tflite_lib.TFLITE_DIR)
             return tflite_lib.export(loop.model, setup.spec.data_dir, setup.config, out, args.quantize)
-        return export(loop.model, setup.spec, setup.config, args.serving_dir)
+        resume = "the export is incomplete (refused by nextword predict): rerun the same command"
+        return export_or_stop(loop.model, setup.spec, setup.config, args.serving_dir, resume)
 
 
 def run_evaluate(argv: list[str] | None = None) -> dict:
@@ -312,8 +342,7 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     with restored_best(config, "evaluate") as (loop, setup):
         if setup.worker.is_chief:
             claim_model_dir(cfg.model_dir)  # before the work: metrics.json is rewritten at the end
-        evaluator = exact_evaluator(loop, setup)
-        found = {split: evaluator(split) for split in ("valid", "test")}
+        found = evaluate_or_stop(exact_evaluator(loop, setup), "evaluation", "nothing was written: rerun it")
         found["weights_sha256"] = weights_sha256(loop.model)
         worker = loop.worker
     metrics = evaluate_lib.read_metrics(cfg.model_dir) | found

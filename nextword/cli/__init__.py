@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import importlib
 import re
+import signal
 import sys
 import traceback
 from collections.abc import Callable
 
+from nextword import errors
 from nextword.cli import cli_common, cli_parsers, console
 
 # subcommand -> "module" whose `main(argv)` runs it, or "module:function"
@@ -35,7 +37,11 @@ SUBCOMMANDS = {
 NESTED_SUBCOMMANDS = {("cloud", "train"): "trainer.cloud_train"}
 
 # The shell's code for "terminated by Ctrl-C" (128 + SIGINT).
-EXIT_INTERRUPTED = 130
+EXIT_INTERRUPTED = cli_common.SIGNAL_EXIT_BASE + signal.SIGINT
+INTERRUPTED_LINE = (
+    "interrupted (Ctrl-C): rerun the same command to go on "
+    "(training resumes from its last checkpoint, prediction from its committed ranges)"
+)
 
 # Failures a user can cause (a bad config, a missing or corrupt file, a full disk,
 # numbers that overflow, an empty split): one line. Anything else is a bug and keeps its traceback.
@@ -112,37 +118,46 @@ def error_line(err: BaseException) -> str:
         name = type(original).__name__
         hint = OP_ERROR_HINTS.get(name, "rerun with --debug for the traceback")
         return f"{name}: {_BEAM_STEP.sub('', _op_message(original))} ({hint})"
-    message = _BEAM_STEP.sub("", cli_common.one_line(original))
+    message = _BEAM_STEP.sub("", errors.one_line(original))
     if _raised_in_project(original) and not isinstance(original, ArithmeticError):
         return message
     return f"{type(original).__name__}: {message} (rerun with --debug for the traceback)"
 
 
+def _is_interrupt(err: BaseException) -> bool:
+    """Ctrl-C, also where Beam re-raised it from a step as RuntimeError("KeyboardInterrupt [while running ...]")."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return True
+        if isinstance(err, RuntimeError) and str(err).startswith(KeyboardInterrupt.__name__):
+            return True
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return False
+
+
 def guarded(run: Callable[[list[str]], object], argv: list[str]) -> int:
     """Runs a stage: a user error prints one line `error: ...` (and its traceback with --debug), exit code 1.
 
-    Ctrl-C prints one line and exits 130.
+    Ctrl-C prints one line `interrupted ...` and exits 130; a stage stopped by a signal at a point that keeps
+    its work (cli_common.Stopped: training's checkpoint) prints where, and exits 128 + the signal's number.
     """
     debug = console.current().debug or console.settings_from(argv).debug
     try:
         with console.running():
             run(argv)
-    except KeyboardInterrupt:
-        if debug:
-            traceback.print_exc()
-        print(
-            "error: interrupted (Ctrl-C); rerun the same command to start again "
-            "(training resumes from its last checkpoint)",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
-    except Exception as err:
-        if not is_user_error(err):
+    except cli_common.Stopped as stop:
+        print(stop.line(), file=sys.stderr)
+        return cli_common.SIGNAL_EXIT_BASE + stop.signum
+    except (KeyboardInterrupt, Exception) as err:
+        interrupted = _is_interrupt(err)
+        if not interrupted and not is_user_error(err):
             raise
         if debug:
             traceback.print_exc()
-        print(f"error: {error_line(err)}", file=sys.stderr)
-        return 1
+        print(INTERRUPTED_LINE if interrupted else f"error: {error_line(err)}", file=sys.stderr)
+        return EXIT_INTERRUPTED if interrupted else 1
     return 0
 
 
@@ -173,7 +188,21 @@ def main(argv: list[str] | None = None) -> int:
     nested = NESTED_SUBCOMMANDS.get(tuple(argv[:2]))
     words = 2 if nested else 1
     console.start(argv[words:])  # before the stage's module imports TensorFlow or Beam
-    return entry_point(nested or SUBCOMMANDS[argv[0]])(argv[words:])
+    try:
+        return entry_point(nested or SUBCOMMANDS[argv[0]])(argv[words:])
+    except KeyboardInterrupt:  # before the stage's error boundary: while TensorFlow or Beam is imported
+        print(INTERRUPTED_LINE, file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+def run_stage(target: str | Callable[[list[str]], object], argv: list[str] | None = None) -> int:
+    """A stage's `main`: the console set up from `argv` (None: sys.argv[1:]), then `target` run in guarded().
+
+    A "module:function" target is imported only then, so TensorFlow and Beam read the console's settings.
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    console.start(argv)
+    return guarded(entry_point(target) if isinstance(target, str) else target, argv)
 
 
 def entry_point(target: str) -> Callable[[list[str]], int]:

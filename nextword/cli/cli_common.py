@@ -8,6 +8,21 @@ import signal
 from nextword import config as config_lib
 from nextword.cli import cli_parsers, console
 
+# The shell's codes for "terminated by a signal" (128 + its number): 143 for SIGTERM, 130 for Ctrl-C.
+SIGNAL_EXIT_BASE = 128
+
+
+class Stopped(Exception):
+    """A command stopped early for SIGTERM or Ctrl-C at a point that keeps its work, which the message names
+    with how to go on; the error boundary prints it as one line and exits 128 + the signal's number."""
+
+    def __init__(self, message: str, signum: int = signal.SIGTERM):
+        super().__init__(message)
+        self.signum = signum
+
+    def line(self) -> str:
+        return f"{'interrupted' if self.signum == signal.SIGINT else 'preempted'}: {self}"
+
 
 def one_line(err: BaseException) -> str:
     """An error's first non-blank line (its type's name if it has none): what a one-line message shows."""
