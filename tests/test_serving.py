@@ -128,7 +128,7 @@ def test_a_failed_serving_export_leaves_no_version_and_no_staging(tiny_bundle, t
     assert os.listdir(serving) == []
 
 
-def test_nextword_export_serving_dir_writes_the_best_weights_as_the_next_version(synthetic, tmp_path):
+def test_nextword_export_writes_the_best_weights_as_the_next_version_and_as_tflite(synthetic, tmp_path):
     from nextword import cli
     from tests.support.trainer import train_args
     from trainer.main import run
@@ -139,6 +139,13 @@ def test_nextword_export_serving_dir_writes_the_best_weights_as_the_next_version
     version = bundle_lib.load_bundle(str(serving / "1"))
     assert version.info.weights_sha256 == trained["weights_sha256"]
     assert sorted(os.listdir(tmp_path / "model" / "bundle")) == sorted(os.listdir(serving / "1"))
+    # --format tflite: the same weights, as TensorFlow Lite in train.model_dir/tflite (tests/test_tflite.py)
+    assert (
+        cli.main(["export", "--format", "tflite", "--quantize", "int8", *train_args(synthetic, tmp_path / "model")])
+        == 0
+    )
+    info = json.loads((tmp_path / "model" / "tflite" / "tflite.json").read_text())
+    assert info["weights_sha256"] == trained["weights_sha256"] and info["quantize"] == "int8"
 
 
 def test_serving_versions_on_cloud_storage(tiny_bundle, gcs_bucket):

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import warnings
 from pathlib import Path
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -14,8 +16,9 @@ import tensorflow as tf
 import nextword
 from nextword import cli
 from nextword.text import contract
-from tests.support.tiny_bundle import corpus_lines, document_ids, line_ids
+from tests.support.tiny_bundle import TINY_MODEL, corpus_lines, document_ids, line_ids
 from trainer import tflite
+from trainer.model import build_model
 
 pytestmark = pytest.mark.train
 
@@ -25,9 +28,12 @@ pytestmark = pytest.mark.train
 TOLERANCE = {"none": 1e-4, "float16": 1e-2, "int8": 5e-2}
 
 
-def interpreter(out_dir: str) -> tf.lite.Interpreter:
+def interpreter(out_dir: str = "", content: bytes | None = None) -> tf.lite.Interpreter:
+    """TensorFlow Lite's interpreter of an export folder's model.tflite, or of a flatbuffer's `content`."""
     with warnings.catch_warnings():  # tf.lite.Interpreter's notice that LiteRT's package replaces it
         warnings.simplefilter("ignore", UserWarning)
+        if content is not None:
+            return tf.lite.Interpreter(model_content=content)
         return tf.lite.Interpreter(model_path=str(Path(out_dir, tflite.MODEL_FILE)))
 
 
@@ -88,6 +94,17 @@ def test_top_ids_are_the_bundles_next_words(tiny_bundle, exports, predictor):
     assert [tiny_bundle.vocab.tokens[i] for i in out["top_ids"]] == [word for word, _ in expected]
     np.testing.assert_allclose(np.exp(out["top_log_probs"]), [p for _, p in expected], rtol=1e-4)
     np.testing.assert_allclose(out["top_log_probs"], np.sort(out["log_probs"])[::-1][: info["top_k"]], rtol=1e-6)
+
+
+def test_a_two_layer_gru_with_the_adaptive_head_steps_as_its_keras_model():
+    cfg = dataclasses.replace(TINY_MODEL, cell="gru", num_layers=2, head="adaptive", adaptive_cutoffs=(10, 40))
+    model = build_model(60, cfg)  # untrained: the other cell, the other head, a stack of layers
+    step = interpreter(content=tflite.convert(model, cfg, 60, 5, "none")).get_signature_runner(tflite.SIGNATURE_STEP)
+    ids = [3, 7, 59, 0, 12, 45, 2, 33, 9]
+    found, _ = tflite.step_through(step, ids, np.zeros([2 * cfg.units], np.float32))  # h of each layer
+    logits = keras.ops.convert_to_numpy(model(np.array([ids[:-1]], np.int32), training=False))[0].astype(np.float64)
+    expected = logits[np.arange(len(ids) - 1), ids[1:]] - np.log(np.exp(logits).sum(-1))
+    np.testing.assert_allclose(found, expected, rtol=0, atol=TOLERANCE["none"])
 
 
 def test_the_folder_holds_the_vocabulary_and_the_app_side_contract(tiny_bundle, exports):

@@ -113,14 +113,16 @@ def convert(model: keras.Model, model_cfg: ModelConfig, vocab_size: int, top_k: 
 
 
 def export(model: keras.Model, data_dir: str, config: Config, out_dir: str, quantize: str = "none") -> str:
-    """Writes model.tflite, vocab.txt and tflite.json for `model` (trained on `data_dir`) to `out_dir`; returns it.
+    """Writes model.tflite, vocab.txt and tflite.json for `model` (trained on `data_dir`; built with state or
+    without, in any matmul dtype: only its weights are taken) to `out_dir`; returns it.
 
     `config`: the run's resolved config (train.model with its sizes; predict.top_k is the signature's k).
     """
     manifest, tokens = read_manifest_and_vocab(data_dir)
-    if model.output_shape[-1] != len(tokens):
+    predicted = model.outputs[0].shape[-1]  # the logits come first, with the states after them or not
+    if predicted != len(tokens):
         raise ValueError(
-            f"{data_dir}: the model predicts {model.output_shape[-1]} ids but {contract.VOCAB_FILE} has "
+            f"{data_dir}: the model predicts {predicted} ids but {contract.VOCAB_FILE} has "
             f"{len(tokens)} tokens; export the model with the data it was trained on"
         )
     flatbuffer = convert(model, config.train.model, len(tokens), config.predict.top_k, quantize)
