@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import shutil
 import warnings
 from pathlib import Path
 
@@ -131,6 +132,21 @@ def test_quantized_weights_are_stored_smaller_in_their_type(exports):
         assert weight_type in types, quantize
     types = {d["dtype"] for d in interpreter(exports["none"]).get_tensor_details()}
     assert np.float16 not in types and np.int8 not in types and np.bytes_ not in types  # no string tensor either
+
+
+def test_a_folder_with_files_nextword_did_not_write_is_refused_and_left_as_it_was(tiny_bundle, exports, tmp_path):
+    (tmp_path / tflite.MODEL_FILE).write_bytes(b"someone else's model")
+    with pytest.raises(ValueError, match="model.tflite: not written by nextword: choose an empty --out"):
+        tflite.export(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, str(tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [tflite.MODEL_FILE]
+    assert (tmp_path / tflite.MODEL_FILE).read_bytes() == b"someone else's model"
+    # A folder it wrote is its own: exported again (another quantization), it holds the new model.
+    ours = shutil.copytree(exports["int8"], tmp_path / "ours")
+    tflite.export(tiny_bundle.model, tiny_bundle.data_dir, tiny_bundle.config, str(ours), "float16")
+    info = json.loads((ours / tflite.INFO_FILE).read_text())
+    assert info["quantize"] == "float16"
+    assert info["model_sha256"] == hashlib.sha256((ours / tflite.MODEL_FILE).read_bytes()).hexdigest()
+    assert (ours / tflite.MODEL_FILE).read_bytes() != Path(exports["int8"], tflite.MODEL_FILE).read_bytes()
 
 
 def test_export_options_of_the_other_format_are_one_line_errors(capsys):

@@ -125,9 +125,9 @@ def export(model: keras.Model, data_dir: str, config: Config, out_dir: str, quan
             f"{data_dir}: the model predicts {predicted} ids but {contract.VOCAB_FILE} has "
             f"{len(tokens)} tokens; export the model with the data it was trained on"
         )
-    flatbuffer = convert(model, config.train.model, len(tokens), config.predict.top_k, quantize)
     storage.claim(out_dir, "export-tflite", _LEFTOVERS, _FILES, marker=INFO_FILE, key="--out")
     storage.clear_owned(out_dir, _LEFTOVERS, marker=INFO_FILE)  # the marker first: a failed export never looks done
+    flatbuffer = convert(model, config.train.model, len(tokens), config.predict.top_k, quantize)
     with storage.atomic_write(storage.join(out_dir, MODEL_FILE)) as f:
         f.write(flatbuffer)
     storage.write_text(storage.join(out_dir, contract.VOCAB_FILE), contract.vocab_text(tokens))
