@@ -58,7 +58,7 @@ _BUCKET_SKEW = 2  # the largest bucket against the mean (frequent word pairs gat
 
 
 def baseline_dir(config: Config) -> str:
-    return baseline_report.output_dir(config.baseline.output_dir, config.train.data_dir)
+    return config.baseline.output_dir  # <train.data_dir>/baseline unless set (nextword/config.py)
 
 
 def sizing(config: Config, train_tokens: int) -> tuple[int, int]:

@@ -203,7 +203,7 @@ class BaselineConfig:
     """The Kneser-Ney n-gram baseline (`nextword baseline`): counted on train.data_dir's training split."""
 
     order: int = setting(5, low=0, low_open=True, high=10, why="each order adds a count table as large as the corpus")
-    output_dir: str = setting("")  # "" -> <train.data_dir>/baseline
+    output_dir: str = setting("", follows="train.data_dir", under="baseline")  # "": <train.data_dir>/baseline
     # Buckets (at least): each step of the estimation holds one bucket's n-grams (those ending in the same
     # two words), so the steps spread over Dataflow workers. More are used when the corpus needs them to
     # stay within memory_budget_mb.

@@ -259,6 +259,8 @@ def test_run_dir_places_every_stage_and_an_explicit_path_wins(tmp_path):
     assert _paths(cfg) == ("/data/ptb", "/data/ptb", "m", "m/bundle", "runs/x/predictions")
     cfg = config_lib.from_dict({"run_dir": "runs/x", "train": {"data_dir": "d"}, "predict": {"bundle_dir": "b"}})
     assert _paths(cfg) == ("runs/x/data", "d", "runs/x/model", "b", "runs/x/predictions")
+    assert cfg.baseline.output_dir == "d/baseline"  # the n-gram model beside the data it counts
+    assert config_lib.from_dict(None, ["baseline.output_dir=/ngrams"]).baseline.output_dir == "/ngrams"
     # The resolved config, as written next to every output, names every path: it reloads the same, and a
     # later run_dir no longer moves them.
     path = tmp_path / "config.yaml"

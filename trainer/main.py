@@ -111,7 +111,7 @@ def export(model: keras.Model, spec: DataSpec, config: Config, serving_dir: str 
 def compare_with_baseline(config: Config, metrics: dict) -> dict:
     """metrics.json's "baseline" section: the n-gram model on the same tokens, and the ratio (one log line)."""
     cfg = config.train
-    report = baseline_report.read(baseline_report.output_dir(config.baseline.output_dir, cfg.data_dir))
+    report = baseline_report.read(config.baseline.output_dir)
     section = baseline_report.compare(report, metrics, cfg.carry_state, data_dir.manifest_sha256(cfg.data_dir))
     if section["status"] != "ok":
         _LOG.warning("no n-gram baseline to compare with (%s): %s", section["status"], section["hint"])

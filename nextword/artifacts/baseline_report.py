@@ -17,7 +17,6 @@ from nextword.artifacts import versioned
 FORMAT_VERSION = 1
 REPORT_FILE = "baseline.json"
 ARPA_FILE = "model.arpa"
-DEFAULT_SUBDIR = "baseline"  # <train.data_dir>/baseline unless baseline.output_dir says otherwise
 # The trainer's two evaluation protocols (trainer/inputs.py): context carried
 # across consecutive windows (train.carry_state) or reset at every window.
 PROTOCOLS = ("carried", "window")
@@ -42,10 +41,6 @@ class BaselineReport(versioned.Versioned):
 
     READS: ClassVar[int] = FORMAT_VERSION
     RERUN: ClassVar[str] = RERUN
-
-
-def output_dir(configured: str, data_dir: str) -> str:
-    return configured or storage.join(data_dir, DEFAULT_SUBDIR)
 
 
 def write(report: BaselineReport, folder: str) -> str:
