@@ -321,7 +321,8 @@ def restored_best(config: Config, what: str) -> Iterator[tuple[TrainLoop, Setup]
 
 
 def run_export(argv: list[str] | None = None) -> str:
-    """`nextword export`: the bundle again from the best checkpoint (e.g. for signatures added since)."""
+    """`nextword export`: the bundle again from the best checkpoint (e.g. for signatures added since), or with
+    --format tflite the model for a device (trainer/tflite.py)."""
     args = cli_common.parser("export").parse_args(argv)
     tflite = args.format == "tflite"
     if (args.serving_dir and tflite) or ((args.out or args.quantize != "none") and not tflite):

@@ -5,6 +5,7 @@ checkpoints/      the newest checkpoints;  best/: the best validation epoch's we
 history.json      one record per epoch;  curves.png: the training curve;  logs/: TensorBoard
 metrics.json      valid/test figures and the `baseline` comparison (read by `nextword cloud`)
 bundle/           the exported model (nextword/artifacts/bundle.py)
+tflite/           `nextword export --format tflite`: the model for a device (trainer/tflite.py)
 """
 
 BUNDLE_DIR = "bundle"
