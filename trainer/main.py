@@ -270,7 +270,7 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
             if fit.history:
                 evaluate_lib.plot_curves(fit.history, storage.join(cfg.model_dir, CURVES_FILE))
     if worker.is_chief:
-        metrics["bundle_dir"] = export_or_stop(model, spec, config, None, resume)
+        metrics["bundle_dir"] = export_or_stop(lambda: export(model, spec, config), resume)
     return metrics
 
 
@@ -290,11 +290,12 @@ def evaluate_or_stop(evaluator: evaluate_lib.Evaluator, during: str, resume: str
     return found
 
 
-def export_or_stop(model: keras.Model, spec: DataSpec, config: Config, serving_dir: str | None, resume: str) -> str:
-    """export(), which SIGTERM or Ctrl-C stops at once (TrainingPreempted naming `resume`): only the chief
-    exports, so no worker waits for it, and a bundle is complete only once its bundle.json is written last."""
+def export_or_stop(export_to: Callable[[], str], resume: str) -> str:
+    """An export (it returns where it wrote), which SIGTERM or Ctrl-C stops at once (TrainingPreempted naming
+    `resume`): only the chief exports, so no worker waits for it, and a bundle is complete only once its
+    bundle.json is written last."""
     with stop_signals(raise_at_once=functools.partial(_stopped, "export", resume)):
-        return export(model, spec, config, serving_dir)
+        return export_to()
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -329,11 +330,12 @@ def run_export(argv: list[str] | None = None) -> str:
         raise ValueError("--serving-dir is for --format bundle, --out and --quantize for --format tflite")
     config = config_lib.load(args.config, args.overrides)
     with restored_best(config, "export") as (loop, setup):
+        model, spec, config = loop.model, setup.spec, setup.config
+        resume = "the export is incomplete (a bundle is refused by nextword predict): rerun the same command"
         if tflite:
-            out = args.out or storage.join(setup.config.train.model_dir, tflite_lib.TFLITE_DIR)
-            return tflite_lib.export(loop.model, setup.spec.data_dir, setup.config, out, args.quantize)
-        resume = "the export is incomplete (refused by nextword predict): rerun the same command"
-        return export_or_stop(loop.model, setup.spec, setup.config, args.serving_dir, resume)
+            out = args.out or storage.join(config.train.model_dir, tflite_lib.TFLITE_DIR)
+            return export_or_stop(lambda: tflite_lib.export(model, spec.data_dir, config, out, args.quantize), resume)
+        return export_or_stop(lambda: export(model, spec, config, args.serving_dir), resume)
 
 
 def run_evaluate(argv: list[str] | None = None) -> dict:
