@@ -36,6 +36,7 @@ from nextword.artifacts import versioned
 from nextword.artifacts.model_dir import HISTORY_FILE
 from nextword.cli import cli_common
 from nextword.config import TrainConfig
+from trainer import carried_state
 from trainer.checkpoints import Checkpoints
 from trainer.evaluate import Evaluator
 from trainer.inputs import Inputs
@@ -135,13 +136,18 @@ class TrainLoop:
     # --- compiled step -------------------------------------------------------
     def _distributed_train_step(self, iterator, states, votes):
         ids = next(iterator)
-        step = functools.partial(
+        train_step = functools.partial(
             replica_train_step,
             self.model,
             self.optimizer,
             global_batch=self.inputs.global_batch,
             clip_norm=self.cfg.optimizer.clip_global_norm,
         )
+
+        def step(ids, states, votes):
+            rows = self.cfg.per_replica_batch_size
+            return train_step(ids, carried_state.reset_due_rows(states, self.optimizer.iterations, rows), votes)
+
         figures, states = self.strategy.run(step, args=(ids, states, votes))
         return self.strategy.experimental_local_results(figures)[0], states
 
