@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from beam_preprocess import core
@@ -30,6 +30,8 @@ from nextword import config as config_lib
 
 pytestmark = pytest.mark.unit
 
+# A few seconds in all; generation may be slow on a loaded CI machine, which says nothing about the code.
+QUICK = settings(deadline=None, suppress_health_check=[HealthCheck.too_slow])
 ENCODINGS = ("utf-8", "utf-8-sig", "utf-16", "utf-32", "latin-1", "cp1252", "shift_jis", "koi8-r")
 LINE_ENDINGS = (b"\n", b"\r\n", b"\r", b"\n\n")
 
@@ -56,7 +58,7 @@ def expected_lines(data: bytes) -> int:
     return data.count(b"\n") + (1 if data and not data.endswith(b"\n") else 0)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(QUICK, max_examples=40)
 @given(data=corpus_bytes(), chunk=st.integers(4, 64))
 def test_any_bytes_are_read_as_lines_with_every_byte_and_line_counted(data, chunk):
     stats = Counter()
@@ -67,7 +69,7 @@ def test_any_bytes_are_read_as_lines_with_every_byte_and_line_counted(data, chun
     assert [index for index, _ in pieces] == sorted(index for index, _ in pieces)
 
 
-@settings(max_examples=40, deadline=None)
+@settings(QUICK, max_examples=40)
 @given(
     lines=st.lists(
         st.text(alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"])), max_size=8
@@ -99,7 +101,7 @@ def count_cfg():
     return config_lib.from_dict(None, ["preprocess.read_chunk_bytes=64", "preprocess.text.min_count=0"]).preprocess
 
 
-@settings(max_examples=30, deadline=None)
+@settings(QUICK, max_examples=30)
 @given(data=corpus_bytes())
 def test_any_corpus_file_is_counted_and_a_binary_one_skipped_by_name(count_cfg, data):
     with tempfile.TemporaryDirectory() as folder:
@@ -119,7 +121,7 @@ def test_any_corpus_file_is_counted_and_a_binary_one_skipped_by_name(count_cfg, 
 ENTRY_KINDS = ("file", "empty", "link_to_file", "dangling_link", "fifo", "link_to_fifo", "folder", "link_to_folder")
 
 
-@settings(max_examples=15, deadline=None)
+@settings(QUICK, max_examples=15)
 @given(kinds=st.lists(st.sampled_from(ENTRY_KINDS), max_size=8))
 def test_a_corpus_glob_lists_only_regular_files_and_sets_the_rest_apart(kinds):
     with tempfile.TemporaryDirectory() as folder:
@@ -219,7 +221,7 @@ def hostile_config(draw) -> bytes:
     return _render(tree).encode()
 
 
-@settings(max_examples=80, deadline=None)
+@settings(QUICK, max_examples=80)
 @given(hostile_config())
 def test_any_config_file_loads_or_is_one_error_line_naming_the_key_or_file(data):
     with tempfile.TemporaryDirectory() as folder:
