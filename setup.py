@@ -1,15 +1,20 @@
 """nextword: an LSTM next-word language model, from corpus to bulk prediction."""
 
+import os
+import runpy
+
 from setuptools import find_packages, setup
+
+# The package list of nextword/packages.py, read without importing nextword.
+HERE = os.path.dirname(os.path.abspath(__file__))
+PACKAGES = runpy.run_path(os.path.join(HERE, "nextword", "packages.py"))["PACKAGES"]
 
 setup(
     name="nextword",
     version="0.1.0",
     description="Beam preprocessing, tf.distribute LSTM training and Beam batch prediction of next words",
     python_requires=">=3.11,<3.12",
-    packages=find_packages(
-        include=["nextword", "nextword.*", "beam_preprocess", "baseline", "trainer", "batch_predict"]
-    ),
+    packages=find_packages(include=[pattern for name in PACKAGES for pattern in (name, f"{name}.*")]),
     install_requires=[
         "tensorflow==2.21.0",
         "tensorboard==2.21.0",  # tf.summary's writer (TensorFlow 2.21 no longer pulls it in)

@@ -21,7 +21,7 @@ import tempfile
 from nextword import cli
 from nextword.artifacts.predictions import PredictionRecord, Summary
 from nextword.beam import pipelines
-from nextword.cli import cli_parsers, console
+from nextword.cli import cli_parsers
 
 
 def split_texts(argv: list[str]) -> tuple[list[str], list[str]]:
@@ -116,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     if cli_parsers.wants_help(argv):
         cli_parsers.stage("predict").print_help()
         return 0
-    console.start(argv)
-    return cli.guarded(_run, argv)
+    return cli.run_stage(_run, argv)
 
 
 if __name__ == "__main__":

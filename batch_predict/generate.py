@@ -11,7 +11,7 @@ import sys
 
 from nextword import cli
 from nextword import config as config_lib
-from nextword.cli import cli_parsers, console
+from nextword.cli import cli_parsers
 
 
 def _run(argv: list[str]) -> None:
@@ -31,9 +31,7 @@ def _run(argv: list[str]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    console.start(argv)
-    return cli.guarded(_run, argv)
+    return cli.run_stage(_run, argv)
 
 
 if __name__ == "__main__":

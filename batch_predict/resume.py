@@ -3,10 +3,11 @@
 Each byte range's records go to a shard of their own, predictions-<i>-of-<n>.jsonl, written whole
 (storage.write_text: a temporary name renamed, or one upload); then the range's marker
 _ranges/<i>-of-<n>.json, with the digest of the job that made it and the range's figures. The job's
-identity (the model fingerprint, the settings that change records, the input ranges and each input
-file's CRC32C) is in _ranges/job.json. A rerun of the same job keeps the ranges whose marker and shard are there and
-scores only the others; a rerun of another job, or of one that completed (summary.json), starts
-over, and the log says why. Only this job's files are ever cleared (nextword/storage/__init__.py: clear_owned).
+identity (the model fingerprint, the record format, the settings that change records, the input ranges
+and each input file's CRC32C) is in _ranges/job.json. A rerun of the same job keeps the ranges whose
+marker and shard are there and scores only the others; a rerun of another job, or of one that completed
+(summary.json), starts over, and the log says why. Only this job's files are ever cleared
+(nextword/storage/__init__.py: clear_owned).
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import re
 from batch_predict import core
 from nextword import storage
 from nextword.artifacts import bundle as bundle_lib
-from nextword.artifacts.predictions import SUMMARY_FILE, Summary
+from nextword.artifacts.predictions import SUMMARY_FILE, PredictionRecord, Summary
 from nextword.config import PredictConfig, keys_where
 
 _LOG = logging.getLogger(__name__)
@@ -53,6 +54,7 @@ def job_identity(cfg: PredictConfig, bundle: bundle_lib.Bundle, ranges: list[cor
     a file edited to the same size since a killed run is scored again, never matched to the old records."""
     return {
         "model_fingerprint": bundle.model_fingerprint,
+        "record_format": PredictionRecord.FORMAT,
         "settings": {name: getattr(cfg, name) for name in OUTPUT_SETTINGS},
         "ranges": [list(r) for r in ranges],
         "checksums": storage.crc32c_all(dict.fromkeys(r.path for r in ranges)),
@@ -67,6 +69,8 @@ def what_changed(previous: dict, current: dict) -> str:
     """The first difference between two job identities, in words."""
     if previous.get("model_fingerprint") != current["model_fingerprint"]:
         return f"the model changed ({previous.get('model_fingerprint')} -> {current['model_fingerprint']})"
+    if previous.get("record_format") != current["record_format"]:
+        return f"the record format changed ({previous.get('record_format')} -> {current['record_format']})"
     for name, value in current["settings"].items():
         if previous.get("settings", {}).get(name) != value:
             return f"predict.{name} changed ({previous.get('settings', {}).get(name)!r} -> {value!r})"

@@ -3,16 +3,10 @@
 import sys
 
 from nextword import cli
-from nextword.cli import console
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    console.start(argv)
-    # After console.start: Beam's import-time logging obeys the console's settings.
-    from beam_preprocess.pipeline import run
-
-    return cli.guarded(run, argv)
+    return cli.run_stage("beam_preprocess.pipeline:run", argv)
 
 
 if __name__ == "__main__":

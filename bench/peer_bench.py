@@ -39,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from peer_protocol import REPLY, serve
@@ -190,8 +191,11 @@ def worker_command(side: str, units: int, layers: int) -> list[str]:
     return [sys.executable, __file__, "--worker", *shape, *(["--bf16"] if side == "ours_bf16" else [])]
 
 
-def session(units: int, layers: int, steps: dict, bursts: int) -> dict:
-    """One set of workers: per side, each burst's tokens/s of each kind, its perplexity and matmul GFLOP/s."""
+def session(units: int, layers: int, steps: dict, bursts: int, save: Callable[[dict], None]) -> dict:
+    """One set of workers: per side, each burst's tokens/s of each kind, its perplexity and matmul GFLOP/s.
+
+    `save` gets the figures so far after every burst, so a bench stopped in the middle keeps them.
+    """
     out = {side: {"train_tokens_per_s": [], "eval_tokens_per_s": [], "loss_sum": 0.0, "tokens": 0.0} for side in SIDES}
     workers: dict[str, Worker] = {}
     try:
@@ -209,6 +213,7 @@ def session(units: int, layers: int, steps: dict, bursts: int) -> dict:
                     out[side]["tokens"] += reply.get("tokens", 0.0)
                 figures = ", ".join(f"{side} {out[side][figure][-1]:.0f}" for side in SIDES)
                 print(f"{kind} burst {burst + 1}: {figures} tokens/s", flush=True)
+                save(out)
         for side, worker in workers.items():
             out[side]["matmul_gflops"] = worker.call("matmul")["gflops"]
     except WorkerDied as died:
@@ -301,7 +306,12 @@ def main() -> None:
         runs = report["per_burst"][name] = []
         for number in range(sessions):
             print(f"{name} session {number + 1}", flush=True)
-            runs.append(session(units, layers, steps, bursts))
+
+            def save(partial: dict, runs: list = runs, number: int = number) -> None:  # marked unfinished
+                runs[number:] = [{**partial, "ended": "the bench stopped during this session"}]
+                write_report(out, report)
+
+            runs[number:] = [session(units, layers, steps, bursts, save)]
             complete = [run for run in runs if "ended" not in run]  # a died session's bursts stay in per_burst
             if complete:
                 report["shapes"][name] = shape_entry(complete, units, layers, steps)

@@ -233,3 +233,22 @@ def test_calls_in_flight_by_context_and_mode():
     assert core.calls_in_flight("line", "both", 0) == 1
     assert core.calls_in_flight("line", "score", 3) == 3  # the configured number wins
     assert core.calls_in_flight("document", "score", 3) == 1  # one stream: its calls follow each other
+
+
+def test_ranges_committed_in_another_record_format_are_scored_again(tmp_path, caplog):
+    from batch_predict import resume
+
+    out = str(tmp_path / "out")
+    job = {"model_fingerprint": "m1", "record_format": PredictionRecord.FORMAT, "settings": {}, "ranges": [["a", 0, 9]],
+           "checksums": {"a": 1}}  # fmt: skip
+    older = {**job, "record_format": PredictionRecord.FORMAT - 1}
+    for written in (older, job):
+        assert resume.prepare_output(out, written, []) == {}
+        Path(out, resume.shard_name(0, 1)).write_text("{}\n")
+        resume.commit_marker(out, 0, 1, resume.job_digest(written), {"records": 1})
+        kept = resume.prepare_output(out, written, [])  # the same job: its committed range is kept
+        assert kept == {0: {"job": resume.job_digest(written), "stats": {"records": 1}}}
+        caplog.clear()
+        with caplog.at_level("INFO", logger="batch_predict.resume"):
+            assert resume.prepare_output(out, job if written is older else older, []) == {}
+        assert "the record format changed" in caplog.text

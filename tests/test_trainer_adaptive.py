@@ -11,7 +11,7 @@ import tensorflow as tf
 from nextword import config as config_lib
 from nextword.config import ModelConfig
 from tests.support.tiny_bundle import TINY_MODEL, corpus_lines, line_ids, reference_next, reference_score
-from trainer import steps
+from trainer import lm, steps
 from trainer.adaptive import AdaptiveEmbedding, clusters
 from trainer.export import export_bundle
 from trainer.model import build_model
@@ -74,13 +74,13 @@ def test_training_loss_computes_only_the_targets_and_equals_the_full_cross_entro
     states = steps.zero_states(model, 4)
     fast, fast_states = steps.train_losses(model, inputs, states, targets)
     logits, full_states = steps.forward(model, inputs, states, training=True)
-    np.testing.assert_allclose(fast.numpy(), steps.token_losses(logits, targets).numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(fast.numpy(), lm.token_losses(logits, targets).numpy(), rtol=1e-5, atol=1e-5)
     for got, want in zip(fast_states, full_states, strict=True):
         np.testing.assert_allclose(got.numpy(), want.numpy(), rtol=1e-6)
     # The gradients agree too: the step trains the same model either way.
     with tf.GradientTape(persistent=True) as tape:
         fast_loss = tf.reduce_sum(steps.train_losses(model, inputs, states, targets)[0])
-        full_loss = tf.reduce_sum(steps.token_losses(steps.forward(model, inputs, states, True)[0], targets))
+        full_loss = tf.reduce_sum(lm.token_losses(steps.forward(model, inputs, states, True)[0], targets))
     for got, want in zip(tape.gradient(fast_loss, model.trainable_variables),
                          tape.gradient(full_loss, model.trainable_variables), strict=True):  # fmt: skip
         np.testing.assert_allclose(tf.convert_to_tensor(got).numpy(), tf.convert_to_tensor(want).numpy(), atol=1e-5)

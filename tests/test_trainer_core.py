@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from trainer import data, evaluate, optim, steps, streams
+from trainer import data, evaluate, lm, optim, steps, streams
 from trainer.strategy import ClusterError, Worker, lost_peers_reported, worker_from_tf_config
 
 pytestmark = pytest.mark.unit
@@ -65,7 +65,7 @@ def test_eval_sums_weights_out_padding_and_counts_top_k():
     )
     targets = tf.constant([[1, 0], [3, 3]])
     sums = steps.eval_sums(logits, targets, tf.constant([1.0, 0.0])).numpy()
-    expected_loss = float(steps.token_losses(logits[:1], targets[:1]).numpy().sum())
+    expected_loss = float(lm.token_losses(logits[:1], targets[:1]).numpy().sum())
     assert sums[0] == pytest.approx(expected_loss)
     # 2 tokens; target 1 is the top logit, target 0 ranks sixth.
     assert sums[1:].tolist() == [2.0, 1.0, 1.0]
@@ -74,12 +74,12 @@ def test_eval_sums_weights_out_padding_and_counts_top_k():
 def test_the_evaluation_cross_entropy_equals_the_fused_training_one():
     logits = tf.random.stateless_normal([2, 5, 300], seed=[3, 4]) * 8.0  # peaked, as trained logits are
     targets = tf.random.stateless_uniform([2, 5], seed=[5, 6], maxval=300, dtype=tf.int32)
-    fused, ours = steps.token_losses(logits, targets).numpy(), steps.eval_token_losses(logits, targets).numpy()
+    fused, ours = lm.token_losses(logits, targets).numpy(), steps.eval_token_losses(logits, targets).numpy()
     np.testing.assert_allclose(ours, fused, rtol=1e-6, atol=1e-5)
 
 
 def test_token_losses_of_uniform_logits_are_log_vocab():
-    losses = steps.token_losses(tf.zeros([1, 3, 8]), tf.constant([[0, 3, 7]]))
+    losses = lm.token_losses(tf.zeros([1, 3, 8]), tf.constant([[0, 3, 7]]))
     assert losses.numpy() == pytest.approx(np.full([1, 3], math.log(8)))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import keras
@@ -9,10 +10,17 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from nextword.config import ModelConfig
+from nextword import config as config_lib
+from nextword.artifacts import bundle as bundle_lib
+from nextword.config import ModelConfig, TrainConfig
+from nextword.text import contract
 from tests.support import synthetic
-from trainer import heads, recurrent, steps
+from tests.support.tiny_bundle import corpus_lines, document_ids, line_ids, reference_carried, reference_score
+from trainer import data, evaluate, heads, lm, recurrent, steps
+from trainer.export import export_bundle
+from trainer.inputs import Inputs
 from trainer.model import build_model, cudnn_eligible
+from trainer.strategy import LOCAL_WORKER
 
 pytestmark = pytest.mark.train
 
@@ -166,3 +174,99 @@ def test_the_eval_step_takes_windows_of_a_length_unknown_when_traced():
     inputs, targets, mask = steps.split_window(ids)
     want = steps.eval_sums(model(inputs), targets, tf.ones([3]), mask).numpy()
     np.testing.assert_allclose(step(ids).numpy(), want, rtol=1e-6)
+
+
+# --- The model's contract (trainer/lm.py): a toy cell and a toy head, registered here only ----------
+class ToyOutput(lm.OutputHead):
+    """An output matrix of its own, with none of the shipped heads' code."""
+
+    def __init__(self, vocab_size: int, **kwargs):
+        super().__init__(**kwargs)
+        self.vocab_size = vocab_size
+
+    def build(self, input_shape):
+        self.kernel = self.add_weight(name="kernel", shape=(input_shape[-1], self.vocab_size))
+
+    def call_blocks(self, blocks):
+        return [keras.ops.matmul(hidden, self.kernel) for hidden in blocks]
+
+
+TOY_CELL = recurrent.Cell(keras.layers.SimpleRNN, ("h",), None, lambda layer, cfg: None)
+TOY_HEAD = heads.Head(
+    lambda vocab_size, cfg: keras.layers.Embedding(vocab_size, cfg.embedding_dim, name="embedding"),
+    # named other than the shipped heads' output layer: nothing may find the head by its name
+    lambda x, embedding, vocab_size, cfg, matmul_dtype: ToyOutput(vocab_size, name="toy_output")(x),
+)
+TOY_MODEL = ModelConfig(embedding_dim=8, units=8, num_layers=2, dropout=0.0, cell="toy_rnn", head="toy_dense")
+
+
+@pytest.fixture
+def toy_parts():
+    recurrent.CELLS.register("toy_rnn", TOY_CELL)
+    heads.HEADS.register("toy_dense", TOY_HEAD)
+    yield TOY_MODEL
+    del recurrent.CELLS["toy_rnn"], heads.HEADS["toy_dense"]
+
+
+def test_a_registered_toy_cell_and_head_train_evaluate_and_export(toy_parts, tiny_bundle, tmp_path):
+    keras.utils.set_random_seed(5)
+    vocab_size = len(tiny_bundle.vocab.tokens)
+    model = build_model(vocab_size, toy_parts)
+    assert cudnn_eligible(model) == [
+        "toy_rnn_0: no cuDNN kernel for SimpleRNN",
+        "toy_rnn_1: no cuDNN kernel for SimpleRNN",
+    ]
+    read_manifest, tokens = data.read_manifest_and_vocab(tiny_bundle.data_dir)
+    spec = data.DataSpec(data_dir=tiny_bundle.data_dir, manifest=read_manifest, vocab=tokens)
+    strategy = tf.distribute.get_strategy()
+    inputs = Inputs(
+        spec, TrainConfig(per_replica_batch_size=512, carry_state=False, model=toy_parts), strategy, LOCAL_WORKER
+    )
+    evaluator = evaluate.Evaluator(model, strategy, inputs)  # the trainer's evaluation, here of the train split
+    before = evaluator("train")
+    # Training: the trainer's step, through the head's target log-probabilities, on the split's windows.
+    optimizer = keras.optimizers.Adam(0.05)
+    step = tf.function(lambda ids: steps.replica_train_step(model, optimizer, ids, (), tf.zeros([1]), 512, 1.0)[0])
+    batches = iter(inputs.train(0, 0))
+    losses = [float(step(next(batches))[0]) for _ in range(8)]
+    after = evaluator("train")
+    assert after["tokens"] == before["tokens"] == spec.targets("train")
+    assert after["perplexity"] < 0.7 * before["perplexity"] and losses[-1] < losses[0], (before, after, losses)
+    # Export: the bundle scores as the Keras model does, and its streams carry the toy cell's states.
+    config = dataclasses.replace(
+        tiny_bundle.config, train=dataclasses.replace(tiny_bundle.config.train, model=toy_parts)
+    )
+    bundle_dir = export_bundle(model, tiny_bundle.data_dir, config, str(tmp_path / "bundle"))
+    loaded = tf.saved_model.load(bundle_dir)
+    lines = corpus_lines(tiny_bundle)[:3]
+    window = tiny_bundle.config.preprocess.window_length
+    ids_of = [line_ids(line, tiny_bundle.vocab, tiny_bundle.settings) for line in lines]
+    scored = loaded.signatures[contract.SIGNATURE_SCORE](text=tf.constant(lines))["log_prob"].numpy()
+    np.testing.assert_allclose(scored, [reference_score(model, i, window)[0] for i in ids_of], rtol=1e-4, atol=1e-4)
+    per_line = document_ids(lines, tiny_bundle.vocab, tiny_bundle.settings)
+    carried = reference_carried(model, toy_parts, [i for line in per_line for i in line], window)
+    state = tf.zeros([2 * toy_parts.units])  # one state (h) per layer
+    stream = loaded.signatures[bundle_lib.SIGNATURE_SCORE_STREAM](text=tf.constant(lines), state=state, last_id=-1)
+    np.testing.assert_allclose(stream["token_log_prob"].numpy(), carried, rtol=1e-4, atol=1e-4)
+
+
+def test_a_part_is_chosen_by_a_registered_name_and_must_keep_the_contract(toy_parts):
+    with pytest.raises(ValueError, match=r"train.model.cell: 'nope' is not one of lstm, gru, toy_rnn"):
+        build_model(50, dataclasses.replace(toy_parts, cell="nope"))
+    with pytest.raises(ValueError, match="'toy_rnn' is registered already"):
+        recurrent.CELLS.register("toy_rnn", TOY_CELL)
+    not_a_head = heads.Head(TOY_HEAD.embedding, lambda x, *_: keras.layers.Dense(50, name="plain")(x))
+    heads.HEADS.register("not_a_head", not_a_head)
+    try:  # broken where the model is built, not in training, evaluation or export
+        with pytest.raises(TypeError, match=r"the last layer \(plain, Dense\) must be the output head"):
+            build_model(50, dataclasses.replace(toy_parts, head="not_a_head"))
+    finally:
+        del heads.HEADS["not_a_head"]
+
+
+def test_the_config_offers_every_shipped_cell_and_head():
+    for key, registry in (("train.model.cell", recurrent.CELLS), ("train.model.head", heads.HEADS)):
+        for name in registry:
+            assert config_lib.from_dict(None, [f"{key}={name}"]) is not None
+        with pytest.raises(config_lib.ConfigError, match=key):
+            config_lib.from_dict(None, [f"{key}=unregistered"])

@@ -23,6 +23,7 @@ from collections.abc import Sequence
 import keras
 import tensorflow as tf
 
+from trainer import lm
 from trainer.matmul import FLOAT32, dot_rows
 
 
@@ -69,7 +70,7 @@ class AdaptiveEmbedding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="nextword")
-class AdaptiveTiedOutput(keras.layers.Layer):
+class AdaptiveTiedOutput(lm.OutputHead):
     """hidden [batch, time, dim] -> log-probabilities [batch, time, vocab] float32, from the embedding's vectors."""
 
     def __init__(self, embedding: AdaptiveEmbedding, matmul_dtype: str = FLOAT32, **kwargs):

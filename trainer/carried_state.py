@@ -29,14 +29,15 @@ def _path(folder: str, worker: Worker, step: int) -> str:
 
 
 def save(
-    folder: str, worker: Worker, step: int, states: tuple, per_layer: int, strategy: tf.distribute.Strategy
+    folder: str, worker: Worker, step: int, states: tuple, per_layer: list[int], strategy: tf.distribute.Strategy
 ) -> None:
-    """Writes this worker's states (`per_layer` of them per layer; each [rows, units] per local replica)."""
-    local = [strategy.experimental_local_results(s) for s in states]  # [per_layer * layers][local replicas]
-    arrays = {}
-    for i in range(len(states) // per_layer):
-        groups = zip(*local[per_layer * i : per_layer * (i + 1)], strict=True)  # per replica: (h, c) or (h,)
+    """Writes this worker's states (`per_layer[i]` of them for layer i; each [rows, units] per local replica)."""
+    local = [strategy.experimental_local_results(s) for s in states]  # [states][local replicas]
+    arrays, first = {}, 0
+    for i, count in enumerate(per_layer):
+        groups = zip(*local[first : first + count], strict=True)  # per replica: (h, c) or (h,)
         arrays[f"layer{i}"] = np.stack([np.stack([s.numpy() for s in group]) for group in groups])
+        first += count
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
     storage.makedirs(folder)  # the first checkpoint has not created it yet

@@ -22,10 +22,9 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from nextword import storage
-from nextword.cli import cli_common
+from nextword import errors, storage
 from nextword.config import TrainConfig
-from trainer import carried_state, recurrent
+from trainer import carried_state, lm
 from trainer.strategy import Worker
 
 _LOG = logging.getLogger(__name__)
@@ -143,11 +142,11 @@ class Checkpoints:
                 self._layout_of(path).restore(path).assert_existing_objects_matched()
             except (ValueError, AssertionError) as err:
                 raise ValueError(
-                    f"{path}: does not fit this model ({cli_common.one_line(err)}); use a new train.model_dir "
+                    f"{path}: does not fit this model ({errors.one_line(err)}); use a new train.model_dir "
                     "or the train.model settings it was made with"
                 ) from None
             except (tf.errors.OpError, IndexError, OSError) as err:  # IndexError: TF's "read less bytes"
-                _LOG.warning("%s: unreadable (%s); trying the checkpoint before it", path, cli_common.one_line(err))
+                _LOG.warning("%s: unreadable (%s); trying the checkpoint before it", path, errors.one_line(err))
                 continue
             restored = self.state.data_fingerprint.numpy().decode()
             if restored != self.fingerprint:
@@ -222,7 +221,7 @@ class Checkpoints:
         self.state.pending_loss.assign(pending[0] if pending else math.nan)
         self.state.pending_stop.assign(pending[1] if pending else "")
         if states and with_states:
-            per_layer = recurrent.states_per_layer_of(self.model)
+            per_layer = lm.of(self.model).states_per_layer
             carried_state.save(self.read_dir, self.worker, self.step, states, per_layer, self.strategy)
         self._save_with(self.manager)
         if self.worker.is_chief:
@@ -253,6 +252,6 @@ class Checkpoints:
             tf.train.Checkpoint(model=self.model).restore(latest).assert_existing_objects_matched()
         except (tf.errors.OpError, IndexError, OSError, ValueError, AssertionError) as err:
             raise ValueError(
-                f"{latest}: the best epoch's weights cannot be read ({cli_common.one_line(err)}); restore "
+                f"{latest}: the best epoch's weights cannot be read ({errors.one_line(err)}); restore "
                 f"{self.best_read_dir} from a copy, or remove it to use the latest checkpoint's weights instead"
             ) from None

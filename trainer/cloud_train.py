@@ -9,7 +9,7 @@ import sys
 
 from nextword import cli, cloud
 from nextword import config as config_lib
-from nextword.cli import cli_parsers, console
+from nextword.cli import cli_parsers
 from nextword.cloud import cloud_cli, runs
 from trainer import __main__ as trainer_cli
 from trainer.strategy import LOCAL_WORKER, worker_from_tf_config
@@ -33,11 +33,13 @@ def train(config_path: str | None, overrides: list[str]) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv  # the arguments after `nextword cloud train`
-    console.start(argv)
     codes: list[int] = []  # the trainer's exit code unless guarded() caught an error
-    args = cli_parsers.cloud("train").parse_args(argv)
-    return cli.guarded(lambda _: codes.append(train(args.config, args.overrides)), argv) or codes[0]
+
+    def run(args: list[str]) -> None:  # the arguments after `nextword cloud train`
+        parsed = cli_parsers.cloud("train").parse_args(args)
+        codes.append(train(parsed.config, parsed.overrides))
+
+    return cli.run_stage(run, argv) or codes[0]
 
 
 if __name__ == "__main__":

@@ -8,23 +8,12 @@ Export again for a bundle written before a signature or bundle.json field that b
 
 from __future__ import annotations
 
-import sys
-
 from nextword import cli
-from nextword.cli import console
-
-
-def _guarded(command: str, argv: list[str] | None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    console.start(argv)  # before TensorFlow is imported
-    from trainer import main as trainer_main
-
-    return cli.guarded(getattr(trainer_main, f"run_{command}"), argv)
 
 
 def evaluate(argv: list[str] | None = None) -> int:
-    return _guarded("evaluate", argv)
+    return cli.run_stage("trainer.main:run_evaluate", argv)
 
 
 def export(argv: list[str] | None = None) -> int:
-    return _guarded("export", argv)
+    return cli.run_stage("trainer.main:run_export", argv)

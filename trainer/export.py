@@ -71,13 +71,13 @@ import time
 import keras
 import tensorflow as tf
 
+from nextword import config as config_lib
 from nextword import storage
 from nextword.artifacts import bundle as bundle_lib
-from nextword.cli import cli_common
 from nextword.config import Config
 from nextword.text import contract, graph_text
 from nextword.text.contract import TextSettings
-from trainer import recurrent
+from trainer import lm
 from trainer.data import read_manifest_and_vocab
 from trainer.model import weights_sha256
 
@@ -119,9 +119,10 @@ class BundleGraph:
         logit_budget: int = DEFAULT_LOGIT_BUDGET,
     ):
         self.model = model
-        # The model up to the output layer, so next_words projects only the last position.
-        self.output_layer = model.get_layer("logits")
-        self.hidden_model = keras.Model(model.inputs, self.output_layer.input, name="nextword_hidden")
+        # The model's hidden states and its output head apart (trainer/lm.py): next_words projects only
+        # the last position, score only the predicted ones, and the streams carry the recurrent states.
+        self.lm = lm.of(model)
+        self.output_layer = self.lm.head
         self.table = graph_text.vocab_table(tokens)
         self.vocab = tf.constant(tokens, dtype=tf.string)
         self.vocab_size = len(tokens)
@@ -129,11 +130,13 @@ class BundleGraph:
         self.window = context_tokens
         self.rows_per_slice = max(1, logit_budget // (context_tokens * self.vocab_size))
         self.positions_per_slice = max(1, logit_budget // self.vocab_size)
-        self.stream_layers, self.state_parts = _stream_layers(model, self.output_layer)
-        self.state_size = sum(self.state_parts)
-        self.hidden_units = int(self.hidden_model.output_shape[-1])
+        self.state_size = sum(self.lm.state_units)
 
     # --- shared pieces -----------------------------------------------------
+    def _hidden(self, ids: tf.Tensor) -> tf.Tensor:
+        """ids [batch, t] from a zero state -> hidden [batch, t, units], the output head's input."""
+        return self.lm.hidden(ids, (), training=False)[0]
+
     def _words(self, text: tf.Tensor) -> tuple[tf.RaggedTensor, tf.Tensor, tf.Tensor]:
         """ids of the words [batch, (words)], word_count [batch], unknown_count [batch]."""
         ids = graph_text.lookup_ids(graph_text.tokenize(text, self.settings), self.table)
@@ -158,7 +161,7 @@ class BundleGraph:
         offsets = tf.range(_widest(used, self.window), dtype=tf.int64)[tf.newaxis, :]  # [1, w], w <= W
         starts = (context.row_starts() + lengths - used)[:, tf.newaxis]  # [batch, 1]
         ids = self._gather_padded(context, starts + offsets, offsets < used[:, tf.newaxis])  # [batch, w]
-        hidden = self.hidden_model(ids, training=False)  # [batch, w, units]
+        hidden = self._hidden(ids)  # [batch, w, units]
         last = tf.gather(hidden, tf.maximum(used - 1, 0), batch_dims=1)  # [batch, units]
         logits = self.output_layer(last[:, tf.newaxis, :])[:, 0, :]  # [batch, V]
         probs = tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)
@@ -195,7 +198,7 @@ class BundleGraph:
 
         The output layer (the bulk of the work) runs only where a token is predicted, never on padding.
         """
-        hidden = self.hidden_model(windows[:, :-1], training=False)  # [s, w, units]
+        hidden = self._hidden(windows[:, :-1])  # [s, w, units]
         predicted_at = tf.where(valid[:, 1:])  # [m, 2] (window, position)
         logits = self.output_layer(tf.gather_nd(hidden, predicted_at)[tf.newaxis])[0]  # [m, V]
         targets = tf.gather_nd(windows[:, 1:], predicted_at)  # [m]
@@ -267,23 +270,12 @@ class BundleGraph:
 
     # --- streams: document context, the recurrent state carried from call to call --------------
     def _stream_hidden(self, ids: tf.Tensor, state: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-        """ids [1, t] from `state` [S] -> hidden [1, t, units] (the output layer's input), state after [S].
+        """ids [1, t] from `state` [S] -> hidden [1, t, units] (the output head's input), state after [S].
 
-        The model's own layers in order; each recurrent layer starts from its part of `state`
-        (its states in Keras' order: h, c for an LSTM, h for a GRU).
+        `state` is the recurrent layers' states in order, each [units] (trainer/lm.py's state spec).
         """
-        parts = tf.split(state[tf.newaxis], self.state_parts, axis=1)  # [1, units] each
-        x, final = ids, []
-        for layer in self.stream_layers:
-            count = recurrent.states_per_layer(layer)
-            if count:
-                initial, parts = parts[:count], parts[count:]
-                _, x, states = layer.inner_loop(sequences=x, initial_state=initial, mask=None, training=False)
-                states = states if isinstance(states, list | tuple) else [states]
-                final += [tf.cast(h, tf.float32) for h in states]
-            else:
-                x = layer(x, training=False)
-        return x, tf.concat(final, axis=1)[0]
+        hidden, after = self.lm.hidden(ids, tf.split(state[tf.newaxis], self.lm.state_units, axis=1), training=False)
+        return hidden, tf.concat(after, axis=1)[0]
 
     def _stream(self, text: tf.Tensor, state: tf.Tensor, last_id: tf.Tensor):
         """The chunk's tokens (each line's words, then `<eos>` when the settings have it) after `last_id`.
@@ -307,7 +299,7 @@ class BundleGraph:
             return hidden[0], after
 
         def idle():
-            return tf.zeros([0, self.hidden_units], tf.float32), state
+            return tf.zeros([0, self.lm.hidden_units], tf.float32), state
 
         hidden, after = tf.cond(tf.size(inputs) > 0, run, idle)
         last = tf.cond(tf.size(sequence) > 0, lambda: sequence[-1], lambda: last_id)
@@ -349,6 +341,9 @@ class BundleGraph:
             "token_log_prob": token_log_prob,
             "token_text": tf.boolean_mask(strings.flat_values, scored),
             "token_unknown": unknown,
+            # for the continuous cache of document scoring (batch_predict/predictor.py, nextword/cache.py)
+            "token_hidden": hidden,
+            "token_id": targets,
             "state": after,
             "last_id": last,
         }
@@ -377,7 +372,7 @@ class BundleGraph:
 
         def next_id(ids: tf.Tensor, step: tf.Tensor) -> tf.Tensor:
             window = ids[tf.maximum(tf.size(ids) - self.window, 0) :][tf.newaxis]  # [1, w]
-            hidden = self.hidden_model(window, training=False)[:, -1:, :]  # [1, 1, units]
+            hidden = self._hidden(window)[:, -1:, :]  # [1, 1, units]
             logits = tf.cast(self.output_layer(hidden)[0, 0], tf.float32)  # [V]
             logits = tf.where(is_unknown & ~allow_unknown, tf.float32.min, logits)
             kth = tf.math.top_k(logits, k=k).values[-1]
@@ -406,22 +401,6 @@ class BundleGraph:
             more, body, initial, shape_invariants=(tf.TensorShape([]), tf.TensorShape([None]), None, tf.TensorShape([]))
         )
         return {"words": tf.gather(self.vocab, out.stack())}
-
-
-def _stream_layers(model: keras.Model, output_layer: keras.layers.Layer) -> tuple[list, list[int]]:
-    """The layers from the ids to the output layer, in order, and the size of each recurrent state among them.
-
-    build_model's graph is a chain (embedding, dropout, recurrent layers, optional projection), so
-    running its layers one after the other is running the model; the stream signatures need that to
-    carry each recurrent layer's state, which the stateless model does not expose.
-    """
-    layers = []
-    for layer in model.layers:
-        if layer is output_layer:
-            break
-        if not isinstance(layer, keras.layers.InputLayer):
-            layers.append(layer)
-    return layers, [int(layer.units) for layer in layers for _ in range(recurrent.states_per_layer(layer))]
 
 
 def _target_log_probs(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -513,7 +492,7 @@ def export_bundle(
     storage.write_text(
         storage.join(meta_dir, contract.MANIFEST_FILE), json.dumps(manifest.to_dict(), indent=2, sort_keys=True)
     )
-    storage.write_text(storage.join(meta_dir, contract.CONFIG_FILE), cli_common.config_yaml(config))
+    storage.write_text(storage.join(meta_dir, contract.CONFIG_FILE), config_lib.to_yaml(config))
     info = bundle_lib.BundleInfo(
         fingerprint=manifest.fingerprint,
         text=settings,
@@ -525,10 +504,22 @@ def export_bundle(
         checksums=bundle_lib.savedmodel_checksums(bundle_dir),
         state_size=graph.state_size,
         weights_sha256=weights_sha256(model),
+        cache=cache_parameters(config.train.model_dir, model),
     )
     storage.write_marker(info_path, info.to_dict())
     _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info.fingerprint, len(tokens))
     return bundle_dir
+
+
+def cache_parameters(model_dir: str, model: keras.Model) -> dict[str, float]:
+    """The continuous cache's size, theta and weight that `nextword evaluate` chose on valid for these weights
+    (metrics.json's "cache"), for document scoring; {} where it has not run on them."""
+    from trainer.evaluate import read_metrics
+
+    metrics = read_metrics(model_dir)
+    if metrics.get("weights_sha256") != weights_sha256(model):
+        return {}
+    return dict(metrics.get("cache", {}).get("parameters", {}))
 
 
 def serving_versions(serving_dir: str) -> list[int]:

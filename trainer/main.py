@@ -232,7 +232,7 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
         if resumed_from and storage.exists(config_path):
             check_resume_settings(storage.read_text(config_path), config, config_path)
         if worker.is_chief:
-            storage.write_text(config_path, cli_common.config_yaml(config))
+            storage.write_text(config_path, config_lib.to_yaml(config))
         fit = loop.fit(resumed_from)
         resume = (
             f"the checkpoint (step {fit.steps}) is in {loop.checkpoints.read_dir}: rerun the same command to "

@@ -7,7 +7,7 @@ import hashlib
 import keras
 
 from nextword.config import ModelConfig
-from trainer import heads, recurrent
+from trainer import heads, lm, recurrent
 from trainer.matmul import FLOAT32
 
 
@@ -24,8 +24,9 @@ def build_model(
 
     The parts: the embedding and output head of trainer/heads.py (the adaptive head's
     "logits" are log-probabilities, which every consumer may treat as logits), and the
-    recurrent stack of trainer/recurrent.py. Dropout sits between them, outside the
-    recurrent layers, so they keep cuDNN's requirements.
+    recurrent stack of trainer/recurrent.py, chosen by name (train.model.head, train.model.cell).
+    Dropout sits between them, outside the recurrent layers, so they keep cuDNN's requirements.
+    The model keeps the contract of trainer/lm.py, checked here.
 
     `with_state` adds each recurrent layer's states as inputs and outputs, for
     carrying context from one window to the next (train.carry_state):
@@ -63,13 +64,13 @@ def build_model(
     else:
         model = keras.Model(ids, logits, name="nextword_lm")
     recurrent.initialize(layers, cfg)
+    lm.of(model)  # a part that breaks the contract fails here, not in training, evaluation or export
     return model
 
 
 def cudnn_eligible(model: keras.Model) -> list[str]:
     """Reasons, per recurrent layer, why cuDNN would not be used (empty: eligible)."""
-    layers = [layer for layer in model.layers if recurrent.states_per_layer(layer)]
-    return [why for layer in layers for why in recurrent.cudnn_reasons(layer)]
+    return [why for layer in lm.of(model).recurrent_layers for why in recurrent.cudnn_reasons(layer)]
 
 
 def weights_sha256(model: keras.Model) -> str:

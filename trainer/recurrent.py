@@ -2,7 +2,9 @@
 
 Each cell names its states per layer (an LSTM carries h and c, a GRU h), which the
 carried-state inputs, the saved streams and the bundle's stream signatures follow.
-A new cell is one more entry in CELLS: its Keras layer, its states, its cuDNN checks and its options.
+A new cell is one `CELLS.register(name, Cell(...))`: its Keras RNN layer (the contract of trainer/lm.py),
+its states, its cuDNN checks, its initialization and its options; and its name among train.model.cell's
+choices (nextword/config.py).
 """
 
 from __future__ import annotations
@@ -14,15 +16,19 @@ import keras
 import tensorflow as tf
 
 from nextword.config import ModelConfig
+from trainer import lm
 from trainer.matmul import FLOAT32, dot_rows
 
 
 @dataclass(frozen=True)
 class Cell:
+    """A cell of train.model.cell."""
+
     layer: type[keras.layers.RNN]
     states: tuple[str, ...]  # per layer, in the order Keras takes and returns them
-    # cuDNN's requirements beyond the common ones (tanh, sigmoid, no recurrent dropout, not unrolled, biases)
-    extra_checks: Callable[[keras.layers.RNN], dict[str, bool]]
+    # cuDNN's requirements beyond the common ones (tanh, sigmoid, no recurrent dropout, not unrolled, biases);
+    # None: Keras has no cuDNN kernel for the cell
+    extra_checks: Callable[[keras.layers.RNN], dict[str, bool]] | None
     init: Callable[[keras.layers.RNN, ModelConfig], None]
     # the layer's own options, from its index in the stack and the matmul dtype (build_layers)
     options: Callable[[int, str], dict] = lambda index, matmul_dtype: {}
@@ -92,21 +98,26 @@ def _loop(steps: list[tf.Tensor], h: tf.Tensor, c: tf.Tensor, recurrent_kernel: 
     return tf.stack(outputs, axis=1), h, c
 
 
-CELLS = {
-    "lstm": Cell(
+CELLS: lm.Registry[Cell] = lm.Registry("train.model.cell")
+CELLS.register(
+    "lstm",
+    Cell(
         ProjectedLSTM,
         ("h", "c"),
         lambda layer: {},
         _set_forget_bias,
         lambda index, matmul_dtype: {"matmul_dtype": matmul_dtype, "pipelined": index > 0},
     ),
-    "gru": Cell(
+)
+CELLS.register(
+    "gru",
+    Cell(
         keras.layers.GRU,
         ("h",),
         lambda layer: {"reset_after=False": not layer.cell.reset_after},
         lambda layer, cfg: None,
     ),
-}
+)
 
 
 def state_names(cfg: ModelConfig, with_state: bool) -> list[str]:
@@ -142,24 +153,15 @@ def initialize(layers: list[keras.layers.RNN], cfg: ModelConfig) -> None:
         CELLS[cfg.cell].init(layer, cfg)
 
 
-def _cell_of(layer: keras.layers.Layer) -> Cell | None:
+def _cell_of(layer: keras.layers.RNN) -> Cell | None:
     return next((cell for cell in CELLS.values() if isinstance(layer, cell.layer)), None)
-
-
-def states_per_layer(layer: keras.layers.Layer) -> int:
-    """How many state tensors a recurrent layer carries (0: not a recurrent layer of ours)."""
-    cell = _cell_of(layer)
-    return len(cell.states) if cell else 0
-
-
-def states_per_layer_of(model: keras.Model) -> int:
-    """The states each recurrent layer of build_model's model carries (its layers are all one cell)."""
-    return max(states_per_layer(layer) for layer in model.layers)
 
 
 def cudnn_reasons(layer: keras.layers.RNN) -> list[str]:
     """Why cuDNN would not run this layer (empty: eligible)."""
     cell = _cell_of(layer)
+    if cell is None or cell.extra_checks is None:
+        return [f"{layer.name}: no cuDNN kernel for {type(layer).__name__}"]
     checks = {
         "activation is not tanh": layer.cell.activation is not keras.activations.tanh,
         "recurrent_activation is not sigmoid": layer.cell.recurrent_activation is not keras.activations.sigmoid,

@@ -8,12 +8,10 @@ targets ids[:, 1:].
 
 from __future__ import annotations
 
-import weakref
-
 import keras
 import tensorflow as tf
 
-from trainer.adaptive import AdaptiveTiedOutput
+from trainer import lm
 
 SUM = tf.distribute.ReduceOp.SUM
 # Order of the figures an eval step sums (one float64 vector, reduced in one all-reduce).
@@ -30,15 +28,6 @@ def split_window(ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
     real = ids >= 0
     safe = tf.where(real, ids, tf.zeros_like(ids))
     return safe[:, :-1], safe[:, 1:], tf.cast(real[:, 1:], tf.float32)
-
-
-def token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-    """Cross-entropy in nats, for training: logits [b, L, V], targets [b, L] -> [b, L] float32.
-
-    TF's fused op, which computes the gradient along with the loss: with the gradient it is faster than
-    log-sum-exp by hand (bench/results/cross_entropy_bench.json).
-    """
-    return tf.nn.sparse_softmax_cross_entropy_with_logits(labels=targets, logits=tf.cast(logits, tf.float32))
 
 
 def eval_token_losses(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
@@ -110,38 +99,20 @@ def forward(model: keras.Model, inputs: tf.Tensor, states: tuple, training: bool
     return logits, tuple(tf.cast(s, tf.float32) for s in final)
 
 
-# The model up to its output layer, per model: built once, when a step is first traced.
-_HIDDEN_VIEWS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def hidden_view(model: keras.Model) -> keras.Model:
-    """build_model's model without its output layer: [ids, *states] -> [hidden [b, L, units], *states after]."""
-    if model not in _HIDDEN_VIEWS:
-        outputs = [model.get_layer("logits").input, *model.outputs[1:]]
-        # one output as a tensor, not a list of one, as the model's own (forward() unpacks either)
-        _HIDDEN_VIEWS[model] = keras.Model(
-            model.inputs, outputs if len(outputs) > 1 else outputs[0], name="nextword_hidden"
-        )
-    return _HIDDEN_VIEWS[model]
-
-
 def train_losses(model: keras.Model, inputs: tf.Tensor, states: tuple, targets: tf.Tensor) -> tuple[tf.Tensor, tuple]:
     """Cross-entropy per target [b, L] (training mode) and the states after the window.
 
-    An adaptive output (trainer/adaptive.py) computes only each target's log-probability,
-    never the whole vocabulary's: the same losses, at a fraction of the cost.
+    The head's own target log-probabilities (trainer/lm.py): the adaptive one (trainer/adaptive.py)
+    computes only each target's, never the whole vocabulary's.
     """
-    output = model.get_layer("logits")
-    if not isinstance(output, AdaptiveTiedOutput):
-        logits, new_states = forward(model, inputs, states, training=True)
-        return token_losses(logits, targets), new_states
-    hidden, new_states = forward(hidden_view(model), inputs, states, training=True)
-    return -output.target_log_probs(hidden, targets), new_states
+    view = lm.of(model)
+    hidden, new_states = view.hidden(inputs, states, training=True)
+    return -view.head.target_log_probs(hidden, targets), new_states
 
 
 def zero_states(model: keras.Model, batch: int) -> tuple:
-    """Zero (h, c) per LSTM layer, [batch, units] float32; empty for a stateless model."""
-    return tuple(tf.zeros([batch, spec.shape[-1]], tf.float32) for spec in model.inputs[1:])
+    """Zero states per recurrent layer (LSTM: h, c), [batch, units] float32; empty for a stateless model."""
+    return lm.of(model).zero_states(batch)
 
 
 def replica_train_step(
@@ -196,13 +167,13 @@ def replica_eval_step(
     bf16 and in float32 (bench/results/peer_levers.json).
     """
     inputs, targets, mask = split_window(ids)
-    hidden, new_states = forward(hidden_view(model), inputs, states, training=False)
-    output = model.get_layer("logits")
+    view = lm.of(model)
+    hidden, new_states = view.hidden(inputs, states, training=False)
     length = targets.shape[1]  # None: unknown when traced, one block of all (-1)
     starts = range(0, length, EVAL_HEAD_STEPS) if length else [0]
     sizes = [min(EVAL_HEAD_STEPS, length - start) if length else -1 for start in starts]
     hidden, targets, mask = (tf.split(t, sizes, axis=1) for t in (hidden, targets, mask))
-    blocks = zip(output.call_blocks(hidden), targets, mask, strict=True)
+    blocks = zip(view.head.call_blocks(hidden), targets, mask, strict=True)
     figures = tf.add_n([eval_sums(logits, t, weights, m) for logits, t, m in blocks])
     if stop_votes is not None:  # in the same all-reduce: every worker learns of a stop at the same step
         figures = tf.concat([figures, tf.cast(stop_votes, tf.float64)], axis=0)

@@ -33,6 +33,10 @@ class TokenScore(TypedDict):
 class PredictionRecord:
     """One input line's output, keyed by (file, line, offset); None where the mode or an error leaves a field out."""
 
+    # One more when a field is added, removed or changes meaning: a resumed job (batch_predict/resume.py)
+    # keeps the committed ranges only when they were written in this format.
+    FORMAT: ClassVar[int] = 1
+
     file: str
     line: int  # 1-based
     offset: int  # of the line's first byte

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import signal
 
-from nextword import config as config_lib
 from nextword.cli import cli_parsers, console
 
 # The shell's codes for "terminated by a signal" (128 + its number): 143 for SIGTERM, 130 for Ctrl-C.
@@ -22,12 +21,6 @@ class Stopped(Exception):
 
     def line(self) -> str:
         return f"{'interrupted' if self.signum == signal.SIGINT else 'preempted'}: {self}"
-
-
-def one_line(err: BaseException) -> str:
-    """An error's first non-blank line (its type's name if it has none): what a one-line message shows."""
-    lines = [line for line in str(err).splitlines() if line.strip()]
-    return lines[0] if lines else type(err).__name__
 
 
 def describe_exit(returncode: int) -> str:
@@ -49,7 +42,3 @@ def parser(stage: str) -> argparse.ArgumentParser:
 def setup_logging(verbose: bool = False) -> None:
     """The console's logging for a program that is not a `nextword` command (bench/): quiet unless verbose."""
     console.setup_logging(verbose)
-
-
-def config_yaml(config: config_lib.Config) -> str:
-    return config_lib.to_yaml(config)

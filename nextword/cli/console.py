@@ -31,9 +31,9 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-PROJECT_PACKAGES = frozenset(
-    {"nextword", "trainer", "beam_preprocess", "batch_predict", "baseline", "bench", "__main__"}
-)
+from nextword import packages
+
+PROJECT_PACKAGES = frozenset({*packages.PACKAGES, "bench", "__main__"})
 _ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))  # nextword/cli/ -> repo
 PROJECT_DIRS = tuple(os.path.join(_ROOT, name) + os.sep for name in PROJECT_PACKAGES)
 
