@@ -57,6 +57,21 @@ _BUCKET_BYTES_PER_NGRAM = 160
 _BUCKET_SKEW = 2  # the largest bucket against the mean (frequent word pairs gather in one bucket)
 
 
+# What a run writes in its folder (WRITTEN: replaced whole, the work folder with everything in it) and the
+# temporary names of its atomic writes (OWNED): in a folder nextword did not mark, any of them stops the run.
+WRITTEN = (baseline_report.REPORT_FILE, baseline_report.ARPA_FILE, WORK_DIR)
+OWNED = (storage.Owned("", storage.temp_names(baseline_report.REPORT_FILE, baseline_report.ARPA_FILE)),)
+
+
+def _ours(content: dict) -> bool:
+    """Whether a baseline.json is one nextword wrote (a folder from before the ownership mark is adopted)."""
+    try:
+        BaselineReport.from_dict(content, baseline_report.REPORT_FILE)
+    except ValueError:
+        return False
+    return True
+
+
 def baseline_dir(config: Config) -> str:
     return config.baseline.output_dir  # <train.data_dir>/baseline unless set (nextword/config.py)
 
@@ -440,7 +455,9 @@ def build(p: beam.Pipeline, config: Config) -> None:
     work = storage.join(folder, WORK_DIR)
     if not cloud.launch_only(p.options):  # the old marker goes first: a failed rerun never looks complete
         storage.makedirs(folder, "baseline.output_dir")
-        storage.delete(storage.join(folder, baseline_report.REPORT_FILE))
+        storage.claim(folder, "baseline", OWNED, WRITTEN, marker=baseline_report.REPORT_FILE, trust=_ours,
+                      key="baseline.output_dir")  # fmt: skip
+        storage.clear_owned(folder, OWNED, marker=baseline_report.REPORT_FILE)  # and a killed write's temp files
         storage.remove_tree(work)
         storage.makedirs(work, "baseline.output_dir")
     order, radix = config.baseline.order, tables.radix_of(len(vocab))
@@ -514,4 +531,8 @@ def report_path(config: Config) -> str:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the baseline stage and returns baseline.json ({} when Beam only builds the job)."""
-    return pipelines.run_job("baseline", argv, test_pipeline, build, report_path)
+    return pipelines.run_job("baseline", argv, test_pipeline, build, report_path, _output_dir)
+
+
+def _output_dir(config: Config) -> tuple[str, str]:
+    return baseline_dir(config), "baseline.output_dir"

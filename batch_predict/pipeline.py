@@ -162,4 +162,8 @@ def summary_path(config: Config) -> str:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs the job and returns summary.json's content ({} when Beam only builds the job)."""
-    return pipelines.run_job("predict", argv, test_pipeline, build, summary_path)
+    return pipelines.run_job("predict", argv, test_pipeline, build, summary_path, _output_dir)
+
+
+def _output_dir(config: Config) -> tuple[str, str]:
+    return config.predict.output_dir, "predict.output_dir"

@@ -289,4 +289,8 @@ def manifest_path(config: Config) -> str:
 
 def run(argv: list[str] | None = None, test_pipeline: beam.Pipeline | None = None) -> dict:
     """Runs preprocessing and returns the manifest ({} when Beam only builds the job: --dry_run, a template)."""
-    return pipelines.run_job("preprocess", argv, test_pipeline, build, manifest_path)
+    return pipelines.run_job("preprocess", argv, test_pipeline, build, manifest_path, _output_dir)
+
+
+def _output_dir(config: Config) -> tuple[str, str]:
+    return config.preprocess.output_dir, "preprocess.output_dir"

@@ -66,3 +66,25 @@ def test_text_settings_inside_an_artifact_are_checked_too():
     data["text"] = data["text"] | {"casing": "upper"}
     with pytest.raises(ValueError, match=r"^f.json: incomplete or invalid .*casing.*; rerun `nextword preprocess`"):
         Manifest.from_dict(data, "f.json")
+
+
+@pytest.mark.parametrize(
+    "name, field, value",
+    [
+        ("manifest", "pad_id", float("nan")),  # would be copied into the bundle's manifest.json
+        ("manifest", "window_length", "35"),
+        ("manifest", "text", None),
+        ("manifest", "shards", {"train": [7]}),
+        ("bundle", "context_tokens", "35"),
+        ("bundle", "vocab_size", True),
+        ("baseline", "discounts", [[float("inf")]]),
+        ("summary", "complete", "yes"),
+        ("summary", "output_shards", None),
+    ],
+)
+def test_a_field_of_another_type_null_or_nan_is_one_line_naming_the_file_and_field(name, field, value):
+    artifact = SAMPLES[name]
+    data = json.loads(json.dumps(artifact.to_dict() | {field: value}))  # Python's JSON reads NaN and Infinity
+    with pytest.raises(ValueError, match=rf"^f.json: {field} is .+, not of type .+; (rerun|re-export)") as err:
+        type(artifact).from_dict(data, "f.json")
+    assert "\n" not in str(err.value)

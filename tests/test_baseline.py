@@ -10,6 +10,7 @@ import pytest
 
 from baseline import arpa, kneser_ney, ngrams, score
 from baseline.ngrams import BOS
+from nextword import storage
 from tests.support.markov import markov_windows
 
 A, B = 1, 2  # ids of the hand-computed case; 0 is the unknown symbol
@@ -151,6 +152,16 @@ def test_beam_stage_matches_the_pure_core_and_learns_the_chain(synthetic, tmp_pa
     # A first-order Markov chain: the n-gram model gets within 3% of the generator's perplexity.
     assert report["evaluation"]["carried"]["test"]["perplexity"] < GENERATOR["perplexity"] * 1.03
     assert (out / "model.arpa").read_text().startswith("\\data\\\nngram 1=")
+    assert json.loads((out / storage.OWNER_FILE).read_text())["stage"] == "baseline"  # the folder is marked ours
+    # A folder nextword did not write, holding a file a run would replace: refused, the file stays.
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "model.arpa").write_text("my own model\n")
+    args = ["--set", f"train.data_dir={synthetic}", "--set", f"baseline.output_dir={theirs}"]
+    with pytest.raises(ValueError, match=rf"^{theirs / 'model.arpa'}: not written by nextword: choose an empty"):
+        pipeline.run(args, test_pipeline=local_test_pipeline())
+    assert [p.name for p in theirs.iterdir()] == ["model.arpa"]
+    assert (theirs / "model.arpa").read_text() == "my own model\n"
 
 
 @pytest.mark.unit

@@ -108,6 +108,6 @@ def test_transient_503s_are_retried_and_the_output_is_complete(gcs_bucket, gcs_e
 def test_denied_listing_is_one_line(gcs_bucket, gcs_emulator, capsys):
     glob = _upload(gcs_bucket)
     bucket = gcs_bucket[len("gs://") :]
-    gcs_emulator.proxy.fail(("*", f"/b/{bucket}/o\\?", 403, None))
+    gcs_emulator.proxy.fail(("GET", f"/b/{bucket}/o\\?", 403, None))  # listings only (uploads are POSTs)
     assert preprocess_cli.main(_args(glob, f"{gcs_bucket}/data")) == 1
     assert _one_error_line(capsys).startswith(f"error: {glob}: permission denied to list (HTTP 403)")

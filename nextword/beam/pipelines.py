@@ -60,18 +60,28 @@ def pipeline(beam_args: list[str], test_pipeline=None) -> Iterator:
         yield p
 
 
-def run_job(stage: str, argv: list[str] | None, test_pipeline, build, commit_marker) -> dict:
+def run_job(stage: str, argv: list[str] | None, test_pipeline, build, commit_marker, output_dir) -> dict:
     """Parses the command line, runs `build(p, config)`'s pipeline and returns the job's commit marker.
 
     commit_marker(config) is the path of the JSON file the job writes last; {}
     when Beam only built the job (--dry_run, a template): nothing ran.
+    output_dir(config) is (folder, its config key): the job holds its lock
+    (nextword/storage/job_lock.py) from before the pipeline is built until it ends.
     """
     from nextword import cloud, storage
+    from nextword.storage.job_lock import JobLock
 
     config, beam_args = parse(stage, argv)
-    with pipeline(beam_args, test_pipeline) as p:
-        build(p, config)
-    if cloud.launch_only(p.options):
+    launch_only = cloud.launch_only(pipeline_options(beam_args) if test_pipeline is None else test_pipeline.options)
+    with contextlib.ExitStack() as held:
+        if not launch_only:  # building a template runs nothing and leaves the folder alone
+            folder, key = output_dir(config)
+            # A job refused before it writes anything leaves no folder behind (the lock's goes first).
+            held.callback(storage.remove_empty_folders, storage.makedirs(folder, key))
+            held.enter_context(JobLock(folder, key, f"nextword {stage}").held())
+        with pipeline(beam_args, test_pipeline) as p:
+            build(p, config)
+    if launch_only:
         return {}
     return json.loads(storage.read_text(commit_marker(config)))
 

@@ -16,6 +16,7 @@ import base64
 import contextlib
 import glob
 import io
+import itertools
 import json
 import os
 import re
@@ -172,6 +173,27 @@ def atomic_write(path: str) -> Iterator[BinaryIO]:
         raise
 
 
+def create_new(path: str, text: str) -> bool:
+    """Writes a local file whole at `path` only if nothing is there (not even a link); False if something is.
+
+    Of two processes creating one path at the same time exactly one gets True: the file is written under a
+    temporary name and hard-linked to `path`, which fails when the name is taken.
+    """
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    try:
+        with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o666), "wb") as f:
+            f.write(text.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+
+
 def write_marker(path: str, content: dict) -> None:
     """Writes a stage's commit marker (JSON), atomically: the last step of a job that succeeded, and only then.
 
@@ -240,10 +262,14 @@ def match_regular(pattern: str) -> Matched:
     return Matched([m for m in matched if m[0] not in skipped], special, dangling)
 
 
-def makedirs(path: str, key: str = "") -> None:
-    """Creates the directory `path` (a no-op on gs://); a file in its place is one line naming `key`."""
+def makedirs(path: str, key: str = "") -> list[str]:
+    """Creates the directory `path` (a no-op on gs://); a file in its place is one line naming `key`.
+
+    Returns the folders it created, deepest first (for remove_empty_folders when the job stops early).
+    """
     if is_remote(path):
-        return
+        return []
+    created = list(itertools.takewhile(lambda p: not os.path.lexists(p), [path, *map(str, Path(path).parents)]))
     try:
         os.makedirs(path, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -253,6 +279,14 @@ def makedirs(path: str, key: str = "") -> None:
         raise NotADirectoryError(
             f"{where}{path}: {blocker} is a file, not a directory; set {key or 'the output path'} to a directory"
         ) from None
+    return created
+
+
+def remove_empty_folders(folders: Iterable[str]) -> None:
+    """Removes each of `folders` (local, deepest first) that is empty; a folder with anything in it stays."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            os.rmdir(folder)
 
 
 def crc32c(path: str) -> str:
