@@ -19,6 +19,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from batch_predict import core
+from nextword import cache
 from nextword.artifacts import bundle as bundle_lib
 from nextword.text import contract
 
@@ -123,15 +124,23 @@ class Document:
     A document starts after `<eos>` when the bundle has it, so every text's tokens are predicted; without
     `<eos>`, the document's first token is context only. `advance` runs texts through the model as context
     without scoring them (a warm-up); `score` scores texts that continue the document.
+
+    With the bundle's continuous cache (bundle.json's `cache`, nextword/cache.py), each token's probability
+    mixes in the document's earlier tokens, those of warm-ups included, as `nextword evaluate` chose it.
     """
 
     def __init__(self, model: LoadedBundle, bundle: bundle_lib.Bundle):
         self._model = model
         self.state = np.zeros([bundle.state_size], np.float32)
         self.last_id = contract.EOS_ID if bundle.settings.eos else -1
+        self._cache = cache.Window(cache.CacheParams(**bundle.info.cache)) if bundle.info.cache else None
 
     def advance(self, texts: Sequence[str]) -> None:
-        if texts:
+        if texts and self._cache:  # the cache needs the warm-up's hidden states: the scoring signature has them
+            out = self._model.score_stream(texts, self.state, self.last_id)
+            self._cache.hold(out["token_hidden"], out["token_id"])
+            self.state, self.last_id = out["state"], int(out["last_id"])
+        elif texts:
             self.state, self.last_id = self._model.advance_stream(texts, self.state, self.last_id)
 
     def score(self, texts: Sequence[str], per_token: bool) -> tuple[list[core.LineScore], dict[str, list]]:
@@ -140,8 +149,22 @@ class Document:
             return [], {}
         out = self._model.score_stream(texts, self.state, self.last_id)
         self.state, self.last_id = out.pop("state"), int(out.pop("last_id"))
+        hidden, ids = out.pop("token_hidden", None), out.pop("token_id", None)
+        if self._cache and hidden is not None:
+            out.update(self._with_cache(out, hidden, ids))
         out = as_lists(out)
         return line_scores(out, per_token), out
+
+    def _with_cache(self, out: dict[str, np.ndarray], hidden: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """score_stream's token and line log-probabilities with the cache mixed in."""
+        token_log_prob = self._cache.log_probs(hidden, ids, out["token_log_prob"])
+        line_of = np.repeat(np.arange(len(out["tokens"])), out["tokens"])
+        known = np.where(out["token_unknown"], 0.0, token_log_prob)
+        return {
+            "token_log_prob": token_log_prob.astype(np.float32),
+            "log_prob": np.bincount(line_of, token_log_prob, len(out["tokens"])).astype(np.float32),
+            "known_log_prob": np.bincount(line_of, known, len(out["tokens"])).astype(np.float32),
+        }
 
 
 class Predictor:

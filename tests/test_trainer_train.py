@@ -241,10 +241,13 @@ def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(
     exported = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
     shutil.rmtree(tmp_path / "model" / "bundle")
     assert cli.main(["export", *train_args(synthetic, tmp_path / "model")]) == 0
-    again = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))  # complete, and the same model
-    assert (
-        again.model_fingerprint == exported.model_fingerprint and again.info.weights_sha256 == trained["weights_sha256"]
-    )
+    again = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))  # complete, and the same weights
+    assert again.info.weights_sha256 == exported.info.weights_sha256 == trained["weights_sha256"]
+    # What `nextword evaluate` chose for these weights travels in the bundle: the model's identity names it.
+    assert again.info.cache == evaluated["cache"]["parameters"] and not exported.info.cache
+    assert again.model_fingerprint != exported.model_fingerprint
+    tokens = evaluated["cache"]["test"]["lstm"]["tokens"]
+    assert evaluated["cache"]["test"]["lstm_cache"]["tokens"] == tokens == evaluated["test"]["tokens"]
 
 
 def test_model_dir_of_other_data_is_refused(synthetic, ordered, tmp_path, capsys):
@@ -306,7 +309,7 @@ def test_the_best_validation_epoch_is_evaluated_and_exported_when_later_ones_get
     from trainer.main import weights_sha256
 
     def checkpoint_sha(folder):
-        cfg = ModelConfig(embedding_dim=64, units=128, dropout=0.0)
+        cfg = ModelConfig(num_layers=1, embedding_dim=64, units=128, dropout=0.0)
         model = build_model(metrics["data"]["vocab_size"], cfg, with_state=metrics["train"]["carry_state"])
         tf.train.Checkpoint(model=model).restore(
             tf.train.latest_checkpoint(str(folder))

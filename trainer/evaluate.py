@@ -5,6 +5,7 @@ nextword evaluate --config configs/demo.yaml   # the latest checkpoint of train.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import json
@@ -16,11 +17,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from nextword import storage
+from nextword import cache, storage
 from nextword.artifacts import versioned
 from nextword.artifacts.model_dir import METRICS_FILE
+from trainer import lm
 from trainer.inputs import Inputs
-from trainer.steps import EVAL_FIGURES, replica_eval_step
+from trainer.steps import EVAL_FIGURES, replica_eval_step, split_window
 
 _LOG = logging.getLogger(__name__)
 
@@ -75,6 +77,76 @@ class Evaluator:
                 f"{expected}; the shards changed after preprocessing: rerun it"
             )
         return metrics
+
+
+def cache_streams(model: keras.Model, inputs: Inputs, split: str) -> list[cache.Stream]:
+    """The split under the evaluation protocol as the continuous cache's streams (nextword/cache.py): one per
+    batch row with carried state (where the state resets, at each row's start, so does the cache), one per
+    window without. Each holds the row's predicted tokens once, in order: the output head's input, the target,
+    and the model's log-probability of it. Read on this process alone (every local replica's rows)."""
+    view = lm.of(model)
+    carried = view.takes_states
+
+    @tf.function
+    def forward(ids, states):
+        ids_in, targets, mask = split_window(ids)
+        hidden, after = view.hidden(ids_in, states, training=False)  # [rows, L, units]
+        return hidden, targets, mask, view.head.target_log_probs(hidden, targets), list(after)
+
+    local = inputs.strategy.experimental_local_results
+    dataset, _ = inputs.evaluation(split)
+    rows: dict[int, list] = {}
+    states: list = []
+    for step, (ids, weights) in enumerate(dataset):
+        ids, weights = (tf.concat(local(t), axis=0) for t in (ids, weights))
+        if carried and not states:
+            states = list(view.zero_states(ids.shape[0]))
+        *outputs, states = forward(ids, states)
+        hidden, targets, mask, log_probs = (output.numpy() for output in outputs)
+        real = (mask * weights.numpy()[:, None]) > 0  # [rows, L]: predicted tokens of real windows
+        for row in range(ids.shape[0]):
+            key = row if carried else step * ids.shape[0] + row
+            rows.setdefault(key, []).append(
+                (hidden[row][real[row]], targets[row][real[row]], log_probs[row][real[row]])
+            )
+    return [cache.Stream(*(np.concatenate(part) for part in zip(*parts, strict=True))) for parts in rows.values()]
+
+
+# The hidden states of one split that cache_streams holds at once (float32): past it the cache is not chosen.
+CACHE_MEMORY_BYTES = 2 << 30
+
+
+def cache_section(model: keras.Model, inputs: Inputs) -> dict | None:
+    """metrics.json's "cache": the continuous cache's size, flatness and weight chosen on valid by a small grid
+    (cache.choose), and valid and test perplexity of the LSTM alone and with the cache, on the same tokens.
+
+    None (with a log line) where a split's hidden states would take more than CACHE_MEMORY_BYTES."""
+    width = lm.of(model).hidden_units
+    largest = max(inputs.spec.targets(split) for split in ("valid", "test"))
+    if largest * width * 4 > CACHE_MEMORY_BYTES:
+        _LOG.info(
+            "continuous cache not chosen: %d tokens x %d hidden floats exceed %d GiB; document scoring runs "
+            "without it", largest, width, CACHE_MEMORY_BYTES >> 30,
+        )  # fmt: skip
+        return None
+    params, grid = cache.choose(cache_streams(model, inputs, "valid"))
+    section = {"parameters": dataclasses.asdict(params), "chosen_on": "valid", "grid": grid}
+    for split in ("valid", "test"):
+        streams = cache_streams(model, inputs, split)
+        tokens = sum(len(stream.targets) for stream in streams)
+        alone = sum(float(np.sum(stream.model_log_probs, dtype=np.float64)) for stream in streams)
+        mixed = sum(float(cache.log_probs(stream, params).sum()) for stream in streams)
+        section[split] = {
+            "lstm": {"perplexity": cache.perplexity(alone, tokens), "tokens": tokens},
+            "lstm_cache": {"perplexity": cache.perplexity(mixed, tokens), "tokens": tokens},
+        }
+    _LOG.info(
+        "continuous cache %s (chosen on valid): test perplexity %.2f alone, %.2f with the cache",
+        section["parameters"],
+        section["test"]["lstm"]["perplexity"],
+        section["test"]["lstm_cache"]["perplexity"],
+    )
+    return section
 
 
 def read_metrics(model_dir: str) -> dict:

@@ -144,7 +144,7 @@ def set_up(config: Config) -> Setup:
     refuse_model_in_data(config.train)
     strategy, worker = make_strategy(config.train)  # first: multi-worker collectives start before any op
     spec = load_data_spec(config.train.data_dir)
-    config = sizing.resolve(config, spec.targets("train"))
+    config = sizing.resolve(config, spec.targets("train"), on_gpu=not unrolled())
     dtype, why = choose_matmul_dtype(config.train.matmul_dtype, not unrolled(), cpu_bf16_units())
     _LOG.info("large matmuls in %s (%s)", dtype, why)
     config = dataclasses.replace(config, train=dataclasses.replace(config.train, matmul_dtype=dtype))
@@ -345,7 +345,11 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
     with restored_best(config, "evaluate") as (loop, setup):
         if setup.worker.is_chief:
             claim_model_dir(cfg.model_dir)  # before the work: metrics.json is rewritten at the end
-        found = evaluate_or_stop(exact_evaluator(loop, setup), "evaluation", "nothing was written: rerun it")
+        evaluator = exact_evaluator(loop, setup)
+        found = evaluate_or_stop(evaluator, "evaluation", "nothing was written: rerun it")
+        if loop.worker.num_workers == 1:  # the cache reads every row on one process
+            if cache := evaluate_lib.cache_section(evaluator.model, loop.inputs):
+                found["cache"] = cache
         found["weights_sha256"] = weights_sha256(loop.model)
         worker = loop.worker
     metrics = evaluate_lib.read_metrics(cfg.model_dir) | found

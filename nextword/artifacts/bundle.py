@@ -61,6 +61,8 @@ class BundleInfo(versioned.Versioned):
     checksums: dict[str, str] = dataclasses.field(default_factory=dict)
     state_size: int = 0  # floats of the stream signatures' state (0: exported before they existed)
     weights_sha256: str = ""  # taken at export ("": exported before model fingerprints)
+    # the continuous cache of document scoring (nextword/cache.py): size, theta, weight ({}: none)
+    cache: dict[str, float] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     READS: ClassVar[int] = FORMAT_VERSION
@@ -84,6 +86,8 @@ class BundleInfo(versioned.Versioned):
             "context_tokens": self.context_tokens,
             "weights_sha256": self.weights_sha256,
         }
+        if self.cache:  # document scores mix in the cache (absent before it, so older fingerprints stay)
+            content["cache"] = self.cache
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
