@@ -33,7 +33,7 @@ VARIANTS = {"full": (), "adaptive (1000, 4000)": (1000, 4000), "adaptive (2000,)
 
 
 def make_step(vocab: int, units: int, cutoffs: tuple, ids: tf.Tensor, targets: tf.Tensor):
-    cfg = ModelConfig(embedding_dim=units, units=units, head="adaptive", adaptive_cutoffs=cutoffs)
+    cfg = ModelConfig(num_layers=1, embedding_dim=units, units=units, head="adaptive", adaptive_cutoffs=cutoffs)
     model = build_model(vocab, cfg, with_state=True)
     optimizer = keras.optimizers.Adam(0.005)
     states = steps.zero_states(model, ids.shape[0])

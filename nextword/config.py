@@ -71,14 +71,12 @@ class PreprocessConfig:
 class ModelConfig:
     # Named parts (trainer/model.py): an embedding, a recurrent stack (trainer/recurrent.py) and an
     # output head (trainer/heads.py). The defaults are the recipe measured in bench/quality.py (README,
-    # "Quality"): one tied LSTM layer with strong dropout, sized by the training split (trainer/sizing.py):
-    # 384 units and dropout 0.65 below 500k tokens, 256 and 0.5 from there.
+    # "Quality"): a tied LSTM with strong dropout, its units, layers and dropout sized by the training split
+    # and the device (trainer/sizing.py's ladders).
     embedding_dim: int = setting(0, low=0, high=16_384, why="the embedding is vocabulary x embedding_dim")  # 0: units
     cell: str = setting("lstm", choices=("lstm", "gru"))  # both cuDNN-eligible
     units: int = setting(0, low=0, high=16_384, why="an LSTM layer's kernel is 32 units^2 bytes")  # 0: by the split
-    num_layers: int = setting(
-        1, low=0, low_open=True, high=64, why="each layer's activations are kept for the gradient"
-    )
+    num_layers: int = setting(0, low=0, high=64, why="each layer's activations are kept for the gradient")  # 0: by size
     dropout: float | None = setting(None, low=0, high=1, high_open=True)  # null: by the training split's size
     # One dropout mask per sequence, the same at every time step (Gal & Ghahramani 2016), on the
     # embeddings, between layers and before the output; outside the recurrent layers, so cuDNN stays eligible.

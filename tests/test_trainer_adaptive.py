@@ -18,7 +18,7 @@ from trainer.model import build_model
 
 VOCAB = 40
 ADAPTIVE = ModelConfig(
-    embedding_dim=16, units=16, dropout=0.0, head="adaptive", adaptive_cutoffs=(6, 20), adaptive_factor=2
+    num_layers=1, embedding_dim=16, units=16, dropout=0.0, head="adaptive", adaptive_cutoffs=(6, 20), adaptive_factor=2
 )
 
 

@@ -39,7 +39,7 @@ def chain_windows(chain: synthetic.MarkovChain, num_windows: int, seed: int) -> 
 
 def valid_perplexity(tie: bool, train: np.ndarray, valid: np.ndarray, vocab_size: int) -> float:
     keras.utils.set_random_seed(1)
-    cfg = ModelConfig(embedding_dim=64, units=64, dropout=0.0, head="tied" if tie else "full")
+    cfg = ModelConfig(num_layers=1, embedding_dim=64, units=64, dropout=0.0, head="tied" if tie else "full")
     model = build_model(vocab_size, cfg)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     model.compile(optimizer=keras.optimizers.Adam(0.001), loss=loss, jit_compile=False)  # no XLA on CPU
@@ -59,20 +59,20 @@ def test_tied_embeddings_learn_about_as_fast_as_untied():
 
 
 def test_locked_dropout_uses_one_mask_per_sequence_and_keeps_cudnn_eligibility():
-    cfg = ModelConfig(embedding_dim=8, units=8, dropout=0.5, locked_dropout=True)
+    cfg = ModelConfig(num_layers=1, embedding_dim=8, units=8, dropout=0.5, locked_dropout=True)
     model = build_model(50, cfg)
     ones = np.ones((4, 6, 8), "float32")
     dropped = model.get_layer("embedding_dropout")(ones, training=True).numpy()
     assert (dropped == dropped[:, :1]).all()  # the same units dropped at every time step
     assert 0 < (dropped == 0).mean() < 1
-    free = build_model(50, ModelConfig(embedding_dim=8, units=8, dropout=0.5))
+    free = build_model(50, ModelConfig(num_layers=1, embedding_dim=8, units=8, dropout=0.5))
     varied = free.get_layer("embedding_dropout")(ones, training=True).numpy()
     assert not (varied == varied[:, :1]).all()
     assert cudnn_eligible(model) == []
 
 
 def test_tied_output_with_other_units_projects_to_the_embedding_size():
-    model = build_model(50, ModelConfig(embedding_dim=8, units=12, dropout=0.5, head="tied"))
+    model = build_model(50, ModelConfig(num_layers=1, embedding_dim=8, units=12, dropout=0.5, head="tied"))
     assert model.get_layer("tied_projection").kernel.shape == (12, 8)
     assert model(np.zeros((2, 5), "int32")).shape == (2, 5, 50)
     names = [w.path for w in model.weights]
@@ -80,12 +80,12 @@ def test_tied_output_with_other_units_projects_to_the_embedding_size():
 
 
 def test_auto_head_is_tied_below_5000_words_and_adaptive_from_there():
-    cfg = ModelConfig(embedding_dim=8, units=8, dropout=0.5, head="auto")
+    cfg = ModelConfig(num_layers=1, embedding_dim=8, units=8, dropout=0.5, head="auto")
     assert heads.resolve(4999, cfg) == "tied" and heads.resolve(5000, cfg) == "adaptive"
     adaptive = build_model(10000, cfg)
     assert adaptive.get_layer("embedding").ranges == [(0, 1000), (1000, 4000), (4000, 10000)]
     assert heads.resolve(50, ModelConfig(head="adaptive", adaptive_cutoffs=(60,))) == "tied"  # no cluster left
-    full = build_model(50, ModelConfig(embedding_dim=8, units=8, dropout=0.5, head="full"))
+    full = build_model(50, ModelConfig(num_layers=1, embedding_dim=8, units=8, dropout=0.5, head="full"))
     assert full.get_layer("logits").kernel.shape == (8, 50)  # its own output matrix
 
 
@@ -167,7 +167,7 @@ def test_the_eval_step_sums_what_the_whole_window_logits_give(head, with_state, 
 
 def test_the_eval_step_takes_windows_of_a_length_unknown_when_traced():
     # Traced without the window's length, the head runs as one block: the same figures.
-    model = build_model(50, ModelConfig(embedding_dim=8, units=8, dropout=0.0, head="full"))
+    model = build_model(50, ModelConfig(num_layers=1, embedding_dim=8, units=8, dropout=0.0, head="full"))
     signature = [tf.TensorSpec([None, None], tf.int32)]
     step = tf.function(lambda ids: steps.replica_eval_step(model, ids, tf.ones([3]), ())[0], input_signature=signature)
     ids = tf.constant(np.random.default_rng(5).integers(0, 50, (3, 13)).astype("int32"))

@@ -41,7 +41,7 @@ def build_model(
     `matmul_dtype` "bfloat16" computes the output matmuls and the unrolled LSTMs' input projections in
     bf16 (train.matmul_dtype; trainer/matmul.py); everything else stays float32.
     """
-    if not cfg.units or not cfg.embedding_dim or cfg.dropout is None:
+    if not cfg.units or not cfg.num_layers or not cfg.embedding_dim or cfg.dropout is None:
         raise ValueError("train.model: a size is left to the corpus; call trainer.sizing.resolve first")
     ids = keras.Input(shape=(None,), dtype="int32", name="ids")
     initial_states = [keras.Input(shape=(cfg.units,), name=name) for name in recurrent.state_names(cfg, with_state)]
