@@ -12,7 +12,9 @@ Each stage runs in its own process (peak RSS and CPU seconds from `wait4`):
 - preprocess: `beam_preprocess` on the local runner.
 - baseline: the 5-gram, `baseline` on the local runner (estimation and scoring of valid and test).
 - inputs: time to the first batch of a training epoch and of an evaluation of the valid split, carried
-  state, with 32 and 128 batch rows (the readers' start-up, before any model step).
+  state, with 32 and 128 batch rows (the readers' start-up, before any model step); each row opening the
+  shard piece that holds its start ("pieces"), and, for reference, skipping from the split's first window
+  as the reader did before pieces ("from_start").
 - train: `trainer` for a fixed number of steps of a fixed model (1 x 256 LSTM, tied head, batch 32), then
   its validation, the final evaluation of valid and test, and the export, as a training job runs them.
   From its TensorBoard events: time to the first step, steps/s, validation seconds; from its files:
@@ -66,15 +68,18 @@ from trainer.inputs import Inputs
 from trainer.strategy import make_strategy
 config = config_lib.from_dict(None, SETTINGS)
 strategy, worker = make_strategy(config.train)
-spec = load_data_spec(config.train.data_dir)
+pieces = load_data_spec(config.train.data_dir)
+# The reader before pieces: every row skips from the split's first window (as with one file per shard).
+from_start = dataclasses.replace(pieces, manifest=dataclasses.replace(pieces.manifest, shard_windows={}))
 result = {}
-for rows in ROWS:
-    cfg = dataclasses.replace(config.train, per_replica_batch_size=rows)
-    inputs = Inputs(spec, cfg, strategy, worker)
-    for what, batches in (("train", lambda: inputs.train(0, 0)), ("valid", lambda: inputs.evaluation("valid")[0])):
-        started = time.monotonic()
-        next(iter(batches()))
-        result[f"first_{what}_batch_seconds_{rows}_rows"] = time.monotonic() - started
+for reader, spec in (("pieces", pieces), ("from_start", from_start)):
+    for rows in ROWS:
+        cfg = dataclasses.replace(config.train, per_replica_batch_size=rows)
+        inputs = Inputs(spec, cfg, strategy, worker)
+        for what, batches in (("train", lambda: inputs.train(0, 0)), ("valid", lambda: inputs.evaluation("valid")[0])):
+            started = time.monotonic()
+            next(iter(batches()))
+            result[f"{reader}_first_{what}_batch_seconds_{rows}_rows"] = time.monotonic() - started
 """
 
 _TRAIN = """
@@ -111,7 +116,9 @@ result = {
 _PREDICT = """
 from batch_predict import pipeline
 summary = pipeline.run(sets(SETTINGS))
-result = {k: summary[k] for k in ("lines", "records", "rejected") if k in summary}
+result = {"input_lines": summary["input_lines"], "output_records": summary["output_records"],
+          "rejects": sum(summary["rejects_by_reason"].values()), "scored_tokens": summary["scored_tokens"],
+          "perplexity": summary["perplexity"], "job_seconds": summary["seconds"]}
 """
 
 _HEADER = """
@@ -199,15 +206,15 @@ def settings(copies: int) -> dict[str, list[str]]:
 BODIES = {"preprocess": _PREPROCESS, "baseline": _BASELINE, "inputs": _INPUTS, "train": _TRAIN, "predict": _PREDICT}
 
 
-def work_tokens(stage: str, run: dict, manifest: dict, predict_lines: int) -> int:
+def work_tokens(stage: str, run: dict, manifest: dict) -> int:
     """The tokens a stage's time is divided by: the corpus for preprocessing and the baseline, the
-    valid and test splits for training (its evaluation dominates), the scored lines' tokens for prediction."""
+    valid and test splits for training (its evaluation dominates), the scored tokens for prediction."""
     tokens = manifest["counts"]["tokens"]
-    if stage in ("preprocess", "baseline", "inputs"):
-        return sum(tokens.values())
     if stage == "train":
         return tokens["valid"] + tokens["test"]
-    return round(sum(tokens.values()) * predict_lines / run["corpus_lines"])
+    if stage == "predict":
+        return run["scored_tokens"]
+    return sum(tokens.values())
 
 
 def measure(copies: int, stage: str) -> dict:
@@ -297,7 +304,7 @@ def main() -> None:
             run["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
             manifest = json.loads((WORK / f"scale-data-x{copies}" / "manifest.json").read_text())
             size["corpus_tokens"] = sum(manifest["counts"]["tokens"].values())
-            run["work_tokens"] = work_tokens(stage, size, manifest, size["predict_lines"])
+            run["work_tokens"] = work_tokens(stage, run, manifest)
             if stage != "inputs":
                 run["tokens_per_s"] = round(run["work_tokens"] / run["seconds"])
             size["stages"][stage] = run

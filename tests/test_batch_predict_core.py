@@ -152,6 +152,8 @@ def _bigquery_fields(typed: type) -> list[dict]:
     """(name, type, mode) of every field of a dataclass or TypedDict, nested records included, from its hints."""
     fields = []
     for name, hint in typing.get_type_hints(typed).items():
+        if typing.get_origin(hint) is typing.ClassVar:  # a constant of the type, not a column
+            continue
         args = (
             [a for a in typing.get_args(hint) if a is not type(None)]
             if typing.get_origin(hint) is types.UnionType

@@ -15,7 +15,7 @@ SUMMARIES = {
     "preprocess": "text corpus -> vocabulary and TFRecord windows (a Beam job)",
     "train": "windows -> checkpoints, metrics.json, curves.png and the model bundle",
     "evaluate": "the best validation epoch's weights on the valid and test splits, merged into metrics.json",
-    "export": "the best validation epoch's weights exported again as the bundle (same weights, same scores)",
+    "export": "the best validation epoch's weights exported again as the bundle, or for a device (--format tflite)",
     "predict": "next words for texts given as arguments, or the Beam job over predict.input_glob",
     "baseline": "the n-gram baseline on the same data, for comparison (a Beam job)",
     "generate": "continue a text word by word with the bundle (greedy or sampled)",
