@@ -1,6 +1,7 @@
 """Every stage at 1x, 10x and 100x the Penn Treebank training text: wall seconds, tokens/s and peak RSS.
 
     .venv/bin/python bench/scale.py --sizes 1 10 100     # bench/results/scale.json + scale.png
+    .venv/bin/python bench/scale.py --report             # its tables (docs/scale.md)
 
 The corpus of size n is the PTB training text n times, each copy's words tagged with the copy number as in
 bench/baseline_bench.py (n times the tokens and n times the distinct n-grams: the worst case for the
@@ -278,8 +279,61 @@ def save(result: dict, out: Path) -> None:
     plot(result, out.with_suffix(".png"))
 
 
+# The 1B-token estimates' assumptions (docs/scale.md): Dataflow workers of 4 vCPUs (n1-standard-4), each
+# vCPU doing the work of one of this machine's cores; stages in CPU-seconds per million tokens measured here.
+BILLION = 1_000_000_000
+WORKER_VCPUS = 4
+CLOUD_STAGES = ("preprocess", "baseline", "predict")
+
+
+def report(result: dict) -> str:
+    """Markdown: each stage's cost per million tokens at the largest size measured, the growth from the
+    size before it, and what a 1B-token corpus costs on Dataflow workers (an estimate from these costs)."""
+    sizes = sorted(result["sizes"].values(), key=lambda s: s["copies"])
+    lines = [
+        "| stage | at | wall s | CPU s per M tokens | tokens/s | peak RSS MiB | time slope | RSS ratio |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    per_million = {}
+    for stage in STAGES:
+        measured = [s for s in sizes if stage in s["stages"]]
+        if not measured or stage in ("inputs", "train"):
+            continue
+        top = measured[-1]
+        run = top["stages"][stage]
+        per_million[stage] = run["cpu_seconds"] / run["work_tokens"] * 1e6
+        growth = next((v for k, v in result.get("slopes", {}).items() if k.startswith(stage) and
+                       k.endswith(f"->{top['copies']}x")), {})  # fmt: skip
+        lines.append(
+            f"| {stage} | {top['copies']}x ({run['work_tokens'] / 1e6:.1f}M tokens) | {run['seconds']:.0f} | "
+            f"{per_million[stage]:.1f} | {run.get('tokens_per_s', 0):,} | {run['peak_rss_mib']:,} | "
+            f"{growth.get('seconds_slope', '')} | {growth.get('peak_rss_ratio', '')} |"
+        )
+    lines += ["", "| training at | first step s | steps/s | validation tokens/s | final evaluation s | export s |"]
+    lines.append("|---|---|---|---|---|---|")
+    for size in sizes:
+        if run := size["stages"].get("train"):
+            valid = size["stages"]["preprocess"]["tokens"]["valid"]
+            lines.append(
+                f"| {size['copies']}x | {run['first_step_seconds']:.1f} | {run['steps_per_s']:.2f} | "
+                f"{valid / run['validation_seconds']:,.0f} | {run['final_evaluation_seconds']:.0f} | "
+                f"{run['export_seconds']:.0f} |"
+            )
+    lines += ["", "| 1B tokens on Dataflow | CPU hours | hours on 10 workers | hours on 50 workers |"]
+    lines.append("|---|---|---|---|")
+    for stage in CLOUD_STAGES:
+        if stage in per_million:
+            cpu_hours = per_million[stage] * BILLION / 1e6 / 3600
+            lines.append(
+                f"| {stage} | {cpu_hours:.0f} | {cpu_hours / (10 * WORKER_VCPUS):.2f} | "
+                f"{cpu_hours / (50 * WORKER_VCPUS):.2f} |"
+            )
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--report", action="store_true", help="print the Markdown tables of the JSON and stop")
     parser.add_argument("--sizes", type=int, nargs="+", default=[1, 10, 100])
     parser.add_argument("--stages", nargs="+", choices=STAGES, default=list(STAGES))
     parser.add_argument("--again", action="store_true", help="measure pairs already in the JSON again")
@@ -288,6 +342,9 @@ def main() -> None:
     os.chdir(REPO)
     out = Path(args.out)
     result = json.loads(out.read_text()) if out.exists() else {"sizes": {}}
+    if args.report:
+        print(report(result))
+        return
     result["cpu_cores"] = len(os.sched_getaffinity(0))
     for copies in args.sizes:
         size = result["sizes"].setdefault(f"{copies}x", {"copies": copies, "stages": {}})

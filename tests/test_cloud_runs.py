@@ -8,6 +8,7 @@ import pytest
 from nextword import storage
 from nextword.cloud import runs
 from nextword.text import contract
+from tests.support.gcs_emulator import object_names
 
 DAY = datetime.date(2025, 6, 2)
 BAR = {"max_test_perplexity": 10.0}
@@ -74,7 +75,7 @@ def test_chief_creates_the_dated_run_and_workers_and_restarts_find_it(gcs_bucket
     other = runs.resolve_run_dir(runs_dir, "job-7", is_chief=True, today=DAY + datetime.timedelta(days=1))
     assert other == f"{runs_dir}/2025-06-03-job-7"
     assert runs.list_runs(runs_dir) == [chief, other]
-    assert runs.run_artifacts(chief)[0][0] == runs.RUN_MARKER
+    assert object_names(chief)[0] == runs.RUN_MARKER
 
 
 def test_worker_without_a_chief_times_out_with_one_line(gcs_bucket):
@@ -107,7 +108,7 @@ def test_latest_moves_only_to_runs_that_pass_the_bar(gcs_bucket):
     assert not runs.promote_latest(unfinished, pointer, {"test_perplexity": 5.0}, BAR)
     assert runs.read_latest(pointer)["run_dir"] == good
 
-    assert [name for name, _ in runs.run_artifacts(good)] == [
+    assert object_names(good) == [
         runs.RUN_MARKER, "bundle/nextword/bundle.json", "checkpoints/ckpt-1.index"]  # fmt: skip
     assert runs.list_runs(runs_dir) == [good, worse, unfinished]  # LATEST.json is a file, not a run
 

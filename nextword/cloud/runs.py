@@ -71,14 +71,6 @@ def list_runs(runs_dir: str) -> list[str]:
         return sorted(f"gs://{bucket}/{p.rstrip('/')}" for p in pages.prefixes)
 
 
-def run_artifacts(run_dir: str) -> list[tuple[str, int]]:
-    """(path relative to the run, size in bytes) of every object of a run."""
-    bucket, prefix = _dir_prefix(run_dir)
-    with guard(run_dir, "list"):
-        blobs = list(_client().list_blobs(bucket, prefix=prefix))
-    return sorted((b.name[len(prefix) :], b.size) for b in blobs if not b.name.endswith("/"))
-
-
 def resolve_run_dir(
     runs_dir: str, job_id: str, is_chief: bool, today: datetime.date, wait_s: float = 600.0, poll_s: float = 2.0
 ) -> str:

@@ -61,6 +61,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def object_names(folder: str) -> list[str]:
+    """The names, relative to `folder` (gs://BUCKET/PREFIX), of every object under it, sorted."""
+    from google.cloud import storage as gcs
+
+    bucket, _, prefix = folder[len("gs://") :].partition("/")
+    prefix = prefix.rstrip("/") + "/"
+    return sorted(b.name[len(prefix) :] for b in gcs.Client().list_blobs(bucket, prefix=prefix) if b.name != prefix)
+
+
 def _http(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
