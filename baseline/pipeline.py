@@ -27,6 +27,7 @@ carries only their names), removed at the end.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -55,6 +56,9 @@ WORK_DIR = "work"
 _CHUNK_BYTES_PER_TOKEN = 240
 _BUCKET_BYTES_PER_NGRAM = 160
 _BUCKET_SKEW = 2  # the largest bucket against the mean (frequent word pairs gather in one bucket)
+# Bytes per scored position while its queries are made (a Python (context, token) pair, then its rows):
+# the budget sizes the parts a split is scored in, so scoring's memory does not grow with the split.
+_QUERY_BYTES_PER_POSITION = 1024
 
 
 # What a run writes in its folder (WRITTEN: replaced whole, the work folder with everything in it) and the
@@ -327,21 +331,31 @@ def _model_tables(shard: dict, order: int) -> tuple[list, list, list, list]:
 
 
 class QueriesFn(beam.DoFn):
-    """(split, protocol) -> the positions it scores (tagged 'positions') and, per bucket, what it asks of it."""
+    """(split, protocol) -> per part of at most `part_positions` positions: the positions it scores (tagged
+    'positions') and, per bucket, what it asks of it. Parts are keyed (split, protocol, part)."""
 
-    def __init__(self, source: str, manifest: Manifest, order: int, buckets: int, work: str):
+    def __init__(self, source: str, manifest: Manifest, order: int, buckets: int, part_positions: int, work: str):
         self._source, self._manifest, self._order, self._buckets, self._work = source, manifest, order, buckets, work
+        self._part_positions = part_positions
 
     def process(self, evaluation: tuple[str, str]):
         split, protocol = evaluation
         overlap = ngrams.overlap_of(self._manifest.record_length, self._manifest.stride)
         windows = score.read_windows(data_dir.shard_paths(self._source, self._manifest, split))
-        targets = ngrams.targets(windows, self._order, overlap, protocol == "carried")
-        contexts, lengths, tokens = tables.query_arrays(targets, self._order)
-        name = f"{split}-{protocol}"
+        targets = ngrams.targets(windows, self._order, overlap, protocol == "carried")  # streams: history carried on
+        for part in itertools.count():
+            pairs = list(itertools.islice(targets, self._part_positions))
+            if pairs or part == 0:  # an empty split still has its one (empty) part
+                yield from self._part(split, protocol, part, pairs)
+            if len(pairs) < self._part_positions:
+                return
+
+    def _part(self, split: str, protocol: str, part: int, pairs: list):
+        contexts, lengths, tokens = tables.query_arrays(pairs, self._order)
+        name = f"{split}-{protocol}-{part:05d}"
         positions = _save(storage.join(self._work, f"positions-{name}.arrays"), contexts=contexts, lengths=lengths,
                           tokens=tokens)  # fmt: skip
-        yield beam.pvalue.TaggedOutput("positions", (evaluation, positions))
+        yield beam.pvalue.TaggedOutput("positions", ((split, protocol, part), positions))
         token_bucket, context_bucket = tables.query_buckets(contexts, lengths, tokens, self._buckets)
         by_token, by_context = (
             tables.rows_by(token_bucket + 1, self._buckets + 1),
@@ -350,7 +364,7 @@ class QueriesFn(beam.DoFn):
         for b in range(self._buckets):
             t, c = by_token[b + 1], by_context[b + 1]  # index 0: positions the global unigrams answer alone
             path = storage.join(self._work, f"queries-{name}-{b:05d}.arrays")
-            yield b, _save(path, split=np.array(split), protocol=np.array(protocol), token_rows=t,
+            yield b, _save(path, split=np.array(split), protocol=np.array(protocol), part=np.array(part), token_rows=t,
                            contexts=contexts[t], lengths=lengths[t], tokens=tokens[t], context_rows=c,
                            context_contexts=contexts[c], context_lengths=lengths[c])  # fmt: skip
 
@@ -370,15 +384,15 @@ class AnswerFn(beam.DoFn):
             longest, p = tables.answer_tokens(keys, probs, keep, q["contexts"], q["lengths"], q["tokens"], self._radix)
             log_backoff = tables.answer_contexts(keys, backoffs, q["context_contexts"], q["context_lengths"],
                                                  self._radix)  # fmt: skip
-            evaluation = (str(q["split"]), str(q["protocol"]))
-            answers = storage.join(self._work, f"answers-{evaluation[0]}-{evaluation[1]}-{b:05d}.arrays")
-            yield evaluation, _save(answers, token_rows=q["token_rows"], longest=longest, p=p,
+            key = (str(q["split"]), str(q["protocol"]), int(q["part"]))
+            answers = storage.join(self._work, f"answers-{key[0]}-{key[1]}-{key[2]:05d}-{b:05d}.arrays")
+            yield key, _save(answers, token_rows=q["token_rows"], longest=longest, p=p,
                                     context_rows=q["context_rows"], log_backoff=log_backoff)  # fmt: skip
 
 
-def _perplexity(element, model: dict) -> tuple[tuple[str, str], dict]:
-    """((split, protocol), {positions, answers}) -> the split's figures under the protocol (score.evaluate's)."""
-    evaluation, joined = element
+def _part_sums(element, model: dict) -> tuple[tuple[str, str], tuple[float, int, int]]:
+    """((split, protocol, part), {positions, answers}) -> ((split, protocol), (log-prob sum, tokens, unknown))."""
+    (split, protocol, _), joined = element
     (positions,) = joined["positions"]
     pos = _load(positions)
     contexts, lengths, tokens = pos["contexts"], pos["lengths"], pos["tokens"]
@@ -390,9 +404,20 @@ def _perplexity(element, model: dict) -> tuple[tuple[str, str], dict]:
         longest[a["token_rows"]], p[a["token_rows"]] = a["longest"], a["p"]
         log_backoff[a["context_rows"]] = a["log_backoff"]
     log_probs = tables.log_probs(model, contexts, lengths, tokens, longest, p, log_backoff)
-    count = len(tokens)
-    unknown = int(np.count_nonzero(tokens == contract.UNK_ID + 1))
-    mean = float(-log_probs.sum() / count) if count else float("nan")
+    unknown = np.count_nonzero(tokens == contract.UNK_ID + 1)
+    return (split, protocol), (float(log_probs.sum()), len(tokens), int(unknown))
+
+
+def _add_sums(parts) -> tuple[float, int, int]:
+    """The parts' (log-prob sum, tokens, unknown), added up."""
+    log_prob_sum, count, unknown = zip(*parts, strict=True)
+    return math.fsum(log_prob_sum), sum(count), sum(unknown)
+
+
+def _figures(element) -> tuple[tuple[str, str], dict]:
+    """((split, protocol), summed part sums) -> the split's figures under the protocol (score.evaluate's)."""
+    evaluation, (log_prob_sum, count, unknown) = element
+    mean = float(-log_prob_sum / count) if count else float("nan")
     return evaluation, {
         "loss": mean,
         "perplexity": math.exp(mean) if count else None,
@@ -463,6 +488,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
     order, radix = config.baseline.order, tables.radix_of(len(vocab))
     overlap = ngrams.overlap_of(manifest.record_length, manifest.stride)
     chunk_tokens, buckets = sizing(config, manifest.count("tokens", "train"))
+    part_positions = max((config.baseline.memory_budget_mb << 20) // _QUERY_BYTES_PER_POSITION, 1024)
     _LOG.info("%d-gram baseline of %s (%d training shards, %d buckets) into %s", order, source, len(shards), buckets,
               folder)  # fmt: skip
     counted = (
@@ -501,13 +527,17 @@ def build(p: beam.Pipeline, config: Config) -> None:
         p
         | "ListEvaluations" >> beam.Create(evaluations)
         | "MakeQueries"
-        >> beam.ParDo(QueriesFn(source, manifest, order, buckets, work)).with_outputs("positions", main="asks")
+        >> beam.ParDo(QueriesFn(source, manifest, order, buckets, part_positions, work)).with_outputs(
+            "positions", main="asks"
+        )
     )
     answers = {"model": interpolated.shards, "queries": queries.asks} | "JoinModel" >> beam.CoGroupByKey()
     scored = (
         {"positions": queries.positions, "answers": answers | "Answer" >> beam.ParDo(AnswerFn(order, radix, work))}
         | "JoinAnswers" >> beam.CoGroupByKey()
-        | "Perplexity" >> beam.Map(_perplexity, model)
+        | "ScoreParts" >> beam.Map(_part_sums, model)
+        | "SumParts" >> beam.CombinePerKey(_add_sums)
+        | "Perplexity" >> beam.Map(_figures)
     )
     pipelines.write_last(
         p,

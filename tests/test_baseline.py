@@ -127,17 +127,20 @@ def test_arpa_refuses_reserved_words():
 
 
 @pytest.mark.beam
-def test_beam_stage_matches_the_pure_core_and_learns_the_chain(synthetic, tmp_path):
+def test_beam_stage_matches_the_pure_core_and_learns_the_chain(synthetic, tmp_path, monkeypatch):
     from baseline import pipeline
     from nextword.artifacts import data_dir
     from tests.support.beam import local_test_pipeline
     from tests.support.trainer import GENERATOR
 
+    # Splits scored in parts of the smallest size (1024 positions), as a budget far below a split scores them.
+    monkeypatch.setattr(pipeline, "_QUERY_BYTES_PER_POSITION", 1 << 40)
     out = tmp_path / "baseline"
     args = ["--set", f"train.data_dir={synthetic}", "--set", f"baseline.output_dir={out}", "--set", "baseline.order=3"]
     report = pipeline.run(args, test_pipeline=local_test_pipeline())
     assert json.loads((out / "baseline.json").read_text()) == report
     manifest, _ = data_dir.read_manifest_and_vocab(str(synthetic))
+    assert min(manifest.count("targets", split) for split in ("valid", "test")) > 2 * 1024  # several parts each
     for protocol in ("carried", "window"):
         for split in ("valid", "test"):  # exactly the tokens the LSTM predicts
             assert report["evaluation"][protocol][split]["tokens"] == manifest.count("targets", split)
