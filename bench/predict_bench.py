@@ -15,6 +15,8 @@ measurements use the same bundle and the same lines:
   TensorFlow's default threads and one intra-op thread. For reference, also
   `two_calls`: the same batches from two threads at once, one intra-op thread
   each, as the job runs its calls (predict.model_calls_in_flight).
+- runinference: the same lines through `RunInference(BundleModelHandler(...))` in a plain Beam pipeline
+  (read lines, infer, write JSON lines), as a user's own pipeline runs the handler; end to end like beam.
 - loops, one line at a time on the first --loop-lines lines: `seed_loop` as
   the seed predicted (Python tokenization, Keras `model.predict` on one
   context, the whole vocabulary sorted; next words only), and `signature_loop`
@@ -35,6 +37,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import time
@@ -116,6 +119,30 @@ def child_beam(args) -> dict:
     seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     return {"lines": summary["input_lines"], "records": summary["output_records"], "seconds": seconds,
             "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb()}  # fmt: skip
+
+
+def child_runinference(args) -> dict:
+    """The same lines through Beam's RunInference with the bundle's model handler, as a user's own pipeline
+    would run it: read lines, RunInference, write the records as JSON lines."""
+    import apache_beam as beam
+    from apache_beam.ml.inference.base import RunInference
+
+    from batch_predict.handler import BundleModelHandler
+    from nextword.beam.pipelines import pipeline_options
+
+    shutil.rmtree(args.out, ignore_errors=True)  # the bench's own folder: no shard of an earlier run is counted
+    handler = BundleModelHandler(args.bundle, mode=args.mode, max_batch_tokens=args.max_batch_tokens)
+    started, cpu_started = time.perf_counter(), time.process_time()
+    with beam.Pipeline(options=pipeline_options(args.beam_args.split())) as p:
+        records = p | beam.io.ReadFromText(args.input) | RunInference(handler)
+        _ = records | beam.Map(json.dumps) | beam.io.WriteToText(os.path.join(args.out, "records"))
+    seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
+    written = 0
+    for name in os.listdir(args.out):
+        if name.startswith("records"):
+            with open(os.path.join(args.out, name)) as f:
+                written += sum(1 for _ in f)
+    return {"records": written, "seconds": seconds, "cpu_seconds": cpu_seconds, "peak_rss_mb": peak_rss_mb()}
 
 
 def child_signature(args) -> dict:
@@ -238,7 +265,8 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=1, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps((child_beam if args.child == "beam" else child_signature)(args)))
+        children = {"beam": child_beam, "runinference": child_runinference, "signature": child_signature}
+        print(json.dumps(children[args.child](args)))
         return
 
     os.makedirs(args.work, exist_ok=True)
@@ -254,6 +282,12 @@ def main() -> None:
             out = os.path.join(args.work, f"out-{size}")
             beam_runs[size].append(run_child("beam", input=inputs[size], out=out, beam_args=args.beam_args, **common))
             print(f"beam {size} lines: {json.dumps(beam_runs[size][-1])}", flush=True)
+    runinference_runs = []
+    for _ in range(args.repeats):
+        out = os.path.join(args.work, "out-runinference")
+        runinference_runs.append(run_child("runinference", input=inputs[args.lines], out=out,
+                                           beam_args=args.beam_args, **common))  # fmt: skip
+        print(f"RunInference {args.lines} lines: {json.dumps(runinference_runs[-1])}", flush=True)
     keras_model = "" if args.bundle else os.path.join(args.work, "model.keras")
     signature = run_child("signature", input=inputs[args.lines], loop_lines=args.loop_lines, repeats=args.repeats,
                           keras_model=keras_model, **common)  # fmt: skip
@@ -264,6 +298,7 @@ def main() -> None:
     small, beam = best(beam_runs[sizes[0]], sizes[0]), best(beam_runs[args.lines], args.lines)
     ceiling = best(signature["runs"] + one_thread["runs"], args.lines)
     two_calls_best = best(two_calls["runs"], args.lines)
+    runinference = best(runinference_runs, args.lines)
     marginal = (args.lines - sizes[0]) / (beam["seconds"] - small["seconds"])
     results = {
         "mode": args.mode, "bundle": bundle, "max_batch_tokens": args.max_batch_tokens, "beam_args": args.beam_args,
@@ -272,6 +307,9 @@ def main() -> None:
         "beam_lines_per_s": beam["lines_per_s"], "ceiling_lines_per_s": ceiling["lines_per_s"],
         "two_calls_lines_per_s": two_calls_best["lines_per_s"],
         "beam_vs_two_calls": beam["lines_per_s"] / two_calls_best["lines_per_s"],
+        "runinference": runinference_runs, "runinference_lines_per_s": runinference["lines_per_s"],
+        "runinference_vs_ceiling": runinference["lines_per_s"] / ceiling["lines_per_s"],
+        "runinference_vs_beam": runinference["lines_per_s"] / beam["lines_per_s"],
         "beam_vs_ceiling": beam["lines_per_s"] / ceiling["lines_per_s"],
         # CPU time is what the job spends; wall time also depends on whatever else the machine runs.
         "beam_vs_ceiling_cpu": beam["lines_per_cpu_s"] / ceiling["lines_per_cpu_s"],
@@ -292,7 +330,8 @@ def main() -> None:
         f"lines/s ({results['beam_vs_two_calls']:.2f}x); signature one line at a time "
         f"{signature['signature_loop_lines_per_s']:.1f} lines/s ({results['beam_vs_signature_loop']:.1f}x); "
         f"seed-style loop {signature.get('seed_loop_lines_per_s', float('nan')):.1f} lines/s "
-        f"({results['beam_vs_seed_loop']:.0f}x); peak RSS {rss}"
+        f"({results['beam_vs_seed_loop']:.0f}x); RunInference {runinference['lines_per_s']:.0f} lines/s "
+        f"({results['runinference_vs_ceiling']:.2f}x the ceiling); peak RSS {rss}"
     )
 
 
