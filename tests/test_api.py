@@ -37,7 +37,10 @@ def test_next_words_and_line_scores_equal_the_batch_jobs_records(tiny_bundle, mo
     found, scores = model.next_words(texts, k=3), model.score(texts)
     for text, record, words, score in zip(texts, records, found, scores, strict=True):
         if text:
-            assert [(n["word"], n["prob"]) for n in record["next"]] == words
+            assert [n["word"] for n in record["next"]] == [word for word, _ in words]
+            # Probabilities are written to 6 decimals; the job's batches differ from the API's, and a CPU's
+            # kernels may round the last digit either way for a different batch.
+            assert [n["prob"] for n in record["next"]] == pytest.approx([prob for _, prob in words], abs=2e-6)
         else:
             assert words == [] and record["error"]
         if score.tokens:

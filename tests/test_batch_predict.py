@@ -232,10 +232,8 @@ def test_handler_loads_once_and_answers_in_batch_order(tiny_bundle):
     with_reject = handler.run_inference([*lines[:2], too_long, *lines[2:]], model)
     assert with_reject[2] == {"flags": ["crlf"], "error": "line_too_long"}
     records = handler.run_inference(lines, model)
-    assert records == with_reject[:2] + with_reject[3:]
-    single = [handler.run_inference([line], model)[0] for line in lines]
-    assert [r["next"] for r in records] == [r["next"] for r in single]
-    assert [r.get("log_prob", 0.0) for r in records] == pytest.approx([r.get("log_prob", 0.0) for r in single])
+    _assert_records_agree(records, with_reject[:2] + with_reject[3:])
+    _assert_records_agree(records, [handler.run_inference([line], model)[0] for line in lines])
     assert sum("log_prob" in r for r in records) == 5  # the one-word line has nothing to score
     assert [r["words"] for r in records] == sizes and all(r["flags"][0] == "crlf" for r in records)
 
@@ -260,6 +258,21 @@ def _assert_scores_agree(got: list[float], want: list[float]) -> None:
     for g, w in zip(got, want, strict=True):
         unit = 10.0 ** (math.floor(math.log10(max(abs(g), abs(w), 1e-30))) - 5)
         assert abs(g - w) <= max(1e-5, unit) * (1 + 1e-9), (g, w)
+
+
+def _assert_records_agree(got: list[dict], want: list[dict]) -> None:
+    """The same records but for the numbers' last rounded digit (a different batch rounds differently)."""
+
+    def without_numbers(record: dict) -> dict:
+        numbers = ("next", "log_prob", "known_log_prob", "perplexity", "known_perplexity", "token_scores")
+        kept = {key: value for key, value in record.items() if key not in numbers}
+        kept["next"] = [n["word"] for n in record.get("next") or []]
+        kept["token_scores"] = [t["token"] for t in record.get("token_scores") or []]
+        return kept
+
+    assert [without_numbers(r) for r in got] == [without_numbers(r) for r in want]
+    for g, w in zip(got, want, strict=True):
+        _assert_scores_agree(_numbers(g), _numbers(w))
 
 
 @settings(max_examples=12, deadline=None)

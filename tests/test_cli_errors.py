@@ -133,8 +133,11 @@ def test_an_error_inside_a_beam_worker_is_one_line_without_beams_wrapping_or_log
 
 
 # A real SIGINT (what Ctrl-C sends) at a chosen point of `nextword preprocess` (tests/support/trainer.py arm_kill).
+# The child takes Ctrl-C as a terminal's foreground job does: started from a background job of a
+# non-interactive shell (`cmd &`, as some CI wrappers run the suite) it would inherit SIGINT ignored.
 _CTRL_C = """
-import sys
+import signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from tests.support.trainer import arm_kill
 arm_kill(sys.argv[1])
 from nextword import cli
