@@ -80,8 +80,9 @@ def baseline_dir(config: Config) -> str:
     return config.baseline.output_dir  # <train.data_dir>/baseline unless set (nextword/config.py)
 
 
-def sizing(config: Config, train_tokens: int) -> tuple[int, int]:
-    """(tokens per counting chunk, buckets): what keeps every step within baseline.memory_budget_mb.
+def sizing(config: Config, train_tokens: int) -> tuple[int, int, int]:
+    """(tokens per counting chunk, buckets, positions per scored part): what keeps every step within
+    baseline.memory_budget_mb.
 
     A bucket holds at most its share of train_tokens * order distinct n-grams.
     """
@@ -89,7 +90,8 @@ def sizing(config: Config, train_tokens: int) -> tuple[int, int]:
     order = config.baseline.order
     chunk_tokens = max(budget // _CHUNK_BYTES_PER_TOKEN, 4 * order)
     needed = math.ceil(train_tokens * order * _BUCKET_BYTES_PER_NGRAM * _BUCKET_SKEW / budget)
-    return chunk_tokens, max(config.baseline.buckets, needed)
+    part_positions = max(budget // _QUERY_BYTES_PER_POSITION, 1024)
+    return chunk_tokens, max(config.baseline.buckets, needed), part_positions
 
 
 def _save(path: str, **arrays: np.ndarray) -> str:
@@ -487,8 +489,7 @@ def build(p: beam.Pipeline, config: Config) -> None:
         storage.makedirs(work, "baseline.output_dir")
     order, radix = config.baseline.order, tables.radix_of(len(vocab))
     overlap = ngrams.overlap_of(manifest.record_length, manifest.stride)
-    chunk_tokens, buckets = sizing(config, manifest.count("tokens", "train"))
-    part_positions = max((config.baseline.memory_budget_mb << 20) // _QUERY_BYTES_PER_POSITION, 1024)
+    chunk_tokens, buckets, part_positions = sizing(config, manifest.count("tokens", "train"))
     _LOG.info("%d-gram baseline of %s (%d training shards, %d buckets) into %s", order, source, len(shards), buckets,
               folder)  # fmt: skip
     counted = (

@@ -176,10 +176,10 @@ def test_the_budget_not_the_corpus_bounds_a_step():
     from nextword import config
 
     small = config.load(None, ["baseline.memory_budget_mb=256"])
-    chunk, buckets = pipeline.sizing(small, 1_000_000)
+    chunk, buckets, _ = pipeline.sizing(small, 1_000_000)
     assert chunk * pipeline._CHUNK_BYTES_PER_TOKEN <= 256 << 20 and buckets == small.baseline.buckets
     for tokens in (10**7, 10**8, 10**9):  # more buckets, each the same bounded size
-        _, buckets = pipeline.sizing(small, tokens)
+        _, buckets, _ = pipeline.sizing(small, tokens)
         per_bucket = tokens * 5 * pipeline._BUCKET_BYTES_PER_NGRAM * pipeline._BUCKET_SKEW / buckets
         assert per_bucket <= 256 << 20 and buckets > small.baseline.buckets
 
