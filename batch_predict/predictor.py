@@ -21,6 +21,7 @@ import numpy as np
 from batch_predict import core
 from nextword import cache
 from nextword.artifacts import bundle as bundle_lib
+from nextword.ngram import ArpaTables
 from nextword.text import contract
 
 CONTEXTS = ("line", "document")
@@ -126,19 +127,33 @@ class Document:
     without scoring them (a warm-up); `score` scores texts that continue the document.
 
     With the bundle's continuous cache (bundle.json's `cache`, nextword/cache.py), each token's probability
-    mixes in the document's earlier tokens, those of warm-ups included, as `nextword evaluate` chose it.
+    mixes in the document's earlier tokens, those of warm-ups included, as `nextword evaluate` chose it. With
+    its n-gram (bundle.json's `ngram`, nextword/ngram.py), that probability is then mixed with the n-gram's
+    of the token after the document's last order - 1 words: p = (1 - weight) p + weight p_ngram. A document
+    starts with `<s>`, `<eos>` after it where the bundle has it; without, the first word is not known to the
+    n-gram, whose first contexts stop after it.
     """
 
-    def __init__(self, model: LoadedBundle, bundle: bundle_lib.Bundle):
+    def __init__(self, model: LoadedBundle, bundle: bundle_lib.Bundle, ngram: ArpaTables | None = None):
         self._model = model
         self.state = np.zeros([bundle.state_size], np.float32)
         self.last_id = contract.EOS_ID if bundle.settings.eos else -1
         self._cache = cache.Window(cache.CacheParams(**bundle.info.cache)) if bundle.info.cache else None
+        self._ngram = (ngram, float(bundle.info.ngram["weight"])) if ngram is not None else None
+        self._history = np.array([0, self.last_id + 1] if self.last_id >= 0 else [-1], np.int64)  # n-gram codes
+
+    @property
+    def _needs_ids(self) -> bool:
+        """Whether a warm-up must be scored to keep the cache's hidden states or the n-gram's history."""
+        return bool(self._cache or self._ngram)
 
     def advance(self, texts: Sequence[str]) -> None:
-        if texts and self._cache:  # the cache needs the warm-up's hidden states: the scoring signature has them
+        if texts and self._needs_ids:  # the scoring signature has the hidden states and the ids
             out = self._model.score_stream(texts, self.state, self.last_id)
-            self._cache.hold(out["token_hidden"], out["token_id"])
+            if self._cache:
+                self._cache.hold(out["token_hidden"], out["token_id"])
+            if self._ngram:
+                self._history = self._ngram[0].continued_log_probs(self._history, out["token_id"])[1]
             self.state, self.last_id = out["state"], int(out["last_id"])
         elif texts:
             self.state, self.last_id = self._model.advance_stream(texts, self.state, self.last_id)
@@ -150,14 +165,20 @@ class Document:
         out = self._model.score_stream(texts, self.state, self.last_id)
         self.state, self.last_id = out.pop("state"), int(out.pop("last_id"))
         hidden, ids = out.pop("token_hidden", None), out.pop("token_id", None)
-        if self._cache and hidden is not None:
-            out.update(self._with_cache(out, hidden, ids))
+        if self._needs_ids and hidden is not None:
+            out.update(self._mixed(out, hidden, ids))
         out = as_lists(out)
         return line_scores(out, per_token), out
 
-    def _with_cache(self, out: dict[str, np.ndarray], hidden: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
-        """score_stream's token and line log-probabilities with the cache mixed in."""
-        token_log_prob = self._cache.log_probs(hidden, ids, out["token_log_prob"])
+    def _mixed(self, out: dict[str, np.ndarray], hidden: np.ndarray, ids: np.ndarray) -> dict[str, np.ndarray]:
+        """score_stream's token and line log-probabilities with the cache, then the n-gram, mixed in."""
+        token_log_prob = np.asarray(out["token_log_prob"], np.float64)
+        if self._cache:
+            token_log_prob = self._cache.log_probs(hidden, ids, token_log_prob)
+        if self._ngram:
+            tables, weight = self._ngram
+            ngram_log_prob, self._history = tables.continued_log_probs(self._history, ids)
+            token_log_prob = np.logaddexp(np.log1p(-weight) + token_log_prob, np.log(weight) + ngram_log_prob)
         line_of = np.repeat(np.arange(len(out["tokens"])), out["tokens"])
         known = np.where(out["token_unknown"], 0.0, token_log_prob)
         return {
@@ -179,6 +200,7 @@ class Predictor:
         self.model = model
         self.max_batch_tokens = max_batch_tokens
         self._word_bound = contract.normalization(bundle.settings).word_bound
+        self._ngram: ArpaTables | None = None
 
     @classmethod
     def load(cls, bundle_dir: str, max_batch_tokens: int = 8192) -> Predictor:
@@ -203,7 +225,9 @@ class Predictor:
         return line_scores(out, per_token), out
 
     def document(self) -> Document:
-        return Document(self.model, self.bundle)
+        if self._ngram is None and self.bundle.info.ngram:
+            self._ngram = bundle_lib.read_ngram(self.bundle)  # once per predictor: documents share the tables
+        return Document(self.model, self.bundle, self._ngram)
 
     # --- the public API (nextword.load) -------------------------------------------------------------
     def next_words(self, texts: Sequence[str], k: int = 5) -> list[list[tuple[str, float]]]:

@@ -28,7 +28,7 @@ _CHUNK = 4096
 
 # The validation grid (Grave et al. tune size, theta and weight on validation the same way).
 SIZES = (100, 500, 2000)
-THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0)
+THETAS = (0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0)
 WEIGHTS = (0.05, 0.1, 0.15, 0.2, 0.3)
 
 

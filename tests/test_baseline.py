@@ -6,6 +6,7 @@ import json
 import math
 import random
 
+import numpy as np
 import pytest
 
 from baseline import arpa, kneser_ney, ngrams, score
@@ -152,6 +153,14 @@ def test_beam_stage_matches_the_pure_core_and_learns_the_chain(synthetic, tmp_pa
         score.evaluate(model, test, 1, True)["loss"]
     )
     assert report["ngrams"] == model.ngram_counts()
+    # Its model.arpa as the evaluation's hash tables (baseline/lookup.py) scores the same tokens the same.
+    from baseline import lookup
+
+    _, vocab = data_dir.read_manifest_and_vocab(str(synthetic))
+    pairs = list(ngrams.targets(score.read_windows(data_dir.shard_paths(str(synthetic), manifest, "test")), 3, 1, True))
+    contexts = np.array([[-1] * (2 - len(c)) + [w + 1 for w in c] for c, _ in pairs])  # BOS (-1) is code 0
+    log10 = lookup.load(str(out / "model.arpa"), vocab).log10_probs(contexts, np.array([t + 1 for _, t in pairs]))
+    assert -log10.mean() * math.log(10) == pytest.approx(report["evaluation"]["carried"]["test"]["loss"], rel=1e-6)
     # A first-order Markov chain: the n-gram model gets within 3% of the generator's perplexity.
     assert report["evaluation"]["carried"]["test"]["perplexity"] < GENERATOR["perplexity"] * 1.03
     assert (out / "model.arpa").read_text().startswith("\\data\\\nngram 1=")

@@ -1,4 +1,4 @@
-"""The continuous cache in the bundle's document scoring (batch_predict/predictor.py `Document`)."""
+"""The continuous cache and the n-gram in the bundle's document scoring (batch_predict/predictor.py `Document`)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import json
 import shutil
 
 import numpy as np
+import pytest
 
 from batch_predict.predictor import Predictor
 from nextword.text import contract
@@ -42,3 +43,46 @@ def test_the_cache_raises_a_repetitive_documents_log_prob_and_leaves_line_contex
     lines = small.score(document[:2], context="document", per_token=True)
     for line in lines:  # each line's total is its tokens' mixed log-probabilities
         assert np.isclose(sum(lp for _text, _unknown, lp in line.token_scores), line.log_prob, rtol=1e-5)
+
+
+def test_the_ngram_is_mixed_into_document_scores_by_its_weight(tiny_bundle, tmp_path):
+    from baseline import arpa, kneser_ney, lookup, ngrams, score
+    from nextword import storage
+    from nextword.artifacts import bundle as bundle_lib
+    from nextword.artifacts import data_dir
+    from tests.support.tiny_bundle import corpus_lines, document_ids
+
+    tokens, settings = tiny_bundle.vocab.tokens, tiny_bundle.settings
+    manifest, _ = data_dir.read_manifest_and_vocab(tiny_bundle.data_dir)
+    windows = score.read_windows(data_dir.shard_paths(tiny_bundle.data_dir, manifest, "train"))
+    overlap = ngrams.overlap_of(manifest.record_length, manifest.stride)
+    model = kneser_ney.estimate(ngrams.count_ngrams(windows, 3, overlap), 3, len(tokens))
+    with (tmp_path / "model.arpa").open("w", encoding="utf-8") as out:
+        arpa.write_arpa(model, tokens, out)
+    tables = lookup.load(str(tmp_path / "model.arpa"), tokens)
+    mixed_dir = tmp_path / "mixed"
+    shutil.copytree(tiny_bundle.bundle_dir, mixed_dir)
+    (mixed_dir / bundle_lib.NGRAM_PATH).write_bytes(tables.to_bytes())
+    info = mixed_dir / contract.BUNDLE_META_DIR / contract.BUNDLE_INFO_FILE
+    content = json.loads(info.read_text())
+    content["checksums"][bundle_lib.NGRAM_PATH] = storage.crc32c(str(mixed_dir / bundle_lib.NGRAM_PATH))
+    info.write_text(json.dumps(content | {"ngram": {"weight": 0.25, "order": 3}}))
+    plain, mixed = Predictor.load(tiny_bundle.bundle_dir), Predictor.load(str(mixed_dir))
+    assert mixed.bundle.model_fingerprint != plain.bundle.model_fingerprint
+
+    lines = corpus_lines(tiny_bundle)[:8]
+    alone = plain.score(lines, context="document", per_token=True)
+    with_ngram = Predictor.load(str(mixed_dir), max_batch_tokens=20).score(lines, context="document", per_token=True)
+    ids = [i for line in document_ids(lines, tiny_bundle.vocab, settings) for i in line]
+    targets = np.array(ids if settings.eos else ids[1:])  # without <eos> a document's first word is context only
+    history = np.array([0, contract.EOS_ID + 1] if settings.eos else [-1])
+    ngram_log_probs, _ = tables.continued_log_probs(history, targets)
+    model_log_probs = np.array([lp for line in alone for _text, _unknown, lp in line.token_scores])
+    expected = np.logaddexp(np.log(0.75) + model_log_probs, np.log(0.25) + ngram_log_probs)
+    got = np.array([lp for line in with_ngram for _text, _unknown, lp in line.token_scores])
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+    assert [line.log_prob for line in mixed.score(lines)] == [line.log_prob for line in plain.score(lines)]
+    # Damaged tables are refused with the bundle, before any scoring.
+    (mixed_dir / bundle_lib.NGRAM_PATH).write_bytes(tables.to_bytes()[:-10])
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        bundle_lib.load_bundle(str(mixed_dir))

@@ -234,13 +234,15 @@ def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(
 
     trained = run(train_args(synthetic, tmp_path / "model", "train.max_steps=20"))
     (tmp_path / "model" / "metrics.json").unlink()
-    assert cli.main(["evaluate", *train_args(synthetic, tmp_path / "model")]) == 0
+    ngram = f"baseline.output_dir={tmp_path / 'baseline'}"
+    assert cli.main(["baseline", *train_args(synthetic, tmp_path / "model", ngram, "baseline.order=3")]) == 0
+    assert cli.main(["evaluate", *train_args(synthetic, tmp_path / "model", ngram)]) == 0
     evaluated = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert evaluated["valid"] == pytest.approx(trained["valid"])
     assert evaluated["test"] == pytest.approx(trained["test"])
     exported = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
     shutil.rmtree(tmp_path / "model" / "bundle")
-    assert cli.main(["export", *train_args(synthetic, tmp_path / "model")]) == 0
+    assert cli.main(["export", *train_args(synthetic, tmp_path / "model", ngram)]) == 0
     again = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))  # complete, and the same weights
     assert again.info.weights_sha256 == exported.info.weights_sha256 == trained["weights_sha256"]
     # What `nextword evaluate` chose for these weights travels in the bundle: the model's identity names it.
@@ -248,6 +250,41 @@ def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(
     assert again.model_fingerprint != exported.model_fingerprint
     tokens = evaluated["cache"]["test"]["lstm"]["tokens"]
     assert evaluated["cache"]["test"]["lstm_cache"]["tokens"] == tokens == evaluated["test"]["tokens"]
+    # The n-gram mixture: on a first-order chain the 3-gram is near the generator and 20 steps of LSTM are not,
+    # so valid gives the n-gram a large share and the mixture beats the LSTM alone on test by far.
+    mixed = evaluated["ngram"]
+    assert {figures["tokens"] for figures in mixed["test"].values()} == {tokens}
+    assert mixed["weights"]["lstm_ngram"] >= 0.3 and mixed["weights"]["lstm_cache_ngram"] >= 0.3
+    assert mixed["test"]["ngram"]["perplexity"] < GENERATOR["perplexity"] * 1.05
+    assert mixed["test"]["lstm_ngram"]["perplexity"] < 0.9 * evaluated["cache"]["test"]["lstm"]["perplexity"]
+    grid = mixed["grid"]["lstm_ngram"]
+    assert min(grid, key=grid.__getitem__) == f"{mixed['weights']['lstm_ngram']:g}"
+    # The export carries the n-gram with the weight chosen beside the cache; its tables are checked whole.
+    assert again.info.ngram == {"weight": mixed["weights"]["lstm_cache_ngram"], "order": 3}
+    assert bundle_lib.read_ngram(again).nbytes == mixed["table_bytes"]
+
+
+def test_evaluate_dynamic_adds_its_section_on_the_same_tokens(synthetic, tmp_path, monkeypatch):
+    from trainer import dynamic_eval
+    from trainer import evaluate as evaluate_lib
+
+    monkeypatch.setattr(dynamic_eval, "LEARNING_RATES", (0.0, 0.1))  # a small grid on a short prefix
+    monkeypatch.setattr(dynamic_eval, "DECAYS", (0.0,))
+    monkeypatch.setattr(evaluate_lib, "DYNAMIC_CHOICE_TOKENS", 2000)
+    run(train_args(synthetic, tmp_path / "model", "train.max_steps=20"))
+    assert cli.main(["evaluate", "--dynamic", *train_args(synthetic, tmp_path / "model")]) == 0
+    evaluated = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    dynamic = evaluated["dynamic"]
+    assert set(dynamic["grid"]) == {"0/0", "0.1/0"}
+    chosen = f"{dynamic['parameters']['learning_rate']:g}/0"
+    assert min(dynamic["grid"], key=dynamic["grid"].__getitem__) == chosen
+    # One row over the whole split: the first token of a split is its only unpredicted one, as in the rows.
+    tokens = dynamic["cache"]["test"]["lstm"]["tokens"]
+    assert tokens == dynamic["static_one_row"]["test"]["tokens"] == evaluated["test"]["tokens"]
+    assert "ngram" not in dynamic  # no baseline for this data
+    # 20 steps leave much to learn from the text: adapting helps on test, not only on the valid prefix.
+    if dynamic["parameters"]["learning_rate"] > 0:
+        assert dynamic["cache"]["test"]["lstm"]["perplexity"] < dynamic["static_one_row"]["test"]["perplexity"]
 
 
 def test_model_dir_of_other_data_is_refused(synthetic, ordered, tmp_path, capsys):

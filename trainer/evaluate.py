@@ -11,6 +11,7 @@ import io
 import json
 import logging
 import math
+import time
 from collections.abc import Callable
 
 import keras
@@ -79,11 +80,12 @@ class Evaluator:
         return metrics
 
 
-def cache_streams(model: keras.Model, inputs: Inputs, split: str) -> list[cache.Stream]:
-    """The split under the evaluation protocol as the continuous cache's streams (nextword/cache.py): one per
-    batch row with carried state (where the state resets, at each row's start, so does the cache), one per
-    window without. Each holds the row's predicted tokens once, in order: the output head's input, the target,
-    and the model's log-probability of it. Read on this process alone (every local replica's rows)."""
+def split_streams(model: keras.Model, inputs: Inputs, split: str) -> list[tuple[cache.Stream, np.ndarray]]:
+    """The split under the evaluation protocol as streams: one per batch row with carried state (where the state
+    resets, at each row's start, so does the continuous cache, and the n-gram's history starts at `<s>`), one
+    per window without. Each holds the row's predicted tokens once, in order, as the cache's cache.Stream (the
+    output head's input, the target, the model's log-probability of it) beside the input word at each position.
+    Read on this process alone (every local replica's rows)."""
     view = lm.of(model)
     carried = view.takes_states
 
@@ -91,7 +93,7 @@ def cache_streams(model: keras.Model, inputs: Inputs, split: str) -> list[cache.
     def forward(ids, states):
         ids_in, targets, mask = split_window(ids)
         hidden, after = view.hidden(ids_in, states, training=False)  # [rows, L, units]
-        return hidden, targets, mask, view.head.target_log_probs(hidden, targets), list(after)
+        return ids_in, hidden, targets, mask, view.head.target_log_probs(hidden, targets), list(after)
 
     local = inputs.strategy.experimental_local_results
     dataset, _ = inputs.evaluation(split)
@@ -102,50 +104,162 @@ def cache_streams(model: keras.Model, inputs: Inputs, split: str) -> list[cache.
         if carried and not states:
             states = list(view.zero_states(ids.shape[0]))
         *outputs, states = forward(ids, states)
-        hidden, targets, mask, log_probs = (output.numpy() for output in outputs)
+        words, hidden, targets, mask, log_probs = (output.numpy() for output in outputs)
         real = (mask * weights.numpy()[:, None]) > 0  # [rows, L]: predicted tokens of real windows
         for row in range(ids.shape[0]):
             key = row if carried else step * ids.shape[0] + row
+            picked = real[row]
             rows.setdefault(key, []).append(
-                (hidden[row][real[row]], targets[row][real[row]], log_probs[row][real[row]])
+                (hidden[row][picked], targets[row][picked], log_probs[row][picked], words[row][picked])
             )
-    return [cache.Stream(*(np.concatenate(part) for part in zip(*parts, strict=True))) for parts in rows.values()]
+    streams = []
+    for parts in rows.values():
+        hidden, targets, log_probs, words = (np.concatenate(part) for part in zip(*parts, strict=True))
+        streams.append((cache.Stream(hidden, targets, log_probs), words))
+    return streams
 
 
-# The hidden states of one split that cache_streams holds at once (float32): past it the cache is not chosen.
+# The hidden states of one split that split_streams holds at once (float32): past it no mixture is chosen.
 CACHE_MEMORY_BYTES = 2 << 30
+# The n-gram tables (nextword/ngram.py, 16 bytes an n-gram) evaluation loads: past it the n-gram is not mixed.
+NGRAM_MEMORY_BYTES = 2 << 30
+# The n-gram's share of the mixture tried on valid (0: the LSTM, or the LSTM with the cache, alone).
+NGRAM_WEIGHTS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5)
 
 
-def cache_section(model: keras.Model, inputs: Inputs) -> dict | None:
-    """metrics.json's "cache": the continuous cache's size, flatness and weight chosen on valid by a small grid
-    (cache.choose), and valid and test perplexity of the LSTM alone and with the cache, on the same tokens.
+def _figures(log_prob_sum: float, tokens: int) -> dict:
+    return {"perplexity": cache.perplexity(log_prob_sum, tokens), "tokens": tokens}
 
-    None (with a log line) where a split's hidden states would take more than CACHE_MEMORY_BYTES."""
-    width = lm.of(model).hidden_units
-    largest = max(inputs.spec.targets(split) for split in ("valid", "test"))
-    if largest * width * 4 > CACHE_MEMORY_BYTES:
-        _LOG.info(
-            "continuous cache not chosen: %d tokens x %d hidden floats exceed %d GiB; document scoring runs "
-            "without it", largest, width, CACHE_MEMORY_BYTES >> 30,
-        )  # fmt: skip
-        return None
-    params, grid = cache.choose(cache_streams(model, inputs, "valid"))
-    section = {"parameters": dataclasses.asdict(params), "chosen_on": "valid", "grid": grid}
-    for split in ("valid", "test"):
-        streams = cache_streams(model, inputs, split)
-        tokens = sum(len(stream.targets) for stream in streams)
-        alone = sum(float(np.sum(stream.model_log_probs, dtype=np.float64)) for stream in streams)
-        mixed = sum(float(cache.log_probs(stream, params).sum()) for stream in streams)
-        section[split] = {
-            "lstm": {"perplexity": cache.perplexity(alone, tokens), "tokens": tokens},
-            "lstm_cache": {"perplexity": cache.perplexity(mixed, tokens), "tokens": tokens},
-        }
-    _LOG.info(
-        "continuous cache %s (chosen on valid): test perplexity %.2f alone, %.2f with the cache",
-        section["parameters"],
-        section["test"]["lstm"]["perplexity"],
-        section["test"]["lstm_cache"]["perplexity"],
+
+def _mixed(a: list[np.ndarray], b: list[np.ndarray], weight: float) -> float:
+    """The log-probability sum of (1 - weight) p_a + weight p_b over the streams."""
+    if weight == 0:
+        return sum(float(np.sum(x, dtype=np.float64)) for x in a)
+    return sum(
+        float(np.logaddexp(math.log1p(-weight) + x, math.log(weight) + y).sum()) for x, y in zip(a, b, strict=True)
     )
+
+
+def ngram_tables(config, vocab: list[str]):
+    """The baseline stage's model.arpa as lookup tables, or None (with a log line) where there is none for this
+    data, or it would take more than NGRAM_MEMORY_BYTES."""
+    from baseline import lookup
+    from nextword.artifacts import baseline_report, data_dir
+
+    folder = config.baseline.output_dir
+    report = baseline_report.read(folder)
+    if report is None or report.manifest_sha256 != data_dir.manifest_sha256(config.train.data_dir):
+        _LOG.info("no n-gram mixed in: no baseline of this data in %s (run `nextword baseline`)", folder)
+        return None
+    if sum(report.ngrams) * 16 > NGRAM_MEMORY_BYTES:
+        _LOG.info(
+            "no n-gram mixed in: %d n-grams exceed %d GiB of tables", sum(report.ngrams), NGRAM_MEMORY_BYTES >> 30
+        )
+        return None
+    return lookup.load(storage.join(folder, baseline_report.ARPA_FILE), vocab)
+
+
+def _hidden_states_fit(spec, hidden_units: int) -> bool:
+    """Whether a split's hidden states fit in CACHE_MEMORY_BYTES (a log line where not)."""
+    largest = max(spec.targets(split) for split in ("valid", "test"))
+    if largest * hidden_units * 4 <= CACHE_MEMORY_BYTES:
+        return True
+    _LOG.info(
+        "no continuous cache, n-gram mixture or dynamic evaluation: %d tokens x %d hidden floats exceed %d GiB; "
+        "document scoring runs without the cache", largest, hidden_units, CACHE_MEMORY_BYTES >> 30,
+    )  # fmt: skip
+    return False
+
+
+def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec, ngram) -> dict:
+    """metrics.json's "cache" and "ngram" sections, on the same tokens of valid and test.
+
+    `streams_of(split)`: the split scored as split_streams gives it. "cache": the continuous cache's size,
+    flatness and weight chosen on valid by a small grid (cache.choose), and the LSTM alone and with the cache.
+    "ngram" (where `ngram`, nextword.ngram.ArpaTables, is given): the n-gram model alone, and its linear
+    mixture with the LSTM and with the LSTM and cache, each weight chosen on valid from NGRAM_WEIGHTS.
+    {} (with a log line) where a split's hidden states would take more than CACHE_MEMORY_BYTES."""
+    if not _hidden_states_fit(spec, hidden_units):
+        return {}
+    scored: dict[str, dict[str, list[np.ndarray]]] = {}
+    params = grid = None
+    for split in ("valid", "test"):
+        streams = streams_of(split)
+        if params is None:
+            params, grid = cache.choose([stream for stream, _ in streams])
+        scored[split] = {
+            "lstm": [stream.model_log_probs for stream, _ in streams],
+            "lstm_cache": [cache.log_probs(stream, params) for stream, _ in streams],
+        }
+        if ngram is not None:
+            scored[split]["ngram"] = [ngram.stream_log_probs(words, stream.targets) for stream, words in streams]
+    tokens = {split: sum(len(x) for x in parts["lstm"]) for split, parts in scored.items()}
+    sections = {"cache": {"parameters": dataclasses.asdict(params), "chosen_on": "valid", "grid": grid}}
+    for split, parts in scored.items():
+        sections["cache"][split] = {
+            name: _figures(_mixed(parts[name], [], 0), tokens[split]) for name in ("lstm", "lstm_cache")
+        }
+    if ngram is not None:
+        weights, ngram_grid = {}, {}
+        for name in ("lstm", "lstm_cache"):
+            sums = {w: _mixed(scored["valid"][name], scored["valid"]["ngram"], w) for w in NGRAM_WEIGHTS}
+            weights[f"{name}_ngram"] = max(sums, key=sums.__getitem__)
+            ngram_grid[f"{name}_ngram"] = {f"{w:g}": cache.perplexity(v, tokens["valid"]) for w, v in sums.items()}
+        sections["ngram"] = {"order": ngram.order, "table_bytes": ngram.nbytes, "weights": weights,
+                             "chosen_on": "valid", "grid": ngram_grid}  # fmt: skip
+        for split, parts in scored.items():
+            figures = {"ngram": _figures(_mixed(parts["ngram"], [], 0), tokens[split])}
+            for mixture, weight in weights.items():
+                base = mixture.removesuffix("_ngram")
+                figures[mixture] = _figures(_mixed(parts[base], parts["ngram"], weight), tokens[split])
+            sections["ngram"][split] = figures
+    test = sections["cache"]["test"] | sections.get("ngram", {}).get("test", {})
+    _LOG.info(
+        "test perplexity: %s (cache %s, n-gram weights %s, chosen on valid)",
+        ", ".join(f"{name} {figures['perplexity']:.2f}" for name, figures in test.items()),
+        sections["cache"]["parameters"], sections.get("ngram", {}).get("weights"),
+    )  # fmt: skip
+    return sections
+
+
+# Validation tokens the dynamic evaluation's learning rate and decay are chosen on (each grid point reads them).
+DYNAMIC_CHOICE_TOKENS = 20_000
+
+
+def dynamic_section(model: keras.Model, spec, ngram, segment: int) -> dict:
+    """metrics.json's "dynamic" (trainer/dynamic_eval.py): the learning rate and decay chosen on the start of
+    valid, then valid and test read as one row with adapting weights, with the cache and n-gram mixed on top
+    (their sections as mixture_sections makes them), and the seconds it took beside the static model's; {}
+    where mixture_sections would refuse."""
+    from trainer import dynamic_eval
+
+    if not _hidden_states_fit(spec, lm.of(model).hidden_units):
+        return {}
+    evaluator = dynamic_eval.DynamicEvaluator(model)
+    sequences = {split: dynamic_eval.split_sequences(spec, split) for split in ("valid", "test")}
+    started = time.monotonic()
+    params, grid = evaluator.choose(sequences["valid"], segment, DYNAMIC_CHOICE_TOKENS)
+    chosen = time.monotonic()
+    seconds: dict[str, dict] = {}
+    statics: dict[str, dict] = {}
+
+    def streams_of(split: str) -> list:
+        begun = time.monotonic()
+        static = evaluator.streams(sequences[split], dataclasses.replace(params, learning_rate=0.0, decay=0.0))
+        middle = time.monotonic()
+        adapted = evaluator.streams(sequences[split], params)
+        seconds[split] = {"static": round(middle - begun, 1), "dynamic": round(time.monotonic() - middle, 1)}
+        total = sum(float(stream.model_log_probs.sum()) for stream, _ in static)
+        statics[split] = _figures(total, sum(len(stream.targets) for stream, _ in static))
+        return adapted
+
+    sections = mixture_sections(streams_of, lm.of(model).hidden_units, spec, ngram)
+    section = {"parameters": dataclasses.asdict(params), "chosen_on": f"the first {DYNAMIC_CHOICE_TOKENS} valid tokens",
+               "grid": grid, "choice_seconds": round(chosen - started, 1), "seconds": seconds,
+               "static_one_row": statics} | sections  # fmt: skip
+    _LOG.info("dynamic evaluation %s: test perplexity %.2f (one row, static %.2f) in %.0f s (static %.0f s)",
+              section["parameters"], sections["cache"]["test"]["lstm"]["perplexity"],
+              statics["test"]["perplexity"], seconds["test"]["dynamic"], seconds["test"]["static"])  # fmt: skip
     return section
 
 

@@ -90,8 +90,10 @@ DEFAULT_LOGIT_BUDGET = 1 << 24
 _LEFTOVERS = (
     storage.Owned("", r"(?:saved_model|fingerprint)\.pb\.tmp[0-9a-f]{32}"),
     storage.Owned(bundle_lib.VARIABLES_DIR, r"variables_temp"),
-    storage.Owned(contract.BUNDLE_META_DIR, storage.temp_names(*bundle_lib.META_FILES)),
+    storage.Owned(contract.BUNDLE_META_DIR, storage.temp_names(*bundle_lib.META_FILES, bundle_lib.NGRAM_FILE)),
 )
+# The n-gram tables of an earlier export: this one writes them again, or leaves them out.
+_NGRAM = (storage.Owned(contract.BUNDLE_META_DIR, re.escape(bundle_lib.NGRAM_FILE)),)
 # The SavedModel's own files, removed before TensorFlow writes them again: it opens some in place (the
 # variables' index), which would write through a link or into a hard-linked copy of the bundle.
 _SAVED_MODEL = (
@@ -481,10 +483,10 @@ def export_bundle(
     meta_dir = storage.join(bundle_dir, contract.BUNDLE_META_DIR)
     info_path = storage.join(meta_dir, contract.BUNDLE_INFO_FILE)
     meta_names = [f"{contract.BUNDLE_META_DIR}/{name}" for name in bundle_lib.META_FILES]
-    storage.claim(bundle_dir, "export", _LEFTOVERS + _SAVED_MODEL, meta_names, marker=_INFO, trust=_ours,
+    storage.claim(bundle_dir, "export", _LEFTOVERS + _SAVED_MODEL + _NGRAM, meta_names, marker=_INFO, trust=_ours,
                   key="the bundle directory (train.model_dir/bundle)")  # fmt: skip
     # The commit marker goes first, so a failed export never looks complete; then a killed export's leftovers.
-    storage.clear_owned(bundle_dir, _LEFTOVERS + _SAVED_MODEL, marker=_INFO)
+    storage.clear_owned(bundle_dir, _LEFTOVERS + _SAVED_MODEL + _NGRAM, marker=_INFO)
     graph = BundleGraph(model, tokens, settings, context_tokens, logit_budget)
     build_archive(graph, config.predict.top_k).write_out(bundle_dir, verbose=False)
     storage.makedirs(meta_dir)
@@ -493,6 +495,15 @@ def export_bundle(
         storage.join(meta_dir, contract.MANIFEST_FILE), json.dumps(manifest.to_dict(), indent=2, sort_keys=True)
     )
     storage.write_text(storage.join(meta_dir, contract.CONFIG_FILE), config_lib.to_yaml(config))
+    cache = cache_parameters(config.train.model_dir, model)
+    checksums = bundle_lib.savedmodel_checksums(bundle_dir)
+    ngram = ngram_parameters(config, model, tokens, bool(cache))
+    if ngram:
+        tables, ngram = ngram
+        ngram_path = storage.join(bundle_dir, bundle_lib.NGRAM_PATH)
+        with storage.atomic_write(ngram_path) as f:
+            f.write(tables.to_bytes())
+        checksums[bundle_lib.NGRAM_PATH] = storage.crc32c(ngram_path)
     info = bundle_lib.BundleInfo(
         fingerprint=manifest.fingerprint,
         text=settings,
@@ -501,10 +512,11 @@ def export_bundle(
         vocab_size=len(tokens),
         created_unix=int(time.time()),
         signatures=[*bundle_lib.SIGNATURES, SIGNATURE_SERVING],
-        checksums=bundle_lib.savedmodel_checksums(bundle_dir),
+        checksums=checksums,
         state_size=graph.state_size,
         weights_sha256=weights_sha256(model),
-        cache=cache_parameters(config.train.model_dir, model),
+        cache=cache,
+        ngram=ngram or {},
     )
     storage.write_marker(info_path, info.to_dict())
     _LOG.info("exported bundle %s (fingerprint %s, vocabulary %d)", bundle_dir, info.fingerprint, len(tokens))
@@ -520,6 +532,20 @@ def cache_parameters(model_dir: str, model: keras.Model) -> dict[str, float]:
     if metrics.get("weights_sha256") != weights_sha256(model):
         return {}
     return dict(metrics.get("cache", {}).get("parameters", {}))
+
+
+def ngram_parameters(config: Config, model: keras.Model, tokens: list[str], with_cache: bool):
+    """(the n-gram tables, bundle.json's `ngram`) where `nextword evaluate` gave these weights an n-gram weight
+    above 0 on valid (metrics.json's "ngram": the one with the cache where the bundle has the cache); None
+    otherwise, or where the baseline's tables exceed evaluate's NGRAM_MEMORY_BYTES."""
+    from trainer.evaluate import ngram_tables, read_metrics
+
+    metrics = read_metrics(config.train.model_dir)
+    if metrics.get("weights_sha256") != weights_sha256(model):
+        return None
+    weight = metrics.get("ngram", {}).get("weights", {}).get("lstm_cache_ngram" if with_cache else "lstm_ngram", 0)
+    tables = ngram_tables(config, tokens) if weight else None
+    return (tables, {"weight": weight, "order": tables.order}) if tables else None
 
 
 def serving_versions(serving_dir: str) -> list[int]:

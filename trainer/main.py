@@ -33,7 +33,7 @@ from nextword.cloud import tuning, vertex_env, vertex_tensorboard
 from nextword.config import Config, TrainConfig
 from nextword.text import contract
 from trainer import evaluate as evaluate_lib
-from trainer import sizing
+from trainer import lm, sizing
 from trainer import tflite as tflite_lib
 from trainer.checkpoints import BEST_DIR, CHECKPOINT_DIR, checkpoint_dirs
 from trainer.data import DataSpec, load_data_spec
@@ -340,16 +340,23 @@ def run_export(argv: list[str] | None = None) -> str:
 
 def run_evaluate(argv: list[str] | None = None) -> dict:
     """`nextword evaluate`: the best validation epoch's weights (the exported ones) on valid and test."""
-    config = parse("evaluate", argv)
+    args = cli_common.parser("evaluate").parse_args(argv)
+    config, dynamic = config_lib.load(args.config, args.overrides), args.dynamic
     cfg = config.train
     with restored_best(config, "evaluate") as (loop, setup):
         if setup.worker.is_chief:
             claim_model_dir(cfg.model_dir)  # before the work: metrics.json is rewritten at the end
         evaluator = exact_evaluator(loop, setup)
         found = evaluate_or_stop(evaluator, "evaluation", "nothing was written: rerun it")
-        if loop.worker.num_workers == 1:  # the cache reads every row on one process
-            if cache := evaluate_lib.cache_section(evaluator.model, loop.inputs):
-                found["cache"] = cache
+        if loop.worker.num_workers == 1:  # the cache and the n-gram mixture read every row on one process
+            ngram = evaluate_lib.ngram_tables(setup.config, setup.spec.vocab)
+            model, inputs = evaluator.model, loop.inputs
+            streams_of = functools.partial(evaluate_lib.split_streams, model, inputs)
+            found |= evaluate_lib.mixture_sections(streams_of, lm.of(model).hidden_units, setup.spec, ngram)
+            if dynamic and (
+                section := evaluate_lib.dynamic_section(model, setup.spec, ngram, setup.spec.window_length)
+            ):
+                found["dynamic"] = section
         found["weights_sha256"] = weights_sha256(loop.model)
         worker = loop.worker
     metrics = evaluate_lib.read_metrics(cfg.model_dir) | found

@@ -15,6 +15,7 @@ from typing import ClassVar
 from nextword import storage
 from nextword.artifacts import versioned
 from nextword.artifacts.data_dir import Manifest
+from nextword.ngram import ArpaTables
 from nextword.text import contract
 from nextword.text.contract import TextSettings
 
@@ -28,6 +29,9 @@ META_FILES = (contract.VOCAB_FILE, contract.MANIFEST_FILE, contract.CONFIG_FILE,
 REQUIRED_FILES = (SAVED_MODEL_FILE, VARIABLES_INDEX) + tuple(
     f"{contract.BUNDLE_META_DIR}/{name}" for name in META_FILES
 )
+# The n-gram tables of document scoring (nextword/ngram.py), where bundle.json's `ngram` names a weight.
+NGRAM_FILE = "ngram.npz"
+NGRAM_PATH = f"{contract.BUNDLE_META_DIR}/{NGRAM_FILE}"
 # Signatures beyond contract's three (trainer/export.py documents them all).
 SIGNATURE_SCORE_TOKENS = "score_tokens"
 SIGNATURE_SCORE_STREAM = "score_stream"
@@ -63,6 +67,8 @@ class BundleInfo(versioned.Versioned):
     weights_sha256: str = ""  # taken at export ("": exported before model fingerprints)
     # the continuous cache of document scoring (nextword/cache.py): size, theta, weight ({}: none)
     cache: dict[str, float] = dataclasses.field(default_factory=dict)
+    # the n-gram mixed into document scoring (nextword/ngram.py, NGRAM_FILE): weight, order ({}: none)
+    ngram: dict[str, float] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     READS: ClassVar[int] = FORMAT_VERSION
@@ -88,6 +94,8 @@ class BundleInfo(versioned.Versioned):
         }
         if self.cache:  # document scores mix in the cache (absent before it, so older fingerprints stay)
             content["cache"] = self.cache
+        if self.ngram:  # and the n-gram: its weight and its tables (their checksum)
+            content["ngram"] = self.ngram | {"crc32c": self.checksums.get(NGRAM_PATH, "")}
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode("utf-8")).hexdigest()[:16]
 
 
@@ -189,6 +197,8 @@ def load_bundle(path: str) -> Bundle:
     tokens = contract.parse_vocab_text(storage.read_text(vocab_path), vocab_path)
     fingerprint, vocab_size = info.fingerprint, info.vocab_size
     _check_savedmodel(path, info_path, info.checksums)
+    if info.ngram and NGRAM_PATH not in info.checksums:
+        raise ValueError(f"{info_path}: `ngram` without the checksum of {NGRAM_PATH}; re-export the bundle")
     recomputed = contract.fingerprint(tokens, info.text)
     if recomputed != fingerprint:
         raise ValueError(
@@ -206,3 +216,13 @@ def load_bundle(path: str) -> Bundle:
             "re-export the bundle"
         )
     return Bundle(path, tokens, info)
+
+
+def read_ngram(bundle: Bundle) -> ArpaTables | None:
+    """The n-gram tables document scoring mixes in (bundle.json's `ngram`), or None; checked whole by
+    load_bundle (their CRC32C is among the checksums)."""
+    if not bundle.info.ngram:
+        return None
+    path = storage.join(bundle.path, NGRAM_PATH)
+    with storage.open_read(path) as f:
+        return ArpaTables.from_bytes(f.read(), path)

@@ -117,6 +117,11 @@ def stage(command: str) -> argparse.ArgumentParser:
             choices=("line", "document"),
             help="score each line alone, or with the lines before it as context (= --set predict.context=...)",
         )
+    if command == "evaluate":
+        p.add_argument(
+            "--dynamic", action="store_true", help="also dynamic evaluation (the weights adapt to the text already "
+            "scored; docs/quality.md): metrics.json's \"dynamic\", at several times the scoring time"
+        )  # fmt: skip
     if command == "export":
         p.add_argument(
             "--serving-dir",
