@@ -27,6 +27,7 @@ setup(
     extras_require={
         "test": [
             "pytest>=8",
+            "pytest-xdist>=3.5",  # scripts/test.sh runs the suite on two processes: the tests are mostly one core each
             "kenlm>=0.2",  # tests load the baseline's ARPA file with KenLM itself
             "hypothesis>=6.100",
             "ruff>=0.6",

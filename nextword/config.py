@@ -144,6 +144,10 @@ class TrainConfig:
     # corpus order (preprocessing writes runs of consecutive windows to each
     # shard); the trainer checks both. false: shuffled windows, context reset at each.
     carry_state: bool = setting(True, fixed_on_resume=True)
+    # After the final evaluation, choose the continuous cache and the n-gram mixture on valid (metrics.json's
+    # "cache" and "ngram", docs/quality.md), which the export then carries into the bundle's document scoring.
+    # One process only; `nextword evaluate` chooses them again for any checkpoint.
+    mixtures: bool = setting(True)
     keep_checkpoints: int = setting(3, low=0, low_open=True)
     # Stop after this many epochs in a row without a better validation loss (0: never). Whatever
     # stops the run, the weights evaluated and exported are those of the best validation epoch.

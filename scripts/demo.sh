@@ -19,5 +19,10 @@ b = m["baseline"]
 if b.get("status") == "ok":
     print(f"test perplexity: LSTM {m['test']['perplexity']:.1f}, {b['order']}-gram Kneser-Ney {b['test']['perplexity']:.1f} "
           f"on the same {b['test']['tokens']} tokens (ratio {b['test']['ratio']:.3f}; below 1: the LSTM is better)")
+    mixed = m.get("ngram", m.get("cache", {})).get("test", {})
+    best = mixed.get("lstm_cache_ngram", mixed.get("lstm_cache"))
+    if best:  # what the bundle's document scoring applies (docs/quality.md)
+        print(f"with the continuous cache and the n-gram mixed in (document context): {best['perplexity']:.1f} "
+              f"(ratio {best['perplexity'] / b['test']['perplexity']:.3f})")
 PY
 echo "demo done: see runs/demo/ (data/, data/baseline/, model/metrics.json, model/curves.png, model/bundle/, predictions/)"

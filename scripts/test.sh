@@ -4,4 +4,6 @@
 source "$(dirname "$0")/venv.sh"
 ruff check .
 ruff format --check .
-pytest -q "$@"
+# Two test processes (pytest-xdist): most tests keep one core busy (Python, TensorFlow's tracing, Beam's
+# runner), so two keep both of CI's cores busy (bench/README.md, "The test suite"). One: scripts/test.sh -n 0.
+pytest -q -n 2 --dist worksteal "$@"

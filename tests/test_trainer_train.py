@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -229,25 +230,31 @@ def test_bf16_matmuls_train_within_one_percent_of_float32_and_report_float32_fig
     assert json.loads((tmp_path / "mixed" / "metrics.json").read_text())["valid"] == mixed["valid"]
 
 
-def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(synthetic, tmp_path):
+def test_training_chooses_the_mixtures_and_evaluate_and_export_reproduce_them(synthetic, tmp_path):
     from nextword.artifacts import bundle as bundle_lib
 
-    trained = run(train_args(synthetic, tmp_path / "model", "train.max_steps=20"))
-    (tmp_path / "model" / "metrics.json").unlink()
     ngram = f"baseline.output_dir={tmp_path / 'baseline'}"
     assert cli.main(["baseline", *train_args(synthetic, tmp_path / "model", ngram, "baseline.order=3")]) == 0
+    trained = run(train_args(synthetic, tmp_path / "model", "train.max_steps=20", "train.mixtures=true", ngram))
+    exported = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
+    # The bundle of a training run carries the cache and the n-gram that its final evaluation chose on valid.
+    assert exported.info.cache == trained["cache"]["parameters"]
+    assert exported.info.ngram == {"weight": trained["ngram"]["weights"]["lstm_cache_ngram"], "order": 3}
+    (tmp_path / "model" / "metrics.json").unlink()
     assert cli.main(["evaluate", *train_args(synthetic, tmp_path / "model", ngram)]) == 0
     evaluated = json.loads((tmp_path / "model" / "metrics.json").read_text())
-    assert evaluated["valid"] == pytest.approx(trained["valid"])
-    assert evaluated["test"] == pytest.approx(trained["test"])
-    exported = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
+    # The same weights: the same figures and the same choices.
+    assert evaluated["valid"] == pytest.approx(trained["valid"]) and evaluated["test"] == pytest.approx(trained["test"])
+    assert evaluated["cache"]["parameters"] == trained["cache"]["parameters"]
+    assert evaluated["ngram"]["weights"] == trained["ngram"]["weights"]
+    for section, split in itertools.product(("cache", "ngram"), ("valid", "test")):
+        for name, figures in trained[section][split].items():
+            assert evaluated[section][split][name] == pytest.approx(figures), (section, split, name)
     shutil.rmtree(tmp_path / "model" / "bundle")
     assert cli.main(["export", *train_args(synthetic, tmp_path / "model", ngram)]) == 0
-    again = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))  # complete, and the same weights
+    again = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))  # complete, and the same model
     assert again.info.weights_sha256 == exported.info.weights_sha256 == trained["weights_sha256"]
-    # What `nextword evaluate` chose for these weights travels in the bundle: the model's identity names it.
-    assert again.info.cache == evaluated["cache"]["parameters"] and not exported.info.cache
-    assert again.model_fingerprint != exported.model_fingerprint
+    assert again.model_fingerprint == exported.model_fingerprint
     tokens = evaluated["cache"]["test"]["lstm"]["tokens"]
     assert evaluated["cache"]["test"]["lstm_cache"]["tokens"] == tokens == evaluated["test"]["tokens"]
     # The n-gram mixture: on a first-order chain the 3-gram is near the generator and 20 steps of LSTM are not,
@@ -259,9 +266,12 @@ def test_evaluate_and_export_subcommands_reproduce_the_final_metrics_and_bundle(
     assert mixed["test"]["lstm_ngram"]["perplexity"] < 0.9 * evaluated["cache"]["test"]["lstm"]["perplexity"]
     grid = mixed["grid"]["lstm_ngram"]
     assert min(grid, key=grid.__getitem__) == f"{mixed['weights']['lstm_ngram']:g}"
-    # The export carries the n-gram with the weight chosen beside the cache; its tables are checked whole.
-    assert again.info.ngram == {"weight": mixed["weights"]["lstm_cache_ngram"], "order": 3}
     assert bundle_lib.read_ngram(again).nbytes == mixed["table_bytes"]
+    # Exported where the baseline is not, the bundle has no n-gram: a model of another identity.
+    shutil.rmtree(tmp_path / "model" / "bundle")
+    assert cli.main(["export", *train_args(synthetic, tmp_path / "model", f"baseline.output_dir={tmp_path}")]) == 0
+    alone = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
+    assert alone.info.cache and not alone.info.ngram and alone.model_fingerprint != exported.model_fingerprint
 
 
 def test_evaluate_dynamic_adds_its_section_on_the_same_tokens(synthetic, tmp_path, monkeypatch):

@@ -33,7 +33,7 @@ PROGRESS_SECONDS = 30.0
 # A segment's gradient is clipped to this global norm: one odd segment cannot throw the weights far.
 CLIP_NORM = 1.0
 # The validation grid.
-LEARNING_RATES = (0.03, 0.1, 0.3, 1.0)
+LEARNING_RATES = (0.1, 0.3, 1.0, 3.0)
 DECAYS = (0.0, 0.01)
 
 
@@ -64,6 +64,8 @@ class DynamicEvaluator:
         self.view = lm.of(model)
         self.variables = model.trainable_variables
         self.trained = [tf.Variable(v.value, trainable=False) for v in self.variables]
+        self._started = self._reported = time.monotonic()
+        self._scored = 0  # tokens, for the progress lines
         self._adapt_step = tf.function(self._segment_step)
         self._static_step = tf.function(self._forward)
 
@@ -90,9 +92,8 @@ class DynamicEvaluator:
             variable.assign(trained)
 
     def stream(self, tokens: np.ndarray, params: DynamicParams) -> tuple[cache.Stream, np.ndarray]:
-        """One stream scored: (cache.Stream of its targets tokens[1:], the input word at each position), with a
-        progress line every PROGRESS_SECONDS."""
-        started = last_report = time.monotonic()
+        """One stream scored: (cache.Stream of its targets tokens[1:], the input word at each position); a
+        progress line every PROGRESS_SECONDS across calls."""
         states = [tf.zeros([1, units]) for units in self.view.state_units]  # carried by a model built without too
         rate, decay = tf.constant(params.learning_rate, tf.float32), tf.constant(params.decay, tf.float32)
         parts = []
@@ -112,10 +113,12 @@ class DynamicEvaluator:
                     hidden = hidden[0]
                 states = list(after)
                 parts.append((hidden.numpy()[:real], chunk[1:], log_probs.numpy()[:real]))
-                if time.monotonic() - last_report > PROGRESS_SECONDS:
-                    last_report, done = time.monotonic(), start + real
-                    _LOG.info("dynamic evaluation %s: %d of %d tokens (%.0f tokens/s)", params, done,
-                              len(tokens) - 1, done / (last_report - started))  # fmt: skip
+                self._scored += real
+                if time.monotonic() - self._reported > PROGRESS_SECONDS:
+                    self._reported = time.monotonic()
+                    rate = self._scored / (self._reported - self._started)
+                    _LOG.info("dynamic evaluation %s: token %d of %d of this stream; %d tokens/s so far", params,
+                              start + real, len(tokens) - 1, rate)  # fmt: skip
         finally:
             self._restore()
         hidden, targets, log_probs = (np.concatenate(part) for part in zip(*parts, strict=True))

@@ -238,8 +238,9 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
             f"the checkpoint (step {fit.steps}) is in {loop.checkpoints.read_dir}: rerun the same command to "
             "evaluate and export"
         )
+        evaluator = exact_evaluator(loop, setup)
         metrics = {
-            **evaluate_or_stop(exact_evaluator(loop, setup), "the final evaluation", resume),
+            **evaluate_or_stop(evaluator, "the final evaluation", resume),
             "train": {
                 "steps": fit.steps,
                 "epochs": round(fit.epochs, 4),
@@ -260,6 +261,9 @@ def _train_locked(setup: Setup, lock: RunLock) -> dict:
             },
             "weights_sha256": weights_sha256(model),
         }
+        if cfg.mixtures:
+            with stop_signals(raise_at_once=functools.partial(_stopped, "choosing the mixtures", resume)):
+                metrics |= mixtures(evaluator.model, loop, setup)
     with stop_signals(raise_at_once=functools.partial(_stopped, "writing the results", resume)):
         metrics["baseline"] = compare_with_baseline(config, metrics)
         _LOG.info("valid %s", metrics["valid"])
@@ -296,6 +300,20 @@ def export_or_stop(export_to: Callable[[], str], resume: str) -> str:
     bundle.json is written last."""
     with stop_signals(raise_at_once=functools.partial(_stopped, "export", resume)):
         return export_to()
+
+
+def mixtures(model: keras.Model, loop: TrainLoop, setup: Setup, dynamic: bool = False) -> dict:
+    """metrics.json's "cache" and "ngram" sections (and "dynamic" if asked): {} on several workers (the cache
+    and the n-gram read every row on one process)."""
+    if loop.worker.num_workers > 1:
+        return {}
+    spec = setup.spec
+    ngram = evaluate_lib.ngram_tables(setup.config, spec.vocab)
+    streams_of = functools.partial(evaluate_lib.split_streams, model, loop.inputs)
+    found = evaluate_lib.mixture_sections(streams_of, lm.of(model).hidden_units, spec, ngram)
+    if dynamic and (section := evaluate_lib.dynamic_section(model, spec, ngram, spec.window_length)):
+        found["dynamic"] = section
+    return found
 
 
 def run(argv: list[str] | None = None) -> dict:
@@ -347,16 +365,10 @@ def run_evaluate(argv: list[str] | None = None) -> dict:
         if setup.worker.is_chief:
             claim_model_dir(cfg.model_dir)  # before the work: metrics.json is rewritten at the end
         evaluator = exact_evaluator(loop, setup)
-        found = evaluate_or_stop(evaluator, "evaluation", "nothing was written: rerun it")
-        if loop.worker.num_workers == 1:  # the cache and the n-gram mixture read every row on one process
-            ngram = evaluate_lib.ngram_tables(setup.config, setup.spec.vocab)
-            model, inputs = evaluator.model, loop.inputs
-            streams_of = functools.partial(evaluate_lib.split_streams, model, inputs)
-            found |= evaluate_lib.mixture_sections(streams_of, lm.of(model).hidden_units, setup.spec, ngram)
-            if dynamic and (
-                section := evaluate_lib.dynamic_section(model, setup.spec, ngram, setup.spec.window_length)
-            ):
-                found["dynamic"] = section
+        nothing_written = "nothing was written: rerun it"
+        found = evaluate_or_stop(evaluator, "evaluation", nothing_written)
+        with stop_signals(raise_at_once=functools.partial(_stopped, "choosing the mixtures", nothing_written)):
+            found |= mixtures(evaluator.model, loop, setup, dynamic)
         found["weights_sha256"] = weights_sha256(loop.model)
         worker = loop.worker
     metrics = evaluate_lib.read_metrics(cfg.model_dir) | found

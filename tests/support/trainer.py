@@ -31,6 +31,8 @@ TINY = [
     "train.model.dropout=0.0",
     "--set",
     "train.optimizer.learning_rate=0.01",
+    "--set",
+    "train.mixtures=false",  # on in the tests that check the cache and n-gram mixtures
 ]
 
 
