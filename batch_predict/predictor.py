@@ -178,7 +178,7 @@ class Document:
         if self._ngram:
             tables, weight = self._ngram
             ngram_log_prob, self._history = tables.continued_log_probs(self._history, ids)
-            token_log_prob = np.logaddexp(np.log1p(-weight) + token_log_prob, np.log(weight) + ngram_log_prob)
+            token_log_prob = cache.mix(token_log_prob, ngram_log_prob, weight)
         line_of = np.repeat(np.arange(len(out["tokens"])), out["tokens"])
         known = np.where(out["token_unknown"], 0.0, token_log_prob)
         return {

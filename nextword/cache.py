@@ -87,7 +87,7 @@ def cache_log_probs(
 
 def mix(model_log_probs: np.ndarray, cache: np.ndarray, weight: float) -> np.ndarray:
     """log((1 - weight) p_model + weight p_cache) per position; the model's alone where the cache is empty (nan)
-    and wherever weight is 0."""
+    and wherever weight is 0. The n-gram is mixed in the same way (trainer/evaluate.py, document scoring)."""
     if weight == 0:
         return np.asarray(model_log_probs, np.float64)
     empty = np.isnan(cache)

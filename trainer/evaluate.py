@@ -131,13 +131,13 @@ def _figures(log_prob_sum: float, tokens: int) -> dict:
     return {"perplexity": cache.perplexity(log_prob_sum, tokens), "tokens": tokens}
 
 
+def _total(log_probs: list[np.ndarray]) -> float:
+    return sum(float(np.sum(x, dtype=np.float64)) for x in log_probs)
+
+
 def _mixed(a: list[np.ndarray], b: list[np.ndarray], weight: float) -> float:
-    """The log-probability sum of (1 - weight) p_a + weight p_b over the streams."""
-    if weight == 0:
-        return sum(float(np.sum(x, dtype=np.float64)) for x in a)
-    return sum(
-        float(np.logaddexp(math.log1p(-weight) + x, math.log(weight) + y).sum()) for x, y in zip(a, b, strict=True)
-    )
+    """The log-probability sum of (1 - weight) p_a + weight p_b over the streams (cache.mix)."""
+    return sum(float(cache.mix(x, y, weight).sum()) for x, y in zip(a, b, strict=True))
 
 
 def ngram_tables(config, vocab: list[str]):
@@ -197,7 +197,7 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
     sections = {"cache": {"parameters": dataclasses.asdict(params), "chosen_on": "valid", "grid": grid}}
     for split, parts in scored.items():
         sections["cache"][split] = {
-            name: _figures(_mixed(parts[name], [], 0), tokens[split]) for name in ("lstm", "lstm_cache")
+            name: _figures(_total(parts[name]), tokens[split]) for name in ("lstm", "lstm_cache")
         }
     if ngram is not None:
         weights, ngram_grid = {}, {}
@@ -208,7 +208,7 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
         sections["ngram"] = {"order": ngram.order, "table_bytes": ngram.nbytes, "weights": weights,
                              "chosen_on": "valid", "grid": ngram_grid}  # fmt: skip
         for split, parts in scored.items():
-            figures = {"ngram": _figures(_mixed(parts["ngram"], [], 0), tokens[split])}
+            figures = {"ngram": _figures(_total(parts["ngram"]), tokens[split])}
             for mixture, weight in weights.items():
                 base = mixture.removesuffix("_ngram")
                 figures[mixture] = _figures(_mixed(parts[base], parts["ngram"], weight), tokens[split])

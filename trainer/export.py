@@ -495,9 +495,11 @@ def export_bundle(
         storage.join(meta_dir, contract.MANIFEST_FILE), json.dumps(manifest.to_dict(), indent=2, sort_keys=True)
     )
     storage.write_text(storage.join(meta_dir, contract.CONFIG_FILE), config_lib.to_yaml(config))
-    cache = cache_parameters(config.train.model_dir, model)
+    sha256 = weights_sha256(model)
+    chosen = chosen_mixtures(config.train.model_dir, sha256)
+    cache = dict(chosen.get("cache", {}).get("parameters", {}))
     checksums = bundle_lib.savedmodel_checksums(bundle_dir)
-    ngram = ngram_parameters(config, model, tokens, bool(cache))
+    ngram = ngram_parameters(config, chosen, tokens, bool(cache))
     if ngram:
         tables, ngram = ngram
         ngram_path = storage.join(bundle_dir, bundle_lib.NGRAM_PATH)
@@ -514,7 +516,7 @@ def export_bundle(
         signatures=[*bundle_lib.SIGNATURES, SIGNATURE_SERVING],
         checksums=checksums,
         state_size=graph.state_size,
-        weights_sha256=weights_sha256(model),
+        weights_sha256=sha256,
         cache=cache,
         ngram=ngram or {},
     )
@@ -523,27 +525,22 @@ def export_bundle(
     return bundle_dir
 
 
-def cache_parameters(model_dir: str, model: keras.Model) -> dict[str, float]:
-    """The continuous cache's size, theta and weight that `nextword evaluate` chose on valid for these weights
-    (metrics.json's "cache"), for document scoring; {} where it has not run on them."""
+def chosen_mixtures(model_dir: str, sha256: str) -> dict:
+    """metrics.json where `nextword evaluate` or training chose its "cache" and "ngram" for the weights whose
+    sha256 this is; {} where they were chosen for other weights, or not at all."""
     from trainer.evaluate import read_metrics
 
     metrics = read_metrics(model_dir)
-    if metrics.get("weights_sha256") != weights_sha256(model):
-        return {}
-    return dict(metrics.get("cache", {}).get("parameters", {}))
+    return metrics if metrics.get("weights_sha256") == sha256 else {}
 
 
-def ngram_parameters(config: Config, model: keras.Model, tokens: list[str], with_cache: bool):
-    """(the n-gram tables, bundle.json's `ngram`) where `nextword evaluate` gave these weights an n-gram weight
-    above 0 on valid (metrics.json's "ngram": the one with the cache where the bundle has the cache); None
-    otherwise, or where the baseline's tables exceed evaluate's NGRAM_MEMORY_BYTES."""
-    from trainer.evaluate import ngram_tables, read_metrics
+def ngram_parameters(config: Config, chosen: dict, tokens: list[str], with_cache: bool):
+    """(the n-gram tables, bundle.json's `ngram`) where `chosen` (chosen_mixtures) gives the n-gram a weight
+    above 0 on valid (the one with the cache where the bundle has the cache); None otherwise, or where the
+    baseline's tables exceed evaluate's NGRAM_MEMORY_BYTES."""
+    from trainer.evaluate import ngram_tables
 
-    metrics = read_metrics(config.train.model_dir)
-    if metrics.get("weights_sha256") != weights_sha256(model):
-        return None
-    weight = metrics.get("ngram", {}).get("weights", {}).get("lstm_cache_ngram" if with_cache else "lstm_ngram", 0)
+    weight = chosen.get("ngram", {}).get("weights", {}).get("lstm_cache_ngram" if with_cache else "lstm_ngram", 0)
     tables = ngram_tables(config, tokens) if weight else None
     return (tables, {"weight": weight, "order": tables.order}) if tables else None
 
