@@ -129,7 +129,8 @@ class Document:
     With the bundle's continuous cache (bundle.json's `cache`, nextword/cache.py), each token's probability
     mixes in the document's earlier tokens, those of warm-ups included, as `nextword evaluate` chose it. With
     its n-gram (bundle.json's `ngram`, nextword/ngram.py), that probability is then mixed with the n-gram's
-    of the token after the document's last order - 1 words: p = (1 - weight) p + weight p_ngram. A document
+    of the token after the document's last order - 1 words: p = (1 - w) p + w p_ngram, w the weight for the
+    order of the longest n-gram the n-gram model found there (bundle.json's weights_by_order). A document
     starts with `<s>`, `<eos>` after it where the bundle has it; without, the first word is not known to the
     n-gram, whose first contexts stop after it.
     """
@@ -139,7 +140,7 @@ class Document:
         self.state = np.zeros([bundle.state_size], np.float32)
         self.last_id = contract.EOS_ID if bundle.settings.eos else -1
         self._cache = cache.Window(cache.CacheParams(**bundle.info.cache)) if bundle.info.cache else None
-        self._ngram = (ngram, float(bundle.info.ngram["weight"])) if ngram is not None else None
+        self._ngram = (ngram, bundle.info.ngram_weights(bundle.path)) if ngram is not None else None
         self._history = np.array([0, self.last_id + 1] if self.last_id >= 0 else [-1], np.int64)  # n-gram codes
 
     @property
@@ -153,7 +154,7 @@ class Document:
             if self._cache:
                 self._cache.hold(out["token_hidden"], out["token_id"])
             if self._ngram:
-                self._history = self._ngram[0].continued_log_probs(self._history, out["token_id"])[1]
+                self._history = self._ngram[0].continued_log_probs(self._history, out["token_id"])[2]
             self.state, self.last_id = out["state"], int(out["last_id"])
         elif texts:
             self.state, self.last_id = self._model.advance_stream(texts, self.state, self.last_id)
@@ -176,9 +177,9 @@ class Document:
         if self._cache:
             token_log_prob = self._cache.log_probs(hidden, ids, token_log_prob)
         if self._ngram:
-            tables, weight = self._ngram
-            ngram_log_prob, self._history = tables.continued_log_probs(self._history, ids)
-            token_log_prob = cache.mix(token_log_prob, ngram_log_prob, weight)
+            tables, weights = self._ngram
+            ngram_log_prob, orders, self._history = tables.continued_log_probs(self._history, ids)
+            token_log_prob = cache.mix(token_log_prob, ngram_log_prob, weights[orders])
         line_of = np.repeat(np.arange(len(out["tokens"])), out["tokens"])
         known = np.where(out["token_unknown"], 0.0, token_log_prob)
         return {

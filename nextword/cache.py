@@ -85,14 +85,17 @@ def cache_log_probs(
         return np.log((weights * matches).sum(axis=1)) - np.log(weights.sum(axis=1))
 
 
-def mix(model_log_probs: np.ndarray, cache: np.ndarray, weight: float) -> np.ndarray:
-    """log((1 - weight) p_model + weight p_cache) per position; the model's alone where the cache is empty (nan)
-    and wherever weight is 0. The n-gram is mixed in the same way (trainer/evaluate.py, document scoring)."""
-    if weight == 0:
+def mix(model_log_probs: np.ndarray, cache: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
+    """log((1 - weight) p_model + weight p_cache) per position (`weight`: one, or one per position); the model's
+    alone where the cache is empty (nan) and wherever weight is 0. The n-gram is mixed in the same way
+    (trainer/evaluate.py, document scoring), its weight by the order of the n-gram it matched."""
+    weight = np.asarray(weight, np.float64)
+    if not weight.any():
         return np.asarray(model_log_probs, np.float64)
     empty = np.isnan(cache)
-    mixed = np.logaddexp(math.log1p(-weight) + model_log_probs, math.log(weight) + np.where(empty, -np.inf, cache))
-    return np.where(empty, model_log_probs, mixed)
+    with np.errstate(divide="ignore"):  # a weight of 0 or 1: log 0 is -inf, and logaddexp keeps the other side
+        mixed = np.logaddexp(np.log1p(-weight) + model_log_probs, np.log(weight) + np.where(empty, -np.inf, cache))
+    return np.where(empty | (weight == 0), model_log_probs, mixed)
 
 
 def _chunks(stream: Stream, size: int):

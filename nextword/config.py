@@ -107,6 +107,11 @@ class OptimizerConfig:
     # rate by this after every epoch whose validation loss is no better than the best (1: off).
     plateau_factor: float = setting(0.25, low=0, low_open=True, high=1)
     weight_decay: float = setting(0.0, low=0)  # decoupled (AdamW / SGDW style), on every weight but biases
+    # Time-budgeted runs (train.time_budget_s): over this last fraction of the budget the rate falls
+    # linearly to zero, so the weights the budget ends on are annealed rather than caught mid-stride
+    # (warmup-stable-decay; Li et al. 2020, "Budgeted training"). 0: off. Not with the per-epoch decay
+    # (decay < 1), which sets the rate itself.
+    budget_cooldown: float = setting(0.5, low=0, high=1)
 
 
 @dataclass(frozen=True)

@@ -69,6 +69,11 @@ class ArpaTables:
     def log10_probs(self, contexts: np.ndarray, tokens: np.ndarray) -> np.ndarray:
         """contexts [T, order - 1] codes, -1 where the history is shorter (on the left); tokens [T] codes ->
         log10 p(token | context) [T] float64."""
+        return self.scores(contexts, tokens)[0]
+
+    def scores(self, contexts: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """log10_probs, and the order of the longest n-gram each came from [T] int64 (1: the unigram): how much
+        of the context the model has seen, which decides how far the n-gram is to be trusted in a mixture."""
         width = self.order - 1
         best = self.unigram_log10[tokens].astype(np.float64)
         matched = np.ones(len(tokens), np.int64)  # words in the longest n-gram found
@@ -89,7 +94,7 @@ class ArpaTables:
                 backoffs[:, j] = self._find(j, context, present)[2]
         # The back-offs of every context longer than the matched n-gram's: lengths matched .. width.
         longer = np.arange(width + 1)[None, :] >= matched[:, None]
-        return best + (backoffs * longer).sum(axis=1)
+        return best + (backoffs * longer).sum(axis=1), matched
 
     def to_bytes(self) -> bytes:
         """The tables as an .npz file (no pickled objects)."""
@@ -113,23 +118,28 @@ class ArpaTables:
         except (ValueError, KeyError, OSError, zipfile.BadZipFile) as err:
             raise ValueError(f"{where}: not an n-gram table file ({err}); re-export the bundle") from err
 
-    def _after(self, codes: np.ndarray, last: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    def _after(self, codes: np.ndarray, last: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Natural log-probabilities [T] of targets (word ids), target t predicted from the order - 1 codes
-        ending at codes[last[t]] (-1 before the array's start, or where codes holds -1: no word known)."""
+        ending at codes[last[t]] (-1 before the array's start, or where codes holds -1: no word known), and the
+        matched orders [T] (scores)."""
         index = last[:, None] + np.arange(2 - self.order, 1)[None, :]  # [T, order - 1]
         contexts = np.where(index >= 0, codes[np.maximum(index, 0)], -1)
-        return self.log10_probs(contexts, np.asarray(targets, np.int64) + 1) * LN_10
+        log10, matched = self.scores(contexts, np.asarray(targets, np.int64) + 1)
+        return log10 * LN_10, matched
 
-    def stream_log_probs(self, inputs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    def stream_log_probs(self, inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Natural log-probabilities [T] of a stream's targets (word ids), each predicted from the stream's
-        earlier words: `<s>`, then inputs[0..t] (the trainer's protocol, baseline/ngrams.targets)."""
+        earlier words: `<s>`, then inputs[0..t] (the trainer's protocol, baseline/ngrams.targets); and the
+        matched orders [T]."""
         codes = np.concatenate([[0], np.asarray(inputs, np.int64) + 1])  # [T + 1]: <s>, then the inputs
         return self._after(codes, np.arange(1, len(targets) + 1), targets)
 
-    def continued_log_probs(self, history: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def continued_log_probs(
+        self, history: np.ndarray, targets: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Natural log-probabilities [T] of targets (word ids) that follow each other after `history` (codes,
-        -1 for a word not known), and the history after them (its last order - 1 codes): a document scored a
-        part at a time."""
+        -1 for a word not known), their matched orders [T], and the history after them (its last order - 1
+        codes): a document scored a part at a time."""
         codes = np.concatenate([np.asarray(history, np.int64), np.asarray(targets, np.int64) + 1])
-        scored = self._after(codes, np.arange(len(history) - 1, len(codes) - 1), targets)
-        return scored, codes[max(len(codes) - self.order + 1, 0) :]
+        scored, matched = self._after(codes, np.arange(len(history) - 1, len(codes) - 1), targets)
+        return scored, matched, codes[max(len(codes) - self.order + 1, 0) :]

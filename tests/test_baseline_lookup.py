@@ -33,7 +33,7 @@ def test_every_token_of_a_stream_as_the_reference_model_scores_it(order, tmp_pat
     test = markov_windows(4, 500, VOCAB_SIZE, 12)
     stream = np.array(test[0] + [t for w in test[1:] for t in w[1:]])
     stream[::37] = 0  # the unknown word, in contexts and as a target
-    ours = tables.stream_log_probs(stream[:-1], stream[1:])
+    ours, _ = tables.stream_log_probs(stream[:-1], stream[1:])
     history: tuple = (BOS, int(stream[0]))
     theirs = []
     for token in stream[1:]:
@@ -53,10 +53,11 @@ def test_a_hand_made_arpa_file_with_spaces_and_a_missing_context(tmp_path):
     )
     tables = lookup.load(str(path), ["<unk>", "a", "b"])
     inputs, targets = np.array([1, 2, 1]), np.array([2, 1, 1])  # <s> a | b a a
-    log10 = tables.stream_log_probs(inputs, targets) / math.log(10)
+    log_probs, orders = tables.stream_log_probs(inputs, targets)
     # a b: listed; b a: b has no back-off (0), unigram a; a a: back-off of a, then unigram a.
-    np.testing.assert_allclose(log10, [-0.2, -0.5, -0.25 - 0.5], atol=1e-6)
-    first = tables.stream_log_probs(np.array([1]), np.array([1]))  # <s> a | a: back-off of a + p(a)
+    np.testing.assert_allclose(log_probs / math.log(10), [-0.2, -0.5, -0.25 - 0.5], atol=1e-6)
+    assert orders.tolist() == [2, 1, 1]  # the longest n-gram each came from
+    first, _ = tables.stream_log_probs(np.array([1]), np.array([1]))  # <s> a | a: back-off of a + p(a)
     assert first[0] / math.log(10) == pytest.approx(-0.75, abs=1e-6)
 
 
@@ -74,9 +75,9 @@ def test_the_tables_round_trip_through_their_file_and_a_damaged_one_is_named(tmp
     tables = _written(model, tmp_path)
     again = ArpaTables.from_bytes(tables.to_bytes(), "bundle/meta/ngram.npz")
     stream = np.array(markov_windows(5, 200, VOCAB_SIZE, 12)[0])
-    np.testing.assert_array_equal(
-        again.stream_log_probs(stream[:-1], stream[1:]), tables.stream_log_probs(stream[:-1], stream[1:])
-    )
+    for ours, theirs in zip(again.stream_log_probs(stream[:-1], stream[1:]),
+                            tables.stream_log_probs(stream[:-1], stream[1:]), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(ours, theirs)
     assert again.order == 3 and again.nbytes == tables.nbytes
     with pytest.raises(ValueError, match=r"^bundle/meta/ngram.npz: not an n-gram table file"):
         ArpaTables.from_bytes(tables.to_bytes()[:100], "bundle/meta/ngram.npz")
@@ -87,15 +88,18 @@ def test_a_document_scored_in_parts_is_the_stream_scored_at_once(tmp_path):
     model = kneser_ney.estimate(ngrams.count_ngrams(markov_windows(3, 5000, VOCAB_SIZE, 12), 4, 1), 4, VOCAB_SIZE)
     tables = _written(model, tmp_path)
     stream = np.array(markov_windows(6, 300, VOCAB_SIZE, 12)[0] + markov_windows(7, 300, VOCAB_SIZE, 12)[0])
-    whole = tables.stream_log_probs(stream[:-1], stream[1:])
-    history, parts = np.array([0, stream[0] + 1]), []
+    whole, whole_orders = tables.stream_log_probs(stream[:-1], stream[1:])
+    assert {1, 2, 3} <= set(whole_orders.tolist())  # the orders differ along the stream
+    history, parts, part_orders = np.array([0, stream[0] + 1]), [], []
     for part in np.split(stream[1:], [1, 2, 7, 50]):
-        scored, history = tables.continued_log_probs(history, part)
+        scored, orders, history = tables.continued_log_probs(history, part)
         parts.append(scored)
+        part_orders.append(orders)
         assert len(history) <= 3
     np.testing.assert_array_equal(np.concatenate(parts), whole)
+    np.testing.assert_array_equal(np.concatenate(part_orders), whole_orders)
     # A document whose first word is not known: its first targets back off to what is known, never past a gap.
-    unknown_first, _ = tables.continued_log_probs(np.array([-1]), stream[1:4])
+    unknown_first, _, _ = tables.continued_log_probs(np.array([-1]), stream[1:4])
     history: tuple = ()
     for got, token in zip(unknown_first, stream[1:4], strict=True):
         assert got == pytest.approx(model.log_prob(history, int(token)), abs=1e-5)

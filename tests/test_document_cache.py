@@ -66,7 +66,8 @@ def test_the_ngram_is_mixed_into_document_scores_by_its_weight(tiny_bundle, tmp_
     info = mixed_dir / contract.BUNDLE_META_DIR / contract.BUNDLE_INFO_FILE
     content = json.loads(info.read_text())
     content["checksums"][bundle_lib.NGRAM_PATH] = storage.crc32c(str(mixed_dir / bundle_lib.NGRAM_PATH))
-    info.write_text(json.dumps(content | {"ngram": {"weight": 0.25, "order": 3}}))
+    by_order = [0.05, 0.2, 0.4]  # the weight where the n-gram matched 1, 2 or 3 words
+    info.write_text(json.dumps(content | {"ngram": {"weights_by_order": by_order, "order": 3}}))
     plain, mixed = Predictor.load(tiny_bundle.bundle_dir), Predictor.load(str(mixed_dir))
     assert mixed.bundle.model_fingerprint != plain.bundle.model_fingerprint
 
@@ -76,13 +77,25 @@ def test_the_ngram_is_mixed_into_document_scores_by_its_weight(tiny_bundle, tmp_
     ids = [i for line in document_ids(lines, tiny_bundle.vocab, settings) for i in line]
     targets = np.array(ids if settings.eos else ids[1:])  # without <eos> a document's first word is context only
     history = np.array([0, contract.EOS_ID + 1] if settings.eos else [-1])
-    ngram_log_probs, _ = tables.continued_log_probs(history, targets)
+    ngram_log_probs, orders, _ = tables.continued_log_probs(history, targets)
+    assert set(orders.tolist()) == {1, 2, 3}  # every weight is used
     model_log_probs = np.array([lp for line in alone for _text, _unknown, lp in line.token_scores])
-    expected = np.logaddexp(np.log(0.75) + model_log_probs, np.log(0.25) + ngram_log_probs)
+    weight = np.array([0.0, *by_order])[orders]
+    expected = np.logaddexp(np.log1p(-weight) + model_log_probs, np.log(weight) + ngram_log_probs)
     got = np.array([lp for line in with_ngram for _text, _unknown, lp in line.token_scores])
     np.testing.assert_allclose(got, expected, atol=2e-4)
+    # A bundle of before the weights by order (one "weight") reads as that weight for every order.
+    info.write_text(json.dumps(content | {"ngram": {"weight": 0.2, "order": 3}}))
+    old_style = Predictor.load(str(mixed_dir)).score(lines, context="document", per_token=True)
+    expected = np.logaddexp(np.log(0.8) + model_log_probs, np.log(0.2) + ngram_log_probs)
+    got = np.array([lp for line in old_style for _text, _unknown, lp in line.token_scores])
+    np.testing.assert_allclose(got, expected, atol=2e-4)
+    info.write_text(json.dumps(content | {"ngram": {"weights_by_order": [0.1, 0.2], "order": 3}}))
+    with pytest.raises(ValueError, match=r"bundle.json: `ngram` needs an order and a weight in \[0, 1\) for each"):
+        bundle_lib.load_bundle(str(mixed_dir))
     assert [line.log_prob for line in mixed.score(lines)] == [line.log_prob for line in plain.score(lines)]
     # Damaged tables are refused with the bundle, before any scoring.
+    info.write_text(json.dumps(content | {"ngram": {"weights_by_order": by_order, "order": 3}}))
     (mixed_dir / bundle_lib.NGRAM_PATH).write_bytes(tables.to_bytes()[:-10])
     with pytest.raises(ValueError, match="checksum mismatch"):
         bundle_lib.load_bundle(str(mixed_dir))

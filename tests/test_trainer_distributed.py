@@ -49,6 +49,10 @@ def test_two_workers_finish_with_identical_weights(synthetic, tmp_path):
         "train.epochs=2",
         "train.steps_per_epoch=30",
         "train.checkpoint_every_steps=10",
+        # The rate falls with the budget spent from the first step: each worker's own clock would give each its
+        # own rate, and the weights would part; the replicas' all-reduced mean gives both the same.
+        "train.time_budget_s=3600",
+        "train.optimizer.budget_cooldown=1",
     )
     logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
     with trainer_support.loopback_namespace() as netns:

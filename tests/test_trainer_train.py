@@ -239,7 +239,8 @@ def test_training_chooses_the_mixtures_and_evaluate_and_export_reproduce_them(sy
     exported = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
     # The bundle of a training run carries the cache and the n-gram that its final evaluation chose on valid.
     assert exported.info.cache == trained["cache"]["parameters"]
-    assert exported.info.ngram == {"weight": trained["ngram"]["weights"]["lstm_cache_ngram"], "order": 3}
+    chosen = trained["ngram"]["weights"]["lstm_cache_ngram"]  # by the order the n-gram matched; [0] unused
+    assert exported.info.ngram == {"weights_by_order": chosen[1:], "order": 3} and len(chosen) == 4
     (tmp_path / "model" / "metrics.json").unlink()
     assert cli.main(["evaluate", *train_args(synthetic, tmp_path / "model", ngram)]) == 0
     evaluated = json.loads((tmp_path / "model" / "metrics.json").read_text())
@@ -261,11 +262,16 @@ def test_training_chooses_the_mixtures_and_evaluate_and_export_reproduce_them(sy
     # so valid gives the n-gram a large share and the mixture beats the LSTM alone on test by far.
     mixed = evaluated["ngram"]
     assert {figures["tokens"] for figures in mixed["test"].values()} == {tokens}
-    assert mixed["weights"]["lstm_ngram"] >= 0.3 and mixed["weights"]["lstm_cache_ngram"] >= 0.3
+    assert mixed["single_weights"]["lstm_ngram"] >= 0.3 and mixed["single_weights"]["lstm_cache_ngram"] >= 0.3
+    # Weights by order: chosen on valid over a grid that holds the single weight, so never worse on valid.
+    for name in ("lstm_ngram", "lstm_cache_ngram"):
+        assert max(mixed["weights"][name]) >= 0.3
+        assert mixed["valid"][name]["perplexity"] <= mixed["valid"][f"{name}_one_weight"]["perplexity"]
+    assert sum(mixed["valid_tokens_by_order"]) == mixed["valid"]["ngram"]["tokens"]
     assert mixed["test"]["ngram"]["perplexity"] < GENERATOR["perplexity"] * 1.05
     assert mixed["test"]["lstm_ngram"]["perplexity"] < 0.9 * evaluated["cache"]["test"]["lstm"]["perplexity"]
     grid = mixed["grid"]["lstm_ngram"]
-    assert min(grid, key=grid.__getitem__) == f"{mixed['weights']['lstm_ngram']:g}"
+    assert min(grid, key=grid.__getitem__) == f"{mixed['single_weights']['lstm_ngram']:g}"
     assert bundle_lib.read_ngram(again).nbytes == mixed["table_bytes"]
     # Exported where the baseline is not, the bundle has no n-gram: a model of another identity.
     shutil.rmtree(tmp_path / "model" / "bundle")
@@ -384,6 +390,31 @@ def test_a_stop_a_few_steps_into_an_epoch_keeps_the_rate_for_the_resumed_run(wri
     run(train_args(data_dir, model_dir, "train.epochs=5", *schedule))
     resumed = json.loads((model_dir / "history.json").read_text())[4]  # the whole epoch 5 replaces the stub
     assert resumed["epoch"] == 5 and resumed["learning_rate"] == stub["learning_rate"]
+
+
+def test_a_budget_cooldown_anneals_the_rate_to_the_budgets_end(synthetic, tmp_path):
+    from trainer.loop import budget_cooldown_scale
+
+    assert [budget_cooldown_scale(f, 0.25) for f in (0.0, 0.75, 0.875, 1.0, 1.5)] == [1.0, 1.0, 0.5, 0.0, 0.0]
+    assert budget_cooldown_scale(0.99, 0.0) == 1.0
+    model_dir = tmp_path / "model"
+    settings = ("train.epochs=1000", "train.steps_per_epoch=20", "train.early_stopping_patience=0")
+    metrics = run(train_args(synthetic, model_dir, *settings, "train.time_budget_s=8",
+                             "train.optimizer.budget_cooldown=1", "train.optimizer.learning_rate=0.01"))  # fmt: skip
+    assert metrics["train"]["stopped_by"] == "time_budget"
+    history = json.loads((model_dir / "history.json").read_text())
+    rates = [h["learning_rate"] for h in history]
+    assert len(rates) >= 3 and rates == sorted(rates, reverse=True) and rates[0] < 0.01
+    # Each epoch's rate is the one its last step set: the budget's share spent by then, to within two steps.
+    for record in history:
+        assert record["learning_rate"] == pytest.approx(0.01 * (1 - record["seconds"] / 8), abs=0.0015)
+    assert rates[-1] < 0.001
+    # A resumed run with more budget takes the rate from the checkpoint's clock, not from a fresh start.
+    resumed = run(train_args(synthetic, model_dir, *settings, "train.time_budget_s=16",
+                             "train.optimizer.budget_cooldown=1", "train.optimizer.learning_rate=0.01"))  # fmt: skip
+    assert resumed["train"]["resumed_from_step"] == metrics["train"]["steps"]
+    later = json.loads((model_dir / "history.json").read_text())[len(history) :]
+    assert later and all(h["learning_rate"] == pytest.approx(0.01 * (1 - h["seconds"] / 16), abs=0.0015) for h in later)
 
 
 def test_one_trainer_per_model_dir_a_dead_holder_is_taken_over_and_resume_keeps_its_settings(synthetic, tmp_path):

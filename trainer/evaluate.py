@@ -135,9 +135,18 @@ def _total(log_probs: list[np.ndarray]) -> float:
     return sum(float(np.sum(x, dtype=np.float64)) for x in log_probs)
 
 
-def _mixed(a: list[np.ndarray], b: list[np.ndarray], weight: float) -> float:
-    """The log-probability sum of (1 - weight) p_a + weight p_b over the streams (cache.mix)."""
-    return sum(float(cache.mix(x, y, weight).sum()) for x, y in zip(a, b, strict=True))
+def _mixed_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, weights) -> float:
+    """The log-probability sum of (1 - w) p_model + w p_ngram, w = weights[the order the n-gram matched]."""
+    return float(cache.mix(model, ngram, np.asarray(weights)[orders]).sum())
+
+
+def _choose_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, order: int) -> tuple[list, dict]:
+    """The n-gram's weight for each order it matched (index 0 unused), each the best of NGRAM_WEIGHTS on the
+    positions of that order (the log-likelihood is a sum over positions, so each order's choice stands alone);
+    and the single weights' grid {weight: log-probability sum over all positions}."""
+    sums = np.array([np.bincount(orders, cache.mix(model, ngram, w), minlength=order + 1) for w in NGRAM_WEIGHTS])
+    by_order = [0.0] + [NGRAM_WEIGHTS[int(np.argmax(sums[:, k]))] for k in range(1, order + 1)]
+    return by_order, {w: float(total) for w, total in zip(NGRAM_WEIGHTS, sums.sum(axis=1), strict=True)}
 
 
 def ngram_tables(config, vocab: list[str]):
@@ -177,7 +186,8 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
     `streams_of(split)`: the split scored as split_streams gives it. "cache": the continuous cache's size,
     flatness and weight chosen on valid by a small grid (cache.choose), and the LSTM alone and with the cache.
     "ngram" (where `ngram`, nextword.ngram.ArpaTables, is given): the n-gram model alone, and its linear
-    mixture with the LSTM and with the LSTM and cache, each weight chosen on valid from NGRAM_WEIGHTS.
+    mixture with the LSTM and with the LSTM and cache, with one weight per order of the n-gram matched (the
+    bundle's), and with one weight for all ("_one_weight"), each chosen on valid from NGRAM_WEIGHTS.
     {} (with a log line) where a split's hidden states would take more than CACHE_MEMORY_BYTES."""
     if not _hidden_states_fit(spec, hidden_units):
         return {}
@@ -192,7 +202,9 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
             "lstm_cache": [cache.log_probs(stream, params) for stream, _ in streams],
         }
         if ngram is not None:
-            scored[split]["ngram"] = [ngram.stream_log_probs(words, stream.targets) for stream, words in streams]
+            queried = [ngram.stream_log_probs(words, stream.targets) for stream, words in streams]
+            scored[split]["ngram"] = [log_probs for log_probs, _ in queried]
+            scored[split]["ngram_order"] = [orders for _, orders in queried]
     tokens = {split: sum(len(x) for x in parts["lstm"]) for split, parts in scored.items()}
     sections = {"cache": {"parameters": dataclasses.asdict(params), "chosen_on": "valid", "grid": grid}}
     for split, parts in scored.items():
@@ -200,18 +212,27 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
             name: _figures(_total(parts[name]), tokens[split]) for name in ("lstm", "lstm_cache")
         }
     if ngram is not None:
-        weights, ngram_grid = {}, {}
+        joined = {split: {name: np.concatenate(arrays) for name, arrays in parts.items()}
+                  for split, parts in scored.items()}  # fmt: skip
+        valid = joined["valid"]
+        weights, single, ngram_grid = {}, {}, {}
         for name in ("lstm", "lstm_cache"):
-            sums = {w: _mixed(scored["valid"][name], scored["valid"]["ngram"], w) for w in NGRAM_WEIGHTS}
-            weights[f"{name}_ngram"] = max(sums, key=sums.__getitem__)
+            by_order, sums = _choose_by_order(valid[name], valid["ngram"], valid["ngram_order"], ngram.order)
+            weights[f"{name}_ngram"] = by_order
+            single[f"{name}_ngram"] = max(sums, key=sums.__getitem__)
             ngram_grid[f"{name}_ngram"] = {f"{w:g}": cache.perplexity(v, tokens["valid"]) for w, v in sums.items()}
+        valid_by_order = np.bincount(valid["ngram_order"], minlength=ngram.order + 1)[1:]
         sections["ngram"] = {"order": ngram.order, "table_bytes": ngram.nbytes, "weights": weights,
-                             "chosen_on": "valid", "grid": ngram_grid}  # fmt: skip
-        for split, parts in scored.items():
-            figures = {"ngram": _figures(_total(parts["ngram"]), tokens[split])}
-            for mixture, weight in weights.items():
-                base = mixture.removesuffix("_ngram")
-                figures[mixture] = _figures(_mixed(parts[base], parts["ngram"], weight), tokens[split])
+                             "single_weights": single, "chosen_on": "valid", "grid": ngram_grid,
+                             "valid_tokens_by_order": [int(n) for n in valid_by_order]}  # fmt: skip
+        for split, parts in joined.items():
+            figures = {"ngram": _figures(_total([parts["ngram"]]), tokens[split])}
+            for mixture in weights:
+                base, orders = mixture.removesuffix("_ngram"), parts["ngram_order"]
+                mixed = _mixed_by_order(parts[base], parts["ngram"], orders, weights[mixture])
+                figures[mixture] = _figures(mixed, tokens[split])
+                one = _mixed_by_order(parts[base], parts["ngram"], orders, [single[mixture]] * (ngram.order + 1))
+                figures[f"{mixture}_one_weight"] = _figures(one, tokens[split])
             sections["ngram"][split] = figures
     test = sections["cache"]["test"] | sections.get("ngram", {}).get("test", {})
     _LOG.info(

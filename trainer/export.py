@@ -536,13 +536,15 @@ def chosen_mixtures(model_dir: str, sha256: str) -> dict:
 
 def ngram_parameters(config: Config, chosen: dict, tokens: list[str], with_cache: bool):
     """(the n-gram tables, bundle.json's `ngram`) where `chosen` (chosen_mixtures) gives the n-gram a weight
-    above 0 on valid (the one with the cache where the bundle has the cache); None otherwise, or where the
-    baseline's tables exceed evaluate's NGRAM_MEMORY_BYTES."""
+    above 0 on valid for some order it matches (the weights with the cache where the bundle has the cache);
+    None otherwise, or where the baseline's tables exceed evaluate's NGRAM_MEMORY_BYTES."""
     from trainer.evaluate import ngram_tables
 
-    weight = chosen.get("ngram", {}).get("weights", {}).get("lstm_cache_ngram" if with_cache else "lstm_ngram", 0)
-    tables = ngram_tables(config, tokens) if weight else None
-    return (tables, {"weight": weight, "order": tables.order}) if tables else None
+    weights = chosen.get("ngram", {}).get("weights", {}).get("lstm_cache_ngram" if with_cache else "lstm_ngram")
+    tables = ngram_tables(config, tokens) if isinstance(weights, list) and any(weights) else None
+    if tables is None or len(weights) != tables.order + 1:  # chosen for other tables: mixed in by none
+        return None
+    return tables, {"weights_by_order": weights[1:], "order": tables.order}
 
 
 def serving_versions(serving_dir: str) -> list[int]:

@@ -50,7 +50,7 @@ SUMMARY_SPLITS = ("train", "valid")  # TensorBoard runs under <model_dir>/logs/
 # gains, as a decayed learning rate gives epoch after epoch, would keep early stopping from ever stopping.
 MIN_IMPROVEMENT = 0.002
 # Stop votes, in the order the train step sums them.
-_BUDGET, _PREEMPTED = 0, 1
+_BUDGET, _PREEMPTED, _ELAPSED = 0, 1, 2  # votes; _ELAPSED: this replica's fraction of the time budget
 
 
 # Nats per token past which training has diverged: perplexity e^700 is no model of any vocabulary
@@ -129,6 +129,7 @@ class TrainLoop:
         self.checkpoints = Checkpoints(model, optimizer, strategy, worker, cfg, fingerprint, heartbeat)
         self.state = self.checkpoints.state
         self._resumed_states = None  # the carried states of a checkpoint taken inside an epoch
+        self._budget_fraction = 0.0  # the share of the time budget the current rate was set for
         self._train_step = tf.function(self._distributed_train_step)
         self.history_path = storage.join(cfg.model_dir, HISTORY_FILE)
         self.writers: dict = {}  # the summary writers of fit()
@@ -171,10 +172,23 @@ class TrainLoop:
         self.checkpoints.restore_best()
 
     # --- the validation-driven schedule ------------------------------------------
-    def _apply_learning_rate(self) -> None:
-        """The configured rate times the plateau scale (a fixed decay schedule, decay < 1, runs alone)."""
-        if self.cfg.optimizer.decay == 1:
-            self.optimizer.learning_rate = self.cfg.optimizer.learning_rate * float(self.state.lr_scale.numpy())
+    def _apply_learning_rate(self, budget_fraction: float | None = None) -> None:
+        """The configured rate times the plateau scale and the budget's cooldown (a fixed decay schedule,
+        decay < 1, runs alone).
+
+        `budget_fraction` is the share of train.time_budget_s spent; None: the checkpoint's. Every worker
+        passes the same figure (the checkpoint's, or the replicas' mean from the last step's all-reduce),
+        so the replicas never step with different rates.
+        """
+        cfg = self.cfg.optimizer
+        if cfg.decay < 1:
+            return
+        budget = self.cfg.time_budget_s
+        if budget_fraction is None:
+            budget_fraction = float(self.state.seconds.numpy()) / budget if budget else 0.0
+        self._budget_fraction = budget_fraction
+        cooldown = budget_cooldown_scale(budget_fraction, cfg.budget_cooldown) if budget else 1.0
+        self.optimizer.learning_rate = cfg.learning_rate * float(self.state.lr_scale.numpy()) * cooldown
 
     def _track_best(self, valid_loss: float, done: float, schedule: bool) -> bool:
         """Keeps the best epoch's weights apart, lowers the rate on a plateau; True when patience ran out.
@@ -201,11 +215,11 @@ class TrainLoop:
         factor = self.cfg.optimizer.plateau_factor
         if factor < 1 and self.cfg.optimizer.decay == 1:
             self.state.lr_scale.assign(self.state.lr_scale * factor)
-            self._apply_learning_rate()
+            self._apply_learning_rate(self._budget_fraction)
             _LOG.info(
                 "validation did not improve: learning rate x%g -> %.3g",
                 factor,
-                self.cfg.optimizer.learning_rate * float(self.state.lr_scale.numpy()),
+                float(self.optimizer.learning_rate.numpy()),
             )
         patience = self.cfg.early_stopping_patience
         return bool(patience) and int(self.state.bad_epochs.numpy()) >= patience
@@ -299,11 +313,14 @@ class TrainLoop:
         progbar.update(batch)
         loss_sum, loss_steps = 0.0, 0
         while batch < steps_per_epoch:
-            votes = np.zeros(2, np.float32)
+            votes = np.zeros(3, np.float32)
             votes[_BUDGET] = bool(cfg.time_budget_s) and clock() >= cfg.time_budget_s
             votes[_PREEMPTED] = sigterm["raised"]
+            votes[_ELAPSED] = clock() / cfg.time_budget_s if cfg.time_budget_s else 0.0
             figures, states = self._train_step(iterator, states, tf.constant(votes))
             loss, *summed_votes = figures.numpy()
+            if cfg.optimizer.budget_cooldown:  # the next step's rate, from the same figure on every worker
+                self._apply_learning_rate(float(summed_votes[_ELAPSED]) / self.strategy.num_replicas_in_sync)
             batch, step = batch + 1, self.step
             # All-reduced: every worker stops here; nothing is saved past this point.
             if not math.isfinite(loss) or loss > DIVERGED_LOSS:
@@ -359,6 +376,13 @@ class TrainLoop:
             "train_perplexity": math.exp(train_loss),
             **{f"valid_{name}": value for name, value in valid.items()},
         }
+
+
+def budget_cooldown_scale(fraction: float, cooldown: float) -> float:
+    """1 until the last `cooldown` of the budget, then falling linearly to 0 at its end."""
+    if cooldown <= 0:
+        return 1.0
+    return min(1.0, max(0.0, (1.0 - fraction) / cooldown))
 
 
 class _Clock:

@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
+
 from nextword import storage
 from nextword.artifacts import versioned
 from nextword.artifacts.data_dir import Manifest
@@ -67,12 +69,25 @@ class BundleInfo(versioned.Versioned):
     weights_sha256: str = ""  # taken at export ("": exported before model fingerprints)
     # the continuous cache of document scoring (nextword/cache.py): size, theta, weight ({}: none)
     cache: dict[str, float] = dataclasses.field(default_factory=dict)
-    # the n-gram mixed into document scoring (nextword/ngram.py, NGRAM_FILE): weight, order ({}: none)
-    ngram: dict[str, float] = dataclasses.field(default_factory=dict)
+    # the n-gram mixed into document scoring (nextword/ngram.py, NGRAM_FILE): order, and weights_by_order (the
+    # weight where the n-gram matched 1..order words; "weight", one for all, in bundles before it) ({}: none)
+    ngram: dict[str, float | list[float]] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
     READS: ClassVar[int] = FORMAT_VERSION
     RERUN: ClassVar[str] = RERUN
+
+    def ngram_weights(self, where: str) -> np.ndarray:
+        """[order + 1] the n-gram's weight by the order it matched (index 0 unused); a `ngram` that gives no
+        weight in [0, 1) for each order is one error naming `where`."""
+        order = self.ngram.get("order")
+        weights = self.ngram.get("weights_by_order", [self.ngram.get("weight")] * (order or 0))
+        if (
+            not isinstance(order, int) or order < 1 or not isinstance(weights, list) or len(weights) != order
+            or not all(isinstance(w, int | float) and 0 <= w < 1 for w in weights)
+        ):  # fmt: skip
+            raise ValueError(f"{where}: `ngram` needs an order and a weight in [0, 1) for each; re-export the bundle")
+        return np.array([0.0, *weights])
 
     @property
     def model_fingerprint(self) -> str:
@@ -199,6 +214,8 @@ def load_bundle(path: str) -> Bundle:
     _check_savedmodel(path, info_path, info.checksums)
     if info.ngram and NGRAM_PATH not in info.checksums:
         raise ValueError(f"{info_path}: `ngram` without the checksum of {NGRAM_PATH}; re-export the bundle")
+    if info.ngram:
+        info.ngram_weights(info_path)
     recomputed = contract.fingerprint(tokens, info.text)
     if recomputed != fingerprint:
         raise ValueError(
