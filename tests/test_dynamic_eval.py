@@ -59,3 +59,26 @@ def test_a_repeated_passage_is_learned_from_its_first_readings_only():
     changed[205] = (changed[205] % 29) + 1
     again, _ = evaluator.stream(changed, DynamicParams(1.0, 0.0, segment=10))
     np.testing.assert_allclose(again.model_log_probs[:200], adapted.model_log_probs[:200], atol=1e-5)
+
+
+def test_a_diverging_learning_rate_is_recorded_and_never_chosen(monkeypatch):
+    from trainer import dynamic_eval
+
+    monkeypatch.setattr(dynamic_eval, "LEARNING_RATES", (0.3, 1e9))
+    monkeypatch.setattr(dynamic_eval, "DECAYS", (0.0,))
+    tokens = np.random.default_rng(2).integers(1, 30, size=200)
+    params, grid = DynamicEvaluator(_model()).choose([tokens], segment=10, tokens=200)
+    assert grid["1e+09/0"] is None and grid["0.3/0"] is not None and np.isfinite(grid["0.3/0"])
+    assert (params.learning_rate, params.decay) == (0.3, 0.0)
+
+
+def test_the_progress_lines_leave_the_scores_as_they_are(monkeypatch, caplog):
+    from trainer import dynamic_eval
+
+    tokens = np.random.default_rng(4).integers(1, 30, size=120)
+    quiet, _ = DynamicEvaluator(_model()).stream(tokens, DynamicParams(0.3, 0.01, segment=10))
+    monkeypatch.setattr(dynamic_eval, "PROGRESS_SECONDS", -1.0)  # a progress line after every segment
+    with caplog.at_level("INFO", logger="trainer.dynamic_eval"):
+        logged, _ = DynamicEvaluator(_model()).stream(tokens, DynamicParams(0.3, 0.01, segment=10))
+    assert sum("tokens/s so far" in record.getMessage() for record in caplog.records) >= 10
+    np.testing.assert_allclose(logged.model_log_probs, quiet.model_log_probs, atol=1e-6)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -35,6 +36,9 @@ CLIP_NORM = 1.0
 # The validation grid.
 LEARNING_RATES = (0.1, 0.3, 1.0, 3.0)
 DECAYS = (0.0, 0.01)
+# Mean nats per token past which a grid point has diverged (NaN too): far beyond a uniform guess over any
+# vocabulary (ln of a million words is 13.8).
+DIVERGED_NATS = 50.0
 
 
 @dataclass(frozen=True)
@@ -116,9 +120,9 @@ class DynamicEvaluator:
                 self._scored += real
                 if time.monotonic() - self._reported > PROGRESS_SECONDS:
                     self._reported = time.monotonic()
-                    rate = self._scored / (self._reported - self._started)
+                    speed = self._scored / (self._reported - self._started)
                     _LOG.info("dynamic evaluation %s: token %d of %d of this stream; %d tokens/s so far", params,
-                              start + real, len(tokens) - 1, rate)  # fmt: skip
+                              start + real, len(tokens) - 1, speed)  # fmt: skip
         finally:
             self._restore()
         hidden, targets, log_probs = (np.concatenate(part) for part in zip(*parts, strict=True))
@@ -138,7 +142,10 @@ class DynamicEvaluator:
         grid = {}
         for rate, decay in itertools.product(LEARNING_RATES, DECAYS):
             scored = self.streams(prefix, DynamicParams(rate, decay, segment))
-            total = sum(float(stream.model_log_probs.sum()) for stream, _ in scored)
-            grid[rate, decay] = cache.perplexity(total, sum(len(stream.targets) for stream, _ in scored))
-        best = min(grid, key=grid.__getitem__)
+            nats = -sum(float(stream.model_log_probs.sum()) for stream, _ in scored) / sum(
+                len(stream.targets) for stream, _ in scored
+            )
+            grid[rate, decay] = math.exp(nats) if nats < DIVERGED_NATS else None  # None: diverged, never chosen
+        finite = {point: value for point, value in grid.items() if value is not None}
+        best = min(finite, key=finite.__getitem__) if finite else (0.0, 0.0)
         return DynamicParams(*best, segment), {f"{rate:g}/{decay:g}": value for (rate, decay), value in grid.items()}

@@ -124,7 +124,7 @@ CACHE_MEMORY_BYTES = 2 << 30
 # The n-gram tables (nextword/ngram.py, 16 bytes an n-gram) evaluation loads: past it the n-gram is not mixed.
 NGRAM_MEMORY_BYTES = 2 << 30
 # The n-gram's share of the mixture tried on valid (0: the LSTM, or the LSTM with the cache, alone).
-NGRAM_WEIGHTS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7)
+NGRAM_WEIGHTS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
 def _figures(log_prob_sum: float, tokens: int) -> dict:
