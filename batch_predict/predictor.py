@@ -130,7 +130,8 @@ class Document:
     mixes in the document's earlier tokens, those of warm-ups included, as `nextword evaluate` chose it. With
     its n-gram (bundle.json's `ngram`, nextword/ngram.py), that probability is then mixed with the n-gram's
     of the token after the document's last order - 1 words: p = (1 - w) p + w p_ngram, w the weight for the
-    order of the longest n-gram the n-gram model found there (bundle.json's weights_by_order). A document
+    context's order: 1 + the words of the longest end of the context the n-gram model holds (bundle.json's
+    weights_by_order; a weight never depends on the token, so the mixture stays a distribution). A document
     starts with `<s>`, `<eos>` after it where the bundle has it; without, the first word is not known to the
     n-gram, whose first contexts stop after it.
     """

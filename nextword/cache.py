@@ -88,7 +88,7 @@ def cache_log_probs(
 def mix(model_log_probs: np.ndarray, cache: np.ndarray, weight: float | np.ndarray) -> np.ndarray:
     """log((1 - weight) p_model + weight p_cache) per position (`weight`: one, or one per position); the model's
     alone where the cache is empty (nan) and wherever weight is 0. The n-gram is mixed in the same way
-    (trainer/evaluate.py, document scoring), its weight by the order of the n-gram it matched."""
+    (trainer/evaluate.py, document scoring), its weight by the context's order (nextword/ngram.py, scores)."""
     weight = np.asarray(weight, np.float64)
     if not weight.any():
         return np.asarray(model_log_probs, np.float64)

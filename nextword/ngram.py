@@ -72,11 +72,14 @@ class ArpaTables:
         return self.scores(contexts, tokens)[0]
 
     def scores(self, contexts: np.ndarray, tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """log10_probs, and the order of the longest n-gram each came from [T] int64 (1: the unigram): how much
-        of the context the model has seen, which decides how far the n-gram is to be trusted in a mixture."""
+        """log10_probs, and each context's order [T] int64: 1 + the words of the longest end of the context
+        that the model holds as an n-gram (1: no word of it known). It depends on the context alone, never on
+        the token, so a mixture weighted by it is still a distribution over the next word; it says how much of
+        the context the model has seen, which decides how far the n-gram is to be trusted."""
         width = self.order - 1
         best = self.unigram_log10[tokens].astype(np.float64)
         matched = np.ones(len(tokens), np.int64)  # words in the longest n-gram found
+        seen = np.zeros(len(tokens), np.int64)  # words in the longest end of the context the model holds
         backoffs = np.zeros([len(tokens), width + 1])  # [:, j]: back-off of the last j context words
         gram = _extend(np.zeros(len(tokens), np.uint64), tokens)
         context = np.zeros(len(tokens), np.uint64)
@@ -89,12 +92,13 @@ class ArpaTables:
             found, log10, _ = self._find(j + 1, gram, present)
             best, matched = np.where(found, log10, best), np.where(found, j + 1, matched)
             if j == 1:
-                backoffs[:, 1] = np.where(present, self.unigram_backoff[safe], 0.0)
+                held, backoffs[:, 1] = present, np.where(present, self.unigram_backoff[safe], 0.0)
             else:
-                backoffs[:, j] = self._find(j, context, present)[2]
+                held, _, backoffs[:, j] = self._find(j, context, present)
+            seen = np.where(held, j, seen)
         # The back-offs of every context longer than the matched n-gram's: lengths matched .. width.
         longer = np.arange(width + 1)[None, :] >= matched[:, None]
-        return best + (backoffs * longer).sum(axis=1), matched
+        return best + (backoffs * longer).sum(axis=1), seen + 1
 
     def to_bytes(self) -> bytes:
         """The tables as an .npz file (no pickled objects)."""
@@ -121,7 +125,7 @@ class ArpaTables:
     def _after(self, codes: np.ndarray, last: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Natural log-probabilities [T] of targets (word ids), target t predicted from the order - 1 codes
         ending at codes[last[t]] (-1 before the array's start, or where codes holds -1: no word known), and the
-        matched orders [T] (scores)."""
+        context orders [T] (scores)."""
         index = last[:, None] + np.arange(2 - self.order, 1)[None, :]  # [T, order - 1]
         contexts = np.where(index >= 0, codes[np.maximum(index, 0)], -1)
         log10, matched = self.scores(contexts, np.asarray(targets, np.int64) + 1)
@@ -130,7 +134,7 @@ class ArpaTables:
     def stream_log_probs(self, inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Natural log-probabilities [T] of a stream's targets (word ids), each predicted from the stream's
         earlier words: `<s>`, then inputs[0..t] (the trainer's protocol, baseline/ngrams.targets); and the
-        matched orders [T]."""
+        context orders [T] (scores)."""
         codes = np.concatenate([[0], np.asarray(inputs, np.int64) + 1])  # [T + 1]: <s>, then the inputs
         return self._after(codes, np.arange(1, len(targets) + 1), targets)
 
@@ -138,8 +142,8 @@ class ArpaTables:
         self, history: np.ndarray, targets: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Natural log-probabilities [T] of targets (word ids) that follow each other after `history` (codes,
-        -1 for a word not known), their matched orders [T], and the history after them (its last order - 1
-        codes): a document scored a part at a time."""
+        -1 for a word not known), their context orders [T] (scores), and the history after them (its last
+        order - 1 codes): a document scored a part at a time."""
         codes = np.concatenate([np.asarray(history, np.int64), np.asarray(targets, np.int64) + 1])
         scored, matched = self._after(codes, np.arange(len(history) - 1, len(codes) - 1), targets)
         return scored, matched, codes[max(len(codes) - self.order + 1, 0) :]

@@ -239,7 +239,7 @@ def test_training_chooses_the_mixtures_and_evaluate_and_export_reproduce_them(sy
     exported = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
     # The bundle of a training run carries the cache and the n-gram that its final evaluation chose on valid.
     assert exported.info.cache == trained["cache"]["parameters"]
-    chosen = trained["ngram"]["weights"]["lstm_cache_ngram"]  # by the order the n-gram matched; [0] unused
+    chosen = trained["ngram"]["weights"]["lstm_cache_ngram"]  # by the context's order; [0] unused
     assert exported.info.ngram == {"weights_by_order": chosen[1:], "order": 3} and len(chosen) == 4
     (tmp_path / "model" / "metrics.json").unlink()
     assert cli.main(["evaluate", *train_args(synthetic, tmp_path / "model", ngram)]) == 0

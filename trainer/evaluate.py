@@ -124,7 +124,7 @@ CACHE_MEMORY_BYTES = 2 << 30
 # The n-gram tables (nextword/ngram.py, 16 bytes an n-gram) evaluation loads: past it the n-gram is not mixed.
 NGRAM_MEMORY_BYTES = 2 << 30
 # The n-gram's share of the mixture tried on valid (0: the LSTM, or the LSTM with the cache, alone).
-NGRAM_WEIGHTS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+NGRAM_WEIGHTS = (0.0, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.98)
 
 
 def _figures(log_prob_sum: float, tokens: int) -> dict:
@@ -136,12 +136,12 @@ def _total(log_probs: list[np.ndarray]) -> float:
 
 
 def _mixed_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, weights) -> float:
-    """The log-probability sum of (1 - w) p_model + w p_ngram, w = weights[the order the n-gram matched]."""
+    """The log-probability sum of (1 - w) p_model + w p_ngram, w = weights[the context's order (ngram.scores)]."""
     return float(cache.mix(model, ngram, np.asarray(weights)[orders]).sum())
 
 
 def _choose_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, order: int) -> tuple[list, dict]:
-    """The n-gram's weight for each order it matched (index 0 unused), each the best of NGRAM_WEIGHTS on the
+    """The n-gram's weight for each context order (index 0 unused), each the best of NGRAM_WEIGHTS on the
     positions of that order (the log-likelihood is a sum over positions, so each order's choice stands alone);
     and the single weights' grid {weight: log-probability sum over all positions}."""
     sums = np.array([np.bincount(orders, cache.mix(model, ngram, w), minlength=order + 1) for w in NGRAM_WEIGHTS])
@@ -186,8 +186,9 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
     `streams_of(split)`: the split scored as split_streams gives it. "cache": the continuous cache's size,
     flatness and weight chosen on valid by a small grid (cache.choose), and the LSTM alone and with the cache.
     "ngram" (where `ngram`, nextword.ngram.ArpaTables, is given): the n-gram model alone, and its linear
-    mixture with the LSTM and with the LSTM and cache, with one weight per order of the n-gram matched (the
-    bundle's), and with one weight for all ("_one_weight"), each chosen on valid from NGRAM_WEIGHTS.
+    mixture with the LSTM and with the LSTM and cache, with one weight per context order (ngram.scores: how
+    much of the context the n-gram model holds; the bundle's), and with one weight for all ("_one_weight"),
+    each chosen on valid from NGRAM_WEIGHTS.
     {} (with a log line) where a split's hidden states would take more than CACHE_MEMORY_BYTES."""
     if not _hidden_states_fit(spec, hidden_units):
         return {}

@@ -70,7 +70,7 @@ class BundleInfo(versioned.Versioned):
     # the continuous cache of document scoring (nextword/cache.py): size, theta, weight ({}: none)
     cache: dict[str, float] = dataclasses.field(default_factory=dict)
     # the n-gram mixed into document scoring (nextword/ngram.py, NGRAM_FILE): order, and weights_by_order (the
-    # weight where the n-gram matched 1..order words; "weight", one for all, in bundles before it) ({}: none)
+    # weight by the context's order 1..order, ngram.scores; "weight", one for all, in bundles before it) ({}: none)
     ngram: dict[str, float | list[float]] = dataclasses.field(default_factory=dict)
     format_version: int = FORMAT_VERSION
 
@@ -78,7 +78,7 @@ class BundleInfo(versioned.Versioned):
     RERUN: ClassVar[str] = RERUN
 
     def ngram_weights(self, where: str) -> np.ndarray:
-        """[order + 1] the n-gram's weight by the order it matched (index 0 unused); a `ngram` that gives no
+        """[order + 1] the n-gram's weight by the context's order (index 0 unused); a `ngram` that gives no
         weight in [0, 1) for each order is one error naming `where`."""
         order = self.ngram.get("order")
         weights = self.ngram.get("weights_by_order", [self.ngram.get("weight")] * (order or 0))
