@@ -10,7 +10,6 @@ not seconds: runs from different sessions ran on machines of different speeds.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import sys
 from pathlib import Path
@@ -18,7 +17,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from nextword import storage  # noqa: E402
+from trainer.evaluate import perplexity_axis, write_png  # noqa: E402
 
 
 def main() -> None:
@@ -27,7 +26,6 @@ def main() -> None:
     p.add_argument("--out", required=True, help="the PNG to write")
     args = p.parse_args()
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -40,19 +38,12 @@ def main() -> None:
         top.plot(epochs, [h["valid_perplexity"] for h in history], marker="o", label=label)
         bottom.plot(epochs, [h["learning_rate"] for h in history], marker=".", label=label)
     top.set_ylabel("valid perplexity")
-    top.set_yscale("log")
-    top.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
-    top.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
-    top.grid(True, which="both", alpha=0.3)
+    perplexity_axis(top)
     top.legend()
     bottom.set_ylabel("learning rate")
     bottom.set_xlabel("epoch")
     bottom.grid(True, alpha=0.3)
-    fig.tight_layout()
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=100)
-    with storage.atomic_write(args.out) as f:
-        f.write(buffer.getvalue())
+    write_png(fig, args.out)
     print(args.out)
 
 

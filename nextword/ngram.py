@@ -128,8 +128,8 @@ class ArpaTables:
         context orders [T] (scores)."""
         index = last[:, None] + np.arange(2 - self.order, 1)[None, :]  # [T, order - 1]
         contexts = np.where(index >= 0, codes[np.maximum(index, 0)], -1)
-        log10, matched = self.scores(contexts, np.asarray(targets, np.int64) + 1)
-        return log10 * LN_10, matched
+        log10, orders = self.scores(contexts, np.asarray(targets, np.int64) + 1)
+        return log10 * LN_10, orders
 
     def stream_log_probs(self, inputs: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Natural log-probabilities [T] of a stream's targets (word ids), each predicted from the stream's
@@ -145,5 +145,5 @@ class ArpaTables:
         -1 for a word not known), their context orders [T] (scores), and the history after them (its last
         order - 1 codes): a document scored a part at a time."""
         codes = np.concatenate([np.asarray(history, np.int64), np.asarray(targets, np.int64) + 1])
-        scored, matched = self._after(codes, np.arange(len(history) - 1, len(codes) - 1), targets)
-        return scored, matched, codes[max(len(codes) - self.order + 1, 0) :]
+        scored, orders = self._after(codes, np.arange(len(history) - 1, len(codes) - 1), targets)
+        return scored, orders, codes[max(len(codes) - self.order + 1, 0) :]

@@ -135,9 +135,9 @@ def _total(log_probs: list[np.ndarray]) -> float:
     return sum(float(np.sum(x, dtype=np.float64)) for x in log_probs)
 
 
-def _mixed_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, weights) -> float:
-    """The log-probability sum of (1 - w) p_model + w p_ngram, w = weights[the context's order (ngram.scores)]."""
-    return float(cache.mix(model, ngram, np.asarray(weights)[orders]).sum())
+def _mixed(model: np.ndarray, ngram: np.ndarray, weight) -> float:
+    """The log-probability sum of (1 - w) p_model + w p_ngram (w: one weight, or one per position)."""
+    return float(cache.mix(model, ngram, weight).sum())
 
 
 def _choose_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, order: int) -> tuple[list, dict]:
@@ -230,9 +230,9 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
             figures = {"ngram": _figures(_total([parts["ngram"]]), tokens[split])}
             for mixture in weights:
                 base, orders = mixture.removesuffix("_ngram"), parts["ngram_order"]
-                mixed = _mixed_by_order(parts[base], parts["ngram"], orders, weights[mixture])
-                figures[mixture] = _figures(mixed, tokens[split])
-                one = _mixed_by_order(parts[base], parts["ngram"], orders, [single[mixture]] * (ngram.order + 1))
+                by_order = _mixed(parts[base], parts["ngram"], np.asarray(weights[mixture])[orders])
+                figures[mixture] = _figures(by_order, tokens[split])
+                one = _mixed(parts[base], parts["ngram"], single[mixture])
                 figures[f"{mixture}_one_weight"] = _figures(one, tokens[split])
             sections["ngram"][split] = figures
     test = sections["cache"]["test"] | sections.get("ngram", {}).get("test", {})
@@ -306,7 +306,6 @@ def write_metrics(model_dir: str, metrics: dict) -> str:
 def plot_curves(history: list[dict], path: str) -> None:
     """PNG of training and validation perplexity per epoch (log scale)."""
     import matplotlib
-    import matplotlib.ticker
 
     matplotlib.use("Agg")
     from matplotlib import pyplot as plt
@@ -317,12 +316,26 @@ def plot_curves(history: list[dict], path: str) -> None:
     ax.plot(epochs, [h["valid_perplexity"] for h in history], marker="o", label="valid")
     ax.set_xlabel("epoch")
     ax.set_ylabel("perplexity")
+    perplexity_axis(ax)
+    ax.legend()
+    write_png(fig, path)
+
+
+def perplexity_axis(ax) -> None:
+    """A log-scale perplexity axis with numbers on it, and a grid."""
+    import matplotlib.ticker
+
     ax.set_yscale("log")
     ax.yaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
     # A narrow range has no decade inside it: label the minor ticks too, or the axis shows no numbers.
     ax.yaxis.set_minor_formatter(matplotlib.ticker.FormatStrFormatter("%.3g"))
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend()
+
+
+def write_png(fig, path: str) -> None:
+    """The figure as a PNG at `path`, then closed."""
+    from matplotlib import pyplot as plt
+
     fig.tight_layout()
     # Rendered in memory, then a new file renamed over the old one (storage.atomic_write): matplotlib's own
     # writing would open the path in place, through a link or into a hard-linked copy of the run.

@@ -536,7 +536,7 @@ def chosen_mixtures(model_dir: str, sha256: str) -> dict:
 
 def ngram_parameters(config: Config, chosen: dict, tokens: list[str], with_cache: bool):
     """(the n-gram tables, bundle.json's `ngram`) where `chosen` (chosen_mixtures) gives the n-gram a weight
-    above 0 on valid for some order it matches (the weights with the cache where the bundle has the cache);
+    above 0 on valid for some context order (the weights with the cache where the bundle has the cache);
     None otherwise, or where the baseline's tables exceed evaluate's NGRAM_MEMORY_BYTES."""
     from trainer.evaluate import ngram_tables
 
