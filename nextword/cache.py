@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,19 +127,32 @@ def choose(
     sizes: Sequence[int] = SIZES,
     thetas: Sequence[float] = THETAS,
     weights: Sequence[float] = WEIGHTS,
+    objective: Callable[[np.ndarray], float] | None = None,
 ) -> tuple[CacheParams, dict[str, float]]:
-    """The (size, theta, weight) of the grid with the lowest perplexity over `streams` (validation), and every
-    grid point's perplexity by "size/theta/weight". Each stream's dot products are made once, at the largest size."""
-    totals: dict[tuple, float] = {key: 0.0 for key in itertools.product(sizes, thetas, weights)}
+    """The (size, theta, weight) of the grid with the highest objective over `streams` (validation), and every
+    grid point's perplexity (of the objective) by "size/theta/weight".
+
+    objective(mixed): a log-likelihood from the mixture's log-probabilities at every position of `streams`,
+    concatenated in order; their sum by default. A caller that mixes more on top passes its own, so the cache
+    is chosen for the whole mixture (trainer/evaluate.py: the n-gram by context order). Each stream's dot
+    products are made once, at the largest size; [positions] floats are held per (size, theta)."""
+    objective = objective or (lambda mixed: float(mixed.sum()))
+    pairs = list(itertools.product(sizes, thetas))
+    caches: dict[tuple, list[np.ndarray]] = {pair: [] for pair in pairs}
+    models = []
     for stream in streams:
         for scores, matches, held, model in _chunks(stream, max(sizes)):
-            for size, theta in itertools.product(sizes, thetas):
-                cache = cache_log_probs(scores, matches, held, theta, size)
-                for weight in weights:
-                    totals[size, theta, weight] += float(mix(model, cache, weight).sum())
-    tokens = sum(len(stream.targets) for stream in streams)
+            models.append(model)
+            for size, theta in pairs:
+                caches[size, theta].append(cache_log_probs(scores, matches, held, theta, size))
+    model = np.concatenate(models) if models else np.zeros([0])
+    totals = {}
+    for (size, theta), parts in caches.items():
+        held = np.concatenate(parts) if parts else np.zeros([0])
+        for weight in weights:
+            totals[size, theta, weight] = objective(mix(model, held, weight))
     best = max(totals, key=totals.__getitem__)
-    grid = {"/".join(f"{v:g}" for v in key): perplexity(total, tokens) for key, total in totals.items()}
+    grid = {"/".join(f"{v:g}" for v in key): perplexity(total, len(model)) for key, total in totals.items()}
     return CacheParams(*best), grid
 
 

@@ -238,7 +238,7 @@ def test_training_chooses_the_mixtures_and_evaluate_and_export_reproduce_them(sy
     trained = run(train_args(synthetic, tmp_path / "model", "train.max_steps=20", "train.mixtures=true", ngram))
     exported = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
     # The bundle of a training run carries the cache and the n-gram that its final evaluation chose on valid.
-    assert exported.info.cache == trained["cache"]["parameters"]
+    assert exported.info.cache == trained["ngram"]["cache_parameters"]  # chosen under the n-gram
     chosen = trained["ngram"]["weights"]["lstm_cache_ngram"]  # by the context's order; [0] unused
     assert exported.info.ngram == {"weights_by_order": chosen[1:], "order": 3} and len(chosen) == 4
     (tmp_path / "model" / "metrics.json").unlink()
@@ -248,6 +248,7 @@ def test_training_chooses_the_mixtures_and_evaluate_and_export_reproduce_them(sy
     assert evaluated["valid"] == pytest.approx(trained["valid"]) and evaluated["test"] == pytest.approx(trained["test"])
     assert evaluated["cache"]["parameters"] == trained["cache"]["parameters"]
     assert evaluated["ngram"]["weights"] == trained["ngram"]["weights"]
+    assert evaluated["ngram"]["cache_parameters"] == trained["ngram"]["cache_parameters"]
     for section, split in itertools.product(("cache", "ngram"), ("valid", "test")):
         for name, figures in trained[section][split].items():
             assert evaluated[section][split][name] == pytest.approx(figures), (section, split, name)
@@ -277,7 +278,8 @@ def test_training_chooses_the_mixtures_and_evaluate_and_export_reproduce_them(sy
     shutil.rmtree(tmp_path / "model" / "bundle")
     assert cli.main(["export", *train_args(synthetic, tmp_path / "model", f"baseline.output_dir={tmp_path}")]) == 0
     alone = bundle_lib.load_bundle(str(tmp_path / "model" / "bundle"))
-    assert alone.info.cache and not alone.info.ngram and alone.model_fingerprint != exported.model_fingerprint
+    assert alone.info.cache == trained["cache"]["parameters"] and not alone.info.ngram
+    assert alone.model_fingerprint != exported.model_fingerprint
 
 
 def test_evaluate_dynamic_adds_its_section_on_the_same_tokens(synthetic, tmp_path, monkeypatch):

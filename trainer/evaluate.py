@@ -140,13 +140,27 @@ def _mixed(model: np.ndarray, ngram: np.ndarray, weight) -> float:
     return float(cache.mix(model, ngram, weight).sum())
 
 
-def _choose_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, order: int) -> tuple[list, dict]:
+def _choose_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, order: int) -> tuple[list, float, dict]:
     """The n-gram's weight for each context order (index 0 unused), each the best of NGRAM_WEIGHTS on the
     positions of that order (the log-likelihood is a sum over positions, so each order's choice stands alone);
-    and the single weights' grid {weight: log-probability sum over all positions}."""
+    the log-probability sum with those weights; and the single weights' grid {weight: log-probability sum}."""
     sums = np.array([np.bincount(orders, cache.mix(model, ngram, w), minlength=order + 1) for w in NGRAM_WEIGHTS])
-    by_order = [0.0] + [NGRAM_WEIGHTS[int(np.argmax(sums[:, k]))] for k in range(1, order + 1)]
-    return by_order, {w: float(total) for w, total in zip(NGRAM_WEIGHTS, sums.sum(axis=1), strict=True)}
+    best = np.argmax(sums, axis=0)
+    by_order = [0.0] + [NGRAM_WEIGHTS[int(best[k])] for k in range(1, order + 1)]
+    singles = {w: float(total) for w, total in zip(NGRAM_WEIGHTS, sums.sum(axis=1), strict=True)}
+    return by_order, float(sums.max(axis=0).sum()), singles
+
+
+def _cache_under_ngram(streams: list[cache.Stream], queried: list, ngram) -> cache.CacheParams | None:
+    """The cache chosen on `streams` for the mixture with the n-gram on top (`queried`: its log-probabilities and
+    context orders per stream): each grid point with the n-gram's best weights by order; None without an n-gram."""
+    if ngram is None:
+        return None
+    ngram_log_probs, orders = (np.concatenate(parts) for parts in zip(*queried, strict=True))
+    chosen, _ = cache.choose(
+        streams, objective=lambda mixed: _choose_by_order(mixed, ngram_log_probs, orders, ngram.order)[1]
+    )
+    return chosen
 
 
 def ngram_tables(config, vocab: list[str]):
@@ -188,22 +202,27 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
     "ngram" (where `ngram`, nextword.ngram.ArpaTables, is given): the n-gram model alone, and its linear
     mixture with the LSTM and with the LSTM and cache, with one weight per context order (ngram.scores: how
     much of the context the n-gram model holds; the bundle's), and with one weight for all ("_one_weight"),
-    each chosen on valid from NGRAM_WEIGHTS.
+    each chosen on valid from NGRAM_WEIGHTS; the cache under the n-gram ("cache_parameters", the bundle's
+    where it carries both) is chosen on valid for the whole mixture.
     {} (with a log line) where a split's hidden states would take more than CACHE_MEMORY_BYTES."""
     if not _hidden_states_fit(spec, hidden_units):
         return {}
+    # The cache mixed under the n-gram is chosen with it: the n-gram's best weights by order at each grid point.
+    mixtures = {"lstm_ngram": "lstm", "lstm_cache_ngram": "lstm_cache_under_ngram"}  # name: what the n-gram mixes
     scored: dict[str, dict[str, list[np.ndarray]]] = {}
-    params = grid = None
+    params = grid = under_ngram = None
     for split in ("valid", "test"):
         streams = streams_of(split)
+        queried = [] if ngram is None else [ngram.stream_log_probs(words, s.targets) for s, words in streams]
         if params is None:
             params, grid = cache.choose([stream for stream, _ in streams])
+            under_ngram = _cache_under_ngram([stream for stream, _ in streams], queried, ngram)
         scored[split] = {
             "lstm": [stream.model_log_probs for stream, _ in streams],
             "lstm_cache": [cache.log_probs(stream, params) for stream, _ in streams],
         }
         if ngram is not None:
-            queried = [ngram.stream_log_probs(words, stream.targets) for stream, words in streams]
+            scored[split]["lstm_cache_under_ngram"] = [cache.log_probs(stream, under_ngram) for stream, _ in streams]
             scored[split]["ngram"] = [log_probs for log_probs, _ in queried]
             scored[split]["ngram_order"] = [orders for _, orders in queried]
     tokens = {split: sum(len(x) for x in parts["lstm"]) for split, parts in scored.items()}
@@ -217,19 +236,20 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
                   for split, parts in scored.items()}  # fmt: skip
         valid = joined["valid"]
         weights, single, ngram_grid = {}, {}, {}
-        for name in ("lstm", "lstm_cache"):
-            by_order, sums = _choose_by_order(valid[name], valid["ngram"], valid["ngram_order"], ngram.order)
-            weights[f"{name}_ngram"] = by_order
-            single[f"{name}_ngram"] = max(sums, key=sums.__getitem__)
-            ngram_grid[f"{name}_ngram"] = {f"{w:g}": cache.perplexity(v, tokens["valid"]) for w, v in sums.items()}
+        for mixture, base in mixtures.items():
+            by_order, _, sums = _choose_by_order(valid[base], valid["ngram"], valid["ngram_order"], ngram.order)
+            weights[mixture] = by_order
+            single[mixture] = max(sums, key=sums.__getitem__)
+            ngram_grid[mixture] = {f"{w:g}": cache.perplexity(v, tokens["valid"]) for w, v in sums.items()}
         valid_by_order = np.bincount(valid["ngram_order"], minlength=ngram.order + 1)[1:]
         sections["ngram"] = {"order": ngram.order, "table_bytes": ngram.nbytes, "weights": weights,
                              "single_weights": single, "chosen_on": "valid", "grid": ngram_grid,
+                             "cache_parameters": dataclasses.asdict(under_ngram),
                              "valid_tokens_by_order": [int(n) for n in valid_by_order]}  # fmt: skip
         for split, parts in joined.items():
             figures = {"ngram": _figures(_total([parts["ngram"]]), tokens[split])}
-            for mixture in weights:
-                base, orders = mixture.removesuffix("_ngram"), parts["ngram_order"]
+            for mixture, base in mixtures.items():
+                orders = parts["ngram_order"]
                 by_order = _mixed(parts[base], parts["ngram"], np.asarray(weights[mixture])[orders])
                 figures[mixture] = _figures(by_order, tokens[split])
                 one = _mixed(parts[base], parts["ngram"], single[mixture])

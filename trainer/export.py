@@ -502,6 +502,7 @@ def export_bundle(
     ngram = ngram_parameters(config, chosen, tokens, bool(cache))
     if ngram:
         tables, ngram = ngram
+        cache = dict(chosen["ngram"].get("cache_parameters", cache)) if cache else cache  # chosen with the n-gram
         ngram_path = storage.join(bundle_dir, bundle_lib.NGRAM_PATH)
         with storage.atomic_write(ngram_path) as f:
             f.write(tables.to_bytes())
