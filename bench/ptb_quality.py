@@ -24,7 +24,9 @@ The n-gram baseline is scored on the same tokens (metrics.json "baseline").
 from __future__ import annotations
 
 import argparse
+import glob
 import json
+import math
 import os
 import shutil
 import sys
@@ -56,6 +58,21 @@ def _components(sections: dict) -> dict:
         for name in sections.get(section, {}).get("test", {}):
             found[name] = {split: round(sections[section][split][name]["perplexity"], 2) for split in ("valid", "test")}
     return found
+
+
+def _bundle_scores_documents(bundle_dir: str, test_glob: str) -> dict:
+    """Each test file scored as one document by the bundle itself (nextword.load(...).score, context
+    "document": the path of batch prediction and the API), its first token included: the perplexity over
+    every scored token, the tokens and the seconds."""
+    import nextword
+
+    model = nextword.load(bundle_dir)
+    started, log_prob, tokens = time.monotonic(), 0.0, 0
+    for path in sorted(glob.glob(test_glob)):
+        for score in model.score(Path(path).read_text(encoding="utf-8").splitlines(), context="document"):
+            log_prob, tokens = log_prob + score.log_prob, tokens + score.tokens
+    perplexity = round(math.exp(-log_prob / tokens), 2) if tokens else None
+    return {"perplexity": perplexity, "tokens": tokens, "seconds": round(time.monotonic() - started, 1)}
 
 
 def main() -> None:
@@ -95,7 +112,9 @@ def main() -> None:
 
     sets = [x for o in [f"train.data_dir={data_dir}", *overrides] for x in ("--set", o)]
     evaluated = run_evaluate(["--config", args.config, "--dynamic", *sets])
-    bundle = bundle_lib.load_bundle(run_export(["--config", args.config, *sets]))  # it carries what was chosen
+    bundle_dir = run_export(["--config", args.config, *sets])
+    bundle = bundle_lib.load_bundle(bundle_dir)  # it carries what was chosen
+    scored = _bundle_scores_documents(bundle_dir, config.preprocess.split.test_glob)
     components = {"rows": _components(evaluated), "dynamic_one_row": _components(evaluated["dynamic"])}
     # What the bundle's document scoring applies: the LSTM, with the cache and the n-gram where it carries them.
     applied = "lstm" + ("_cache" if bundle.info.cache else "") + ("_ngram" if bundle.info.ngram else "")
@@ -107,6 +126,7 @@ def main() -> None:
         "goal_met": bundle_applies <= GOAL_TEST_PERPLEXITY,
         "bundle_document_test_perplexity": bundle_applies,
         "bundle_document_applies": applied,
+        "bundle_scores_test_as_document": scored,
         "bundle_ngram_bytes": evaluated.get("ngram", {}).get("table_bytes"),
         "components_test_perplexity": components,
         "mixture_parameters": {
