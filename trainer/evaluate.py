@@ -257,9 +257,10 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
             sections["ngram"][split] = figures
     test = sections["cache"]["test"] | sections.get("ngram", {}).get("test", {})
     _LOG.info(
-        "test perplexity: %s (cache %s, n-gram weights %s, chosen on valid)",
+        "test perplexity: %s (cache %s; under the n-gram %s; n-gram weights %s; chosen on valid)",
         ", ".join(f"{name} {figures['perplexity']:.2f}" for name, figures in test.items()),
-        sections["cache"]["parameters"], sections.get("ngram", {}).get("weights"),
+        sections["cache"]["parameters"], sections.get("ngram", {}).get("cache_parameters"),
+        sections.get("ngram", {}).get("weights"),
     )  # fmt: skip
     return sections
 
