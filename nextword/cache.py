@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,16 +127,31 @@ def choose(
     sizes: Sequence[int] = SIZES,
     thetas: Sequence[float] = THETAS,
     weights: Sequence[float] = WEIGHTS,
-    objective: Callable[[np.ndarray], float] | None = None,
 ) -> tuple[CacheParams, dict[str, float]]:
-    """The (size, theta, weight) of the grid with the highest objective over `streams` (validation), and every
-    grid point's perplexity (of the objective) by "size/theta/weight".
+    """The (size, theta, weight) of the grid with the lowest perplexity over `streams` (validation), and every
+    grid point's perplexity by "size/theta/weight"."""
+    return choose_for(streams, {"": log_likelihood}, sizes, thetas, weights)[""]
+
+
+def log_likelihood(log_probs: np.ndarray) -> float:
+    return float(log_probs.sum())
+
+
+def choose_for(
+    streams: Sequence[Stream],
+    objectives: Mapping[str, Callable[[np.ndarray], float]],
+    sizes: Sequence[int] = SIZES,
+    thetas: Sequence[float] = THETAS,
+    weights: Sequence[float] = WEIGHTS,
+) -> dict[str, tuple[CacheParams, dict[str, float]]]:
+    """For each named objective, the grid point with its highest value over `streams` (validation), and every
+    grid point's perplexity (of that objective) by "size/theta/weight".
 
     objective(mixed): a log-likelihood from the mixture's log-probabilities at every position of `streams`,
-    concatenated in order; their sum by default. A caller that mixes more on top passes its own, so the cache
-    is chosen for the whole mixture (trainer/evaluate.py: the n-gram by context order). Each stream's dot
-    products are made once, at the largest size; [positions] floats are held per (size, theta)."""
-    objective = objective or (lambda mixed: float(mixed.sum()))
+    concatenated in order (log_likelihood: their sum). A caller that mixes more on top passes its own, so the
+    cache is chosen for the whole mixture (trainer/evaluate.py: the n-gram by context order). Each stream's dot
+    products are made once, at the largest size, for every objective; [positions] floats are held per
+    (size, theta)."""
     pairs = list(itertools.product(sizes, thetas))
     caches: dict[tuple, list[np.ndarray]] = {pair: [] for pair in pairs}
     models = []
@@ -146,14 +161,19 @@ def choose(
             for size, theta in pairs:
                 caches[size, theta].append(cache_log_probs(scores, matches, held, theta, size))
     model = np.concatenate(models) if models else np.zeros([0])
-    totals = {}
+    totals: dict[str, dict[tuple, float]] = {name: {} for name in objectives}
     for (size, theta), parts in caches.items():
         held = np.concatenate(parts) if parts else np.zeros([0])
         for weight in weights:
-            totals[size, theta, weight] = objective(mix(model, held, weight))
-    best = max(totals, key=totals.__getitem__)
-    grid = {"/".join(f"{v:g}" for v in key): perplexity(total, len(model)) for key, total in totals.items()}
-    return CacheParams(*best), grid
+            mixed = mix(model, held, weight)
+            for name, objective in objectives.items():
+                totals[name][size, theta, weight] = objective(mixed)
+    chosen = {}
+    for name, by_point in totals.items():
+        best = max(by_point, key=by_point.__getitem__)
+        grid = {"/".join(f"{v:g}" for v in key): perplexity(total, len(model)) for key, total in by_point.items()}
+        chosen[name] = (CacheParams(*best), grid)
+    return chosen
 
 
 class Window:

@@ -75,21 +75,22 @@ def test_the_grid_chooses_the_cache_on_a_repetitive_stream_and_leaves_it_out_on_
     assert cache.choose([noise], sizes=(10,), thetas=(1.0,), weights=(0.0, 0.1))[0].weight == 0.0
 
 
-def test_an_objective_chooses_the_cache_for_what_is_mixed_on_top():
-    # Streams as concatenated in order reach the objective: one that counts the second (noise) stream alone keeps
+def test_each_objective_chooses_the_cache_for_what_is_mixed_on_top():
+    # Streams as concatenated in order reach each objective: one that counts the second (noise) stream alone keeps
     # the model alone, where the sum over both takes the cache the repetitive first stream gains from.
     rng = np.random.default_rng(3)
     targets = np.tile(rng.integers(0, 50, 20), 10)
     repetitive = cache.Stream(np.eye(20)[np.tile(np.arange(20), 10)], targets, np.full(200, math.log(1 / 50)))
     noise = cache.Stream(rng.normal(size=[200, 3]), np.arange(200), np.full(200, math.log(0.5)))
     grid = {"sizes": (10, 100), "thetas": (1.0,), "weights": (0.0, 0.5)}
-    assert cache.choose([repetitive, noise], **grid)[0].weight == 0.5
     seen = []
 
     def noise_only(mixed: np.ndarray) -> float:
         seen.append(len(mixed))
         return float(mixed[200:].sum())
 
-    params, by_point = cache.choose([repetitive, noise], objective=noise_only, **grid)
+    chosen = cache.choose_for([repetitive, noise], {"both": cache.log_likelihood, "noise": noise_only}, **grid)
+    assert chosen["both"][0].weight == 0.5 and chosen["both"] == cache.choose([repetitive, noise], **grid)
+    params, by_point = chosen["noise"]
     assert params.weight == 0.0 and set(seen) == {400} and len(seen) == 4
     assert by_point["10/1/0"] == pytest.approx(math.exp(200 * math.log(2) / 400))  # the objective's perplexity

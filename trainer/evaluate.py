@@ -151,16 +151,17 @@ def _choose_by_order(model: np.ndarray, ngram: np.ndarray, orders: np.ndarray, o
     return by_order, float(sums.max(axis=0).sum()), singles
 
 
-def _cache_under_ngram(streams: list[cache.Stream], queried: list, ngram) -> cache.CacheParams | None:
-    """The cache chosen on `streams` for the mixture with the n-gram on top (`queried`: its log-probabilities and
-    context orders per stream): each grid point with the n-gram's best weights by order; None without an n-gram."""
-    if ngram is None:
-        return None
-    ngram_log_probs, orders = (np.concatenate(parts) for parts in zip(*queried, strict=True))
-    chosen, _ = cache.choose(
-        streams, objective=lambda mixed: _choose_by_order(mixed, ngram_log_probs, orders, ngram.order)[1]
-    )
-    return chosen
+def _choose_caches(streams: list[cache.Stream], queried: list, ngram) -> tuple:
+    """The cache for the LSTM alone with its grid, and the cache for the mixture with the n-gram on top
+    (`queried`: its log-probabilities and context orders per stream; each grid point with the n-gram's best
+    weights by order), or None without an n-gram: one pass over the grid for both."""
+    objectives = {"lstm_cache": cache.log_likelihood}
+    if ngram is not None:
+        ngram_log_probs, orders = (np.concatenate(parts) for parts in zip(*queried, strict=True))
+        objectives["lstm_cache_ngram"] = lambda mixed: _choose_by_order(mixed, ngram_log_probs, orders, ngram.order)[1]
+    chosen = cache.choose_for(streams, objectives)
+    params, grid = chosen["lstm_cache"]
+    return params, grid, chosen["lstm_cache_ngram"][0] if ngram is not None else None
 
 
 def ngram_tables(config, vocab: list[str]):
@@ -215,8 +216,7 @@ def mixture_sections(streams_of: Callable[[str], list], hidden_units: int, spec,
         streams = streams_of(split)
         queried = [] if ngram is None else [ngram.stream_log_probs(words, s.targets) for s, words in streams]
         if params is None:
-            params, grid = cache.choose([stream for stream, _ in streams])
-            under_ngram = _cache_under_ngram([stream for stream, _ in streams], queried, ngram)
+            params, grid, under_ngram = _choose_caches([stream for stream, _ in streams], queried, ngram)
         scored[split] = {
             "lstm": [stream.model_log_probs for stream, _ in streams],
             "lstm_cache": [cache.log_probs(stream, params) for stream, _ in streams],
