@@ -122,22 +122,12 @@ def perplexity(log_prob_sum: float, tokens: int) -> float:
     return math.exp(-log_prob_sum / tokens) if tokens else float("nan")
 
 
-def choose(
-    streams: Sequence[Stream],
-    sizes: Sequence[int] = SIZES,
-    thetas: Sequence[float] = THETAS,
-    weights: Sequence[float] = WEIGHTS,
-) -> tuple[CacheParams, dict[str, float]]:
-    """The (size, theta, weight) of the grid with the lowest perplexity over `streams` (validation), and every
-    grid point's perplexity by "size/theta/weight"."""
-    return choose_for(streams, {"": log_likelihood}, sizes, thetas, weights)[""]
-
-
 def log_likelihood(log_probs: np.ndarray) -> float:
+    """The plain objective of `choose`: the log-probabilities' sum."""
     return float(log_probs.sum())
 
 
-def choose_for(
+def choose(
     streams: Sequence[Stream],
     objectives: Mapping[str, Callable[[np.ndarray], float]],
     sizes: Sequence[int] = SIZES,

@@ -67,12 +67,14 @@ def test_the_grid_chooses_the_cache_on_a_repetitive_stream_and_leaves_it_out_on_
     targets = np.tile(words, 10)  # one phrase of 20 words repeated: the cache has seen every target
     hidden = np.eye(20)[np.tile(np.arange(20), 10)]  # the same state at the same place of the phrase
     repetitive = cache.Stream(hidden, targets, np.full(200, math.log(1 / 50)))
-    params, grid = cache.choose([repetitive], sizes=(10, 100), thetas=(0.0, 1.0), weights=(0.0, 0.5))
+    grid_points = {"sizes": (10, 100), "thetas": (0.0, 1.0), "weights": (0.0, 0.5)}
+    params, grid = cache.choose([repetitive], {"": cache.log_likelihood}, **grid_points)[""]
     assert params.weight == 0.5 and params.size == 100 and params.theta == 1.0
     assert grid["100/1/0.5"] < grid["100/1/0"] == pytest.approx(50)
     # Targets no held position predicts better than the model: the grid keeps the model alone.
     noise = cache.Stream(rng.normal(size=[200, 3]), np.arange(200), np.full(200, math.log(0.5)))
-    assert cache.choose([noise], sizes=(10,), thetas=(1.0,), weights=(0.0, 0.1))[0].weight == 0.0
+    grid_points = {"sizes": (10,), "thetas": (1.0,), "weights": (0.0, 0.1)}
+    assert cache.choose([noise], {"": cache.log_likelihood}, **grid_points)[""][0].weight == 0.0
 
 
 def test_each_objective_chooses_the_cache_for_what_is_mixed_on_top():
@@ -89,8 +91,8 @@ def test_each_objective_chooses_the_cache_for_what_is_mixed_on_top():
         seen.append(len(mixed))
         return float(mixed[200:].sum())
 
-    chosen = cache.choose_for([repetitive, noise], {"both": cache.log_likelihood, "noise": noise_only}, **grid)
-    assert chosen["both"][0].weight == 0.5 and chosen["both"] == cache.choose([repetitive, noise], **grid)
+    chosen = cache.choose([repetitive, noise], {"both": cache.log_likelihood, "noise": noise_only}, **grid)
+    assert chosen["both"][0].weight == 0.5
     params, by_point = chosen["noise"]
     assert params.weight == 0.0 and set(seen) == {400} and len(seen) == 4
     assert by_point["10/1/0"] == pytest.approx(math.exp(200 * math.log(2) / 400))  # the objective's perplexity

@@ -159,7 +159,7 @@ def _choose_caches(streams: list[cache.Stream], queried: list, ngram) -> tuple:
     if ngram is not None:
         ngram_log_probs, orders = (np.concatenate(parts) for parts in zip(*queried, strict=True))
         objectives["lstm_cache_ngram"] = lambda mixed: _choose_by_order(mixed, ngram_log_probs, orders, ngram.order)[1]
-    chosen = cache.choose_for(streams, objectives)
+    chosen = cache.choose(streams, objectives)
     params, grid = chosen["lstm_cache"]
     return params, grid, chosen["lstm_cache_ngram"][0] if ngram is not None else None
 
