@@ -78,22 +78,28 @@ def prune(folder: str, keep_steps: set[int]) -> None:
             tf.io.gfile.remove(path)
 
 
-# Training zeroes each batch row's carried state once every RESET_PERIOD windows, the rows in turn, so the
-# model keeps learning to predict from a zero state: evaluation starts every row from one, the bundle every
-# line. Carried from the epoch's start alone, the first epoch's weights came to rely on a warm state, and from a
-# zero one fell into a runaway cell state, validation far worse than uniform (bench/README.md, "Quality").
-RESET_PERIOD = 35
+# Training zeroes one batch row's carried state every RESET_SPACING steps, the rows in turn, so the model keeps
+# learning to predict from a zero state: evaluation starts every row from one, the bundle every line. Carried
+# from the epoch's start alone, the first epoch's weights came to rely on a warm state, and from a zero one fell
+# into a runaway cell state, validation far worse than uniform. Zeroing every row that often cost quality
+# (bench/README.md, "Quality").
+RESET_SPACING = 35
 
 
 def reset_due_rows(states: tuple, step: tf.Tensor, rows_per_replica: int) -> tuple:
-    """`states` (each [rows_per_replica, units]) with the rows due at training step `step` zeroed: global
-    row r (replica i's row j is i * rows_per_replica + j) at every step where (step + r) % RESET_PERIOD == 0.
+    """`states` (each [rows_per_replica, units]) with the row due at training step `step` zeroed: at every step
+    that is a multiple of RESET_SPACING, the next global row in turn (replica i's row j is i * rows_per_replica
+    + j); none at the others.
 
     Runs in a replica context; a function of the step alone, so a resumed run resets the rows the first would.
     """
     if not states:
         return states
-    replica = tf.cast(tf.distribute.get_replica_context().replica_id_in_sync_group, tf.int64)
+    context = tf.distribute.get_replica_context()
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
     rows = replica * rows_per_replica + tf.range(rows_per_replica, dtype=tf.int64)
-    keep = tf.cast((tf.cast(step, tf.int64) + rows) % RESET_PERIOD != 0, tf.float32)[:, None]
+    step = tf.cast(step, tf.int64)
+    due_row = (step // RESET_SPACING) % (context.num_replicas_in_sync * rows_per_replica)
+    keep = tf.logical_or(step % RESET_SPACING != 0, rows != due_row)
+    keep = tf.cast(keep, tf.float32)[:, None]  # [rows, 1]
     return tuple(state * keep for state in states)
