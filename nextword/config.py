@@ -103,7 +103,7 @@ class OptimizerConfig:
     # the learning rate by `decay` every epoch.
     decay: float = setting(1.0, low=0, low_open=True, high=1)
     decay_after_epochs: int = setting(0, low=0)
-    # Validation-driven schedule (used when decay == 1): multiply the learning
+    # Validation-driven schedule (used when decay == 1, and not in the budget's cooldown): multiply the learning
     # rate by this after every epoch whose validation loss is no better than the best (1: off).
     plateau_factor: float = setting(0.25, low=0, low_open=True, high=1)
     weight_decay: float = setting(0.0, low=0)  # decoupled (AdamW / SGDW style), on every weight but biases

@@ -419,6 +419,26 @@ def test_a_budget_cooldown_anneals_the_rate_to_the_budgets_end(synthetic, tmp_pa
     assert later and all(h["learning_rate"] == pytest.approx(0.01 * (1 - h["seconds"] / 16), abs=0.0015) for h in later)
 
 
+def test_in_the_budgets_cooldown_a_stalled_validation_does_not_cut_the_rate(write_files, tmp_path):
+    from trainer.loop import MIN_IMPROVEMENT
+
+    data_dir = memorizing_data(write_files, tmp_path)
+    model_dir = tmp_path / "model"
+    metrics = run(train_args(
+        data_dir, model_dir, *MEMORIZING, "train.epochs=1000", "train.steps_per_epoch=5",
+        "train.time_budget_s=10", "train.optimizer.budget_cooldown=1", "train.optimizer.plateau_factor=0.5",
+        "train.early_stopping_patience=0",
+    ))  # fmt: skip
+    assert metrics["train"]["stopped_by"] == "time_budget"
+    history = json.loads((model_dir / "history.json").read_text())
+    losses = [h["valid_loss"] for h in history]
+    # Epochs that gained less than MIN_IMPROVEMENT (a plateau at a constant rate) happened ...
+    assert any(later > min(losses[:i]) - MIN_IMPROVEMENT for i, later in enumerate(losses) if i)
+    # ... and every epoch's rate is still the budget's schedule alone: no plateau factor on top.
+    for record in history:
+        assert record["learning_rate"] == pytest.approx(0.02 * (1 - record["seconds"] / 10), abs=0.003)
+
+
 def test_one_trainer_per_model_dir_a_dead_holder_is_taken_over_and_resume_keeps_its_settings(synthetic, tmp_path):
     from trainer.run_lock import LOCK_FILE
 

@@ -190,16 +190,23 @@ class TrainLoop:
         cooldown = budget_cooldown_scale(budget_fraction, cfg.budget_cooldown) if budget else 1.0
         self.optimizer.learning_rate = cfg.learning_rate * float(self.state.lr_scale.numpy()) * cooldown
 
+    def _in_cooldown(self) -> bool:
+        """Whether the current rate is in the time budget's cooldown (falling on schedule)."""
+        cfg = self.cfg
+        if not cfg.time_budget_s or cfg.optimizer.decay < 1:
+            return False
+        return budget_cooldown_scale(self._budget_fraction, cfg.optimizer.budget_cooldown) < 1
+
     def _track_best(self, valid_loss: float, done: float, schedule: bool) -> bool:
         """Keeps the best epoch's weights apart, lowers the rate on a plateau; True when patience ran out.
 
-        Any better epoch becomes the best; only one better by MIN_IMPROVEMENT
-        counts as progress for the schedule. The best weights are saved before
-        the checkpoint that records them as best, so a kill in between makes the
-        rerun redo the same comparison. Without `schedule` (a run stopping by
-        budget or max_steps, often a few steps into an epoch) only the best is
-        kept: a stub epoch says nothing about a plateau, and a resumed run goes
-        on at the same rate.
+        Any better epoch becomes the best; only one better by MIN_IMPROVEMENT counts as progress for the
+        schedule, except in the time budget's cooldown: there the rate already falls to zero on schedule, so
+        each epoch gains less by design, any better epoch is progress and the plateau factor is not applied.
+        The best weights are saved before the checkpoint that records them as best, so a kill in between makes
+        the rerun redo the same comparison. Without `schedule` (a run stopping by budget or max_steps, often a
+        few steps into an epoch) only the best is kept: a stub epoch says nothing about a plateau, and a
+        resumed run goes on at the same rate.
         """
         best = float(self.state.best_loss.numpy())
         if valid_loss < best:  # NaN is never better
@@ -208,12 +215,13 @@ class TrainLoop:
             self.checkpoints.save_best()
         if not schedule:
             return False
-        if valid_loss < best - MIN_IMPROVEMENT:
+        annealing = self._in_cooldown()
+        if valid_loss < best - (0.0 if annealing else MIN_IMPROVEMENT):
             self.state.bad_epochs.assign(0)
             return False
         self.state.bad_epochs.assign_add(1)
         factor = self.cfg.optimizer.plateau_factor
-        if factor < 1 and self.cfg.optimizer.decay == 1:
+        if factor < 1 and self.cfg.optimizer.decay == 1 and not annealing:
             self.state.lr_scale.assign(self.state.lr_scale * factor)
             self._apply_learning_rate(self._budget_fraction)
             _LOG.info(
