@@ -1,4 +1,4 @@
-"""Carried-state training restarts each batch row from a zero state in turn over the first epoch
+"""Carried-state training restarts one batch row from a zero state every RESET_SPACING steps, the rows in turn
 (trainer/carried_state.py).
 
 Carried from the epoch's start alone, the first epoch's weights came to rely on a warm state: from the zero

@@ -82,7 +82,7 @@ def prune(folder: str, keep_steps: set[int]) -> None:
 # learning to predict from a zero state: evaluation starts every row from one, the bundle every line. Carried
 # from the epoch's start alone, the first epoch's weights came to rely on a warm state, and from a zero one fell
 # into a runaway cell state, validation far worse than uniform. Zeroing every row that often cost quality
-# (bench/README.md, "Quality").
+# (bench/README.md, "Sparser state resets and the cooldown rule").
 RESET_SPACING = 35
 
 

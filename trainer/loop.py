@@ -187,15 +187,16 @@ class TrainLoop:
         if budget_fraction is None:
             budget_fraction = float(self.state.seconds.numpy()) / budget if budget else 0.0
         self._budget_fraction = budget_fraction
-        cooldown = budget_cooldown_scale(budget_fraction, cfg.budget_cooldown) if budget else 1.0
+        cooldown = self._cooldown_scale(budget_fraction)
         self.optimizer.learning_rate = cfg.learning_rate * float(self.state.lr_scale.numpy()) * cooldown
 
-    def _in_cooldown(self) -> bool:
-        """Whether the current rate is in the time budget's cooldown (falling on schedule)."""
+    def _cooldown_scale(self, budget_fraction: float) -> float:
+        """The time budget's cooldown factor on the rate with `budget_fraction` of it spent (1: not cooling
+        down, or no budget, or the per-epoch decay setting the rate instead)."""
         cfg = self.cfg
         if not cfg.time_budget_s or cfg.optimizer.decay < 1:
-            return False
-        return budget_cooldown_scale(self._budget_fraction, cfg.optimizer.budget_cooldown) < 1
+            return 1.0
+        return budget_cooldown_scale(budget_fraction, cfg.optimizer.budget_cooldown)
 
     def _track_best(self, valid_loss: float, done: float, schedule: bool) -> bool:
         """Keeps the best epoch's weights apart, lowers the rate on a plateau; True when patience ran out.
@@ -215,7 +216,7 @@ class TrainLoop:
             self.checkpoints.save_best()
         if not schedule:
             return False
-        annealing = self._in_cooldown()
+        annealing = self._cooldown_scale(self._budget_fraction) < 1  # the rate already falls on schedule
         if valid_loss < best - (0.0 if annealing else MIN_IMPROVEMENT):
             self.state.bad_epochs.assign(0)
             return False
